@@ -1,0 +1,70 @@
+"""The one function that builds every BIDS path in spineflow (raw, derivatives, logs).
+
+Entities are written in the order of the BIDS specification's entity table, so the same
+entities always give the same name, whoever asks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# BIDS entity order (specification, appendix "Entity table"), plus derivative entities.
+ENTITY_ORDER = (
+    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "mod", "echo",
+    "from", "to", "mode", "space", "res", "den", "label", "desc",
+)  # fmt: skip
+
+DERIVATIVES_NAME = "spineflow"
+
+
+def _label(value: str | int, prefix: str) -> str:
+    """Accept 'sub-01' or '01' (and 'ses-1' or 1); return the bare label."""
+    text = str(value)
+    return text[len(prefix) + 1 :] if text.startswith(prefix + "-") else text
+
+
+def bids(
+    root: str | Path | None = None,
+    *,
+    datatype: str | None = None,
+    suffix: str | None = None,
+    extension: str = "",
+    subject_dir: bool = True,
+    **entities: str | int | None,
+) -> str:
+    """Build a BIDS path: ``root/sub-X/[ses-Y/][datatype/]sub-X_ses-Y_..._suffix.ext``.
+
+    ``entities`` use BIDS keys (``sub``, ``ses``, ``acq``, ``desc``, ``from_`` for ``from`` ...);
+    values may be Snakemake wildcards such as ``"{subject}"``. ``subject_dir=False`` drops the
+    sub-/ses- folders (used for group-level files and logs).
+    """
+    given = {key.rstrip("_"): value for key, value in entities.items() if value is not None}
+    unknown = set(given) - set(ENTITY_ORDER)
+    if unknown:
+        raise ValueError(f"unknown BIDS entities {sorted(unknown)}; known: {ENTITY_ORDER}")
+    labels = {key: _label(given[key], key) for key in ENTITY_ORDER if key in given}
+    parts = [f"{key}-{value}" for key, value in labels.items()]
+    if suffix:
+        parts.append(suffix)
+    name = "_".join(parts) + extension
+    folders: list[str] = []
+    if subject_dir and "sub" in labels:
+        folders.append(f"sub-{labels['sub']}")
+        if "ses" in labels:
+            folders.append(f"ses-{labels['ses']}")
+    if datatype:
+        folders.append(datatype)
+    path = Path(*folders, name) if folders else Path(name)
+    return str(Path(root) / path) if root is not None else str(path)
+
+
+def raw_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "bids"
+
+
+def derivatives_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "derivatives" / DERIVATIVES_NAME
+
+
+def group_dir(output_dir: str | Path) -> Path:
+    return derivatives_root(output_dir) / "group"

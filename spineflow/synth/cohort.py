@@ -1,0 +1,350 @@
+"""A synthetic longitudinal cohort: DICOM studies with fake PHI, demographics and ground truth.
+
+Layout written under ``out``::
+
+    dicom/<study folder>/<series folder>/IM...   real MR DICOM, opaque names, plus a stray file
+    participants.tsv                            demographics (participant_id, sex, age, ...)
+    id_map.tsv                                  dicom_patient_id -> participant_id
+    truth/discs.tsv, truth/vertebrae.tsv        geometry from the continuous anatomy
+    truth/sessions.tsv                          per scan: pose, SNR, field of view
+    truth/phi.tsv                               every identifying string written into DICOM
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydicom.uid import generate_uid
+
+from . import anatomy, render, sampling
+from .dicomio import SeriesInfo, StudyInfo, write_series
+
+FIRST_NAMES = ("Anna", "Jonas", "Marta", "Piotr", "Sofia", "Lukas", "Ewa", "Tomasz", "Clara",
+               "Mateo", "Ingrid", "Karol", "Helena", "Oskar", "Zofia", "Emil")  # fmt: skip
+LAST_NAMES = ("Kowalczyk", "Brennan", "Lindqvist", "Moreau", "Novak", "Ferreira", "Hakala",
+              "Duchamp", "Ostrowski", "Varga", "Castellano", "Wieczorek")  # fmt: skip
+INSTITUTIONS = (("St. Adalbert University Hospital", "12 Wawelska Street, Krakow"),
+                ("Northfield Imaging Centre", "4 Harbour Road, Aberdeen"))  # fmt: skip
+STUDY_LEVELS = ("L3-L4", "L4-L5", "L5-S1")
+STUDY_VERTEBRAE = ("L3", "L4", "L5", "S1")
+
+
+@dataclass(frozen=True)
+class CohortOptions:
+    participants: int = 4
+    seed: int = 0
+    missing_timepoint2_share: float = 3 / 28
+    cut_l3l4_share: float = 9 / 56  # of scans: the study had 9 of 53
+    snr_range: tuple[float, float] = (10.0, 40.0)
+    supersample: int = 2
+    workers: int = 2
+
+
+def generate_cohort(out: str | Path, options: CohortOptions = CohortOptions()) -> Path:
+    """Write the cohort; return ``out``. Deterministic for a given seed."""
+    out = Path(out)
+    (out / "truth").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(options.seed)
+    n = options.participants
+    order = rng.permutation(n)
+    n_missing = max(1, round(n * options.missing_timepoint2_share)) if n >= 3 else 0
+    n_cut = max(1, round(n * options.cut_l3l4_share)) if n >= 3 else 0
+    missing = set(order[:n_missing].tolist())
+    cut = set(order[n_missing : n_missing + n_cut].tolist())
+    plans = [
+        {
+            "index": i,
+            "participant_id": f"sub-{i + 1:02d}",
+            "seed": int(rng.integers(0, 2**32 - 1)),
+            "has_timepoint2": i not in missing,
+            "cut_l3l4": i in cut,
+            "options": options,
+            "out": str(out),
+        }
+        for i in range(n)
+    ]
+    with ProcessPoolExecutor(max_workers=max(1, options.workers)) as pool:
+        results = list(pool.map(_generate_participant, plans))
+    _write_tables(out, results)
+    return out
+
+
+def _generate_participant(plan: dict) -> dict:
+    rng = np.random.default_rng(plan["seed"])
+    options: CohortOptions = plan["options"]
+    person = _demographics(rng, plan["participant_id"])
+    params1 = sampling.sample_participant(rng)
+    change = _planted_change(rng)
+    sessions = [("ses-1", params1, 0)]
+    if plan["has_timepoint2"]:
+        params2 = sampling.timepoint2_params(rng, params1, change)
+        sessions.append(("ses-2", params2, int(rng.integers(133, 147))))  # ~20 weeks
+    cut_session = int(rng.integers(0, len(sessions))) if plan["cut_l3l4"] else -1
+    first_day = date(2025, 1, 6) + timedelta(days=int(rng.integers(0, 300)))
+    disc_rows, vertebra_rows, scan_rows = [], [], []
+    for k, (session_id, params, day) in enumerate(sessions):
+        spine = anatomy.build_spine(params)
+        snr = rng.uniform(*options.snr_range)
+        scene = sampling.sample_scene(rng, spine, snr)
+        contrast = sampling.sample_contrast(rng, render.PD_FS)
+        rotation, translation, geometry, fov = _place_scan(rng, spine, k == cut_session)
+        study = _study_info(rng, person, first_day + timedelta(days=day))
+        folder = Path(plan["out"]) / "dicom" / f"ST{rng.integers(0, 16**5):05X}"
+        _write_study(folder, spine, scene, contrast, rotation, translation, geometry, study, rng,
+                     options.supersample)  # fmt: skip
+        statuses = _fov_status(spine, rotation, translation, geometry)
+        common = {"participant_id": plan["participant_id"], "session_id": session_id}
+        for level in STUDY_LEVELS:
+            disc = spine.disc(level)
+            disc_rows.append(
+                {
+                    **common,
+                    "level": level,
+                    "height_mm": anatomy.true_disc_height_mm(disc),
+                    "width_mm": anatomy.true_disc_width_mm(disc),
+                    "pfirrmann": disc.pfirrmann,
+                    "status": statuses[level],
+                    "planted_change_mm": change.get(level, 0.0) if session_id == "ses-2" else 0.0,
+                    "centre_scanner_ras": json.dumps(
+                        _to_scanner(disc.mid_origin_as, rotation, translation).round(3).tolist()
+                    ),
+                }
+            )
+        for name in STUDY_VERTEBRAE:
+            vertebra_rows.append(
+                {
+                    **common,
+                    "vertebra": name,
+                    "intervertebral_distance_mm": anatomy.true_intervertebral_distance_mm(
+                        spine.vertebra(name)
+                    ),
+                    "status": statuses[name],
+                }
+            )
+        scan_rows.append(
+            {
+                **common,
+                "snr": round(snr, 2),
+                "lordosis_deg": round(params["lordosis_deg"], 2),
+                "rotation_deg": json.dumps(np.round(rotation_deg := fov["rotation_deg"], 3).tolist()),
+                "translation_mm": json.dumps(np.round(fov["translation_mm"], 3).tolist()),
+                "midline_offset_mm": round(fov["midline_offset_mm"], 3),
+                "n_slices": len(geometry.slice_centres),
+                "fov_top_cuts": fov["top_cuts"],
+            }
+        )
+        del rotation_deg
+    return {
+        "person": person,
+        "discs": disc_rows,
+        "vertebrae": vertebra_rows,
+        "scans": scan_rows,
+        "phi": [person["name"], person["patient_id"], person["birth_date"]]
+        + [study_field for study_field in _phi_of_studies(person)],
+    }
+
+
+def _planted_change(rng) -> dict:
+    """Half of the participants lose (or gain) disc height at some levels; the rest: none."""
+    if rng.uniform() < 0.5:
+        return {}
+    return {lvl: float(rng.choice([-0.5, -0.4, -0.3, -0.2, 0.0, 0.2])) for lvl in STUDY_LEVELS}
+
+
+def _demographics(rng, participant_id) -> dict:
+    sex = rng.choice(["F", "M"])
+    height_cm = rng.normal(178 if sex == "M" else 166, 7)
+    bmi = rng.uniform(19, 31)
+    finisher = rng.uniform() < 0.7
+    first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+    birth = date(1965, 1, 1) + timedelta(days=int(rng.integers(0, 365 * 35)))
+    institution, address = INSTITUTIONS[int(rng.integers(0, len(INSTITUTIONS)))]
+    return {
+        "participant_id": participant_id,
+        "sex": str(sex),
+        "age": int((date(2025, 6, 1) - birth).days // 365),
+        "height_cm": round(float(height_cm), 1),
+        "weight_kg": round(float(bmi * (height_cm / 100) ** 2), 1),
+        "group": "finisher" if finisher else "non-finisher",
+        "finish_time_min": round(float(rng.normal(285, 40)), 1) if finisher else None,
+        "name": f"{last}^{first}",
+        "patient_id": f"HSP{rng.integers(10**6, 10**7)}",
+        "birth_date": birth.strftime("%Y%m%d"),
+        "institution": institution,
+        "institution_address": address,
+        "referring_physician": f"{rng.choice(LAST_NAMES)}^{rng.choice(FIRST_NAMES)}^^Dr",
+        "operator": f"{rng.choice(LAST_NAMES)}^{rng.choice(FIRST_NAMES)}",
+    }
+
+
+def _phi_of_studies(person: dict) -> list[str]:
+    last, first = person["name"].split("^")
+    return [f"{first} {last}", person["institution"], person["institution_address"]]
+
+
+def _study_info(rng, person, day: date) -> StudyInfo:
+    return StudyInfo(
+        patient_name=person["name"],
+        patient_id=person["patient_id"],
+        birth_date=person["birth_date"],
+        sex=person["sex"],
+        accession=f"ACC{rng.integers(10**7, 10**8)}",
+        institution=person["institution"],
+        institution_address=person["institution_address"],
+        referring_physician=person["referring_physician"],
+        operator=person["operator"],
+        study_date=day.strftime("%Y%m%d"),
+        study_time=f"{int(rng.integers(7, 19)):02d}{int(rng.integers(0, 60)):02d}00",
+        study_uid=generate_uid(),
+        frame_of_reference_uid=generate_uid(),
+    )
+
+
+def _to_scanner(point_as, rotation, translation) -> np.ndarray:
+    point = np.array([0.0, point_as[0], point_as[1]])
+    return render.anatomy_to_scanner(point[None, :], rotation, translation)[0]
+
+
+def _sagittal_geometry(rng) -> tuple[render.SliceGeometry, float]:
+    n_slices = int(rng.integers(15, 20))
+    offset = rng.uniform(-1.65, 1.65)  # where the midline falls between slices
+    r = offset + (np.arange(n_slices) - (n_slices - 1) / 2) * 3.3
+    centres = np.stack([r, np.zeros(n_slices), np.zeros(n_slices)], axis=1)
+    geometry = render.SliceGeometry(
+        rows=sampling.MATRIX,
+        cols=sampling.MATRIX,
+        pixel_mm=sampling.FOV_MM / sampling.MATRIX,
+        thickness_mm=3.0,
+        slice_centres=centres,
+        row_dir=np.array([0.0, -1.0, 0.0]),  # columns run anterior -> posterior
+        col_dir=np.array([0.0, 0.0, -1.0]),  # rows run superior -> inferior
+    )
+    return geometry, offset
+
+
+def _endplate_rims(spine) -> dict[str, np.ndarray]:
+    """Mid-sagittal rim points that decide whether each study structure is in the field."""
+    rims = {}
+    for name in STUDY_VERTEBRAE:
+        v = spine.vertebra(name)
+        rims[name] = np.vstack([v.rim_points_as("cranial"), v.rim_points_as("caudal")])
+    for level in STUDY_LEVELS:
+        d = spine.disc(level)
+        rims[level] = np.vstack([d.upper.rim_points_as("caudal"), d.lower.rim_points_as("cranial")])
+    return rims
+
+
+def _inplane_margin_mm(points_as, rotation, translation, geometry) -> np.ndarray:
+    """Signed distance of each point inside the image rectangle (negative: outside)."""
+    points = np.column_stack([np.zeros(len(points_as)), points_as])
+    scanner = render.anatomy_to_scanner(points, rotation, translation)
+    half = geometry.pixel_mm * geometry.rows / 2
+    return np.minimum(half - np.abs(scanner[:, 1]), half - np.abs(scanner[:, 2]))
+
+
+def _fov_status(spine, rotation, translation, geometry) -> dict[str, str]:
+    statuses = {}
+    for name, rims in _endplate_rims(spine).items():
+        inside = _inplane_margin_mm(rims, rotation, translation, geometry).min() > 0
+        statuses[name] = "ok" if inside else "not_in_fov"
+    return statuses
+
+
+def _place_scan(rng, spine, cut_l3l4: bool):
+    """Pose the patient and the field of view; with cut_l3l4 the top edge cuts L3 or L3-L4.
+
+    Edges closer than 2 mm to a deciding endplate are redrawn so the truth is unambiguous.
+    """
+    for _ in range(200):
+        geometry, offset = _sagittal_geometry(rng)
+        rotation_deg, shift = sampling.sample_pose(rng, 3.0, 8.0)
+        rotation, _ = render.pose_matrix(rotation_deg, (0, 0, 0))
+        l4 = np.asarray(spine.vertebra("L4").centre_as)
+        half = sampling.FOV_MM / 2
+        if cut_l3l4:
+            top_s = rng.uniform(spine.vertebra("L4").centre_as[1], spine.vertebra("L3").centre_as[1])
+            target_s = top_s - half
+        else:
+            target_s = l4[1] + rng.uniform(-25, 25)
+        target = np.array([0.0, l4[0] - rng.uniform(30, 60), target_s])
+        translation = -(rotation @ target) + shift
+        margins = [
+            _inplane_margin_mm(rims, rotation, translation, geometry)
+            for rims in _endplate_rims(spine).values()
+        ]
+        ambiguous = any(((m > -2) & (m < 2)).any() and (m < 0).any() for m in margins)
+        ambiguous |= any(((m > 0) & (m < 2)).any() for m in margins)
+        if not ambiguous:
+            fov = {
+                "rotation_deg": rotation_deg,
+                "translation_mm": translation,
+                "midline_offset_mm": -offset,
+                "top_cuts": cut_l3l4,
+            }
+            return rotation, translation, geometry, fov
+    raise RuntimeError("could not place an unambiguous field of view")
+
+
+def _write_study(folder, spine, scene, contrast, rotation, translation, geometry, study, rng, ss):
+    """The measured sagittal PD-FS series plus decoys: a 3-plane localizer, a sagittal T1 and an
+    axial T2 that a careless series selection would pick."""
+    localizer_uid = generate_uid()
+    for k, geom in enumerate(_localizer_geometries()):
+        image = render.render_volume(spine, scene, geom, rotation, translation, contrast, rng, 1, 1)
+        write_series(folder / "SE001", image, geom, study, SeriesInfo(1, "localizer_3plane", 8.6, 4.0, ""),
+                     rng, series_uid=localizer_uid, first_instance=k + 1)  # fmt: skip
+    t1 = render.render_volume(
+        spine, scene, geometry, rotation, translation, sampling.sample_contrast(rng, render.T1),
+        rng, 1, 1,
+    )  # fmt: skip
+    write_series(folder / "SE002", t1, geometry, study, SeriesInfo(2, "t1_tse_sag", 650, 9.8, ""), rng)
+    pd_fs = render.render_volume(spine, scene, geometry, rotation, translation, contrast, rng, ss, 3)
+    write_series(folder / "SE003", pd_fs, geometry, study,
+                 SeriesInfo(3, "pd_tse_fs_sag", 3200, 33, "FS"), rng)  # fmt: skip
+    axial = _axial_geometry(spine, rotation, translation)
+    t2_ax = render.render_volume(spine, scene, axial, rotation, translation, contrast, rng, 1, 1)
+    write_series(folder / "SE004", t2_ax, axial, study, SeriesInfo(4, "t2_tse_tra", 4000, 96, ""), rng)
+    (folder / "Thumbs.db").write_bytes(b"not a DICOM file\x00")
+
+
+def _localizer_geometries() -> list[render.SliceGeometry]:
+    """One sagittal, one coronal and one axial image in a single series, as scanners do."""
+    size, pixel = 128, 400 / 128
+    planes = [
+        (np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, -1.0])),
+        (np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])),
+        (np.array([1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0])),
+    ]
+    return [
+        render.SliceGeometry(size, size, pixel, 8.0, np.zeros((1, 3)), row, col) for row, col in planes
+    ]
+
+
+def _axial_geometry(spine, rotation, translation) -> render.SliceGeometry:
+    centre = _to_scanner(spine.disc("L4-L5").mid_origin_as, rotation, translation)
+    offsets = (np.arange(5) - 2) * 4.4
+    centres = centre + np.outer(offsets, [0, 0, 1.0])
+    return render.SliceGeometry(
+        256, 256, 200 / 256, 4.0, centres, np.array([1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0])
+    )
+
+
+def _write_tables(out: Path, results: list[dict]) -> None:
+    people = pd.DataFrame([r["person"] for r in results])
+    columns = ["participant_id", "sex", "age", "height_cm", "weight_kg", "group", "finish_time_min"]
+    people[columns].to_csv(out / "participants.tsv", sep="\t", index=False, na_rep="n/a")
+    people.rename(columns={"patient_id": "dicom_patient_id"})[
+        ["dicom_patient_id", "participant_id"]
+    ].to_csv(out / "id_map.tsv", sep="\t", index=False)
+    for table in ("discs", "vertebrae", "scans"):
+        rows = [row for r in results for row in r[table]]
+        name = "sessions" if table == "scans" else table
+        pd.DataFrame(rows).to_csv(out / "truth" / f"{name}.tsv", sep="\t", index=False, float_format="%.4f")
+    phi = sorted({s for r in results for s in r["phi"]})
+    pd.DataFrame({"phi": phi}).to_csv(out / "truth" / "phi.tsv", sep="\t", index=False)

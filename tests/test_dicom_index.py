@@ -1,0 +1,211 @@
+"""DICOM indexing: participants, sessions, geometry checks, caching and series selection."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+import yaml
+from dicom_factory import PHI, write_mr_series
+
+from spineflow import dicom_index
+from spineflow.dicom_index import (
+    build_index,
+    load_index,
+    load_or_build,
+    orientation_label,
+    pseudonym,
+    save_index,
+    select_series,
+)
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+
+
+def _rules():
+    return yaml.safe_load(CONFIG.read_text())["series"]
+
+
+def _one(series, **where):
+    mask = pd.Series(True, index=series.index)
+    for column, value in where.items():
+        mask &= series[column] == value
+    assert mask.sum() == 1, series
+    return series[mask].iloc[0]
+
+
+def test_non_dicom_files_skipped_with_warning(tmp_path, caplog):
+    write_mr_series(tmp_path / "a" / "b", n_slices=4)
+    (tmp_path / "a" / "README").write_text("not an image")
+    (tmp_path / "junk.bin").write_bytes(bytes(range(256)) * 4)
+    with caplog.at_level(logging.WARNING, logger="spineflow.dicom_index"):
+        series, files = build_index(tmp_path)
+    assert len(series) == 1 and len(files) == 4
+    assert set(files["relpath"]) == {f"a/b/IM{i:04d}" for i in range(1, 5)}
+    warned = caplog.text
+    assert "a/README" in warned and "junk.bin" in warned
+
+
+def test_sessions_ordered_by_study_date_and_time(tmp_path):
+    # Written to disk out of order, with names that sort against the dates.
+    write_mr_series(tmp_path / "z_first", study_date="20240105", study_time="081500")
+    write_mr_series(tmp_path / "a_third", study_date="20240510", study_time="070000")
+    write_mr_series(tmp_path / "m_second", study_date="20240105", study_time="143000")
+    write_mr_series(tmp_path / "other", patient_id="OTHER1", study_date="20230101")
+    series, files = build_index(tmp_path)
+    key_dir = files.assign(folder=files["relpath"].str.split("/").str[0])
+    folders = key_dir.drop_duplicates("series_key").set_index("series_key")["folder"]
+    series = series.assign(folder=series["series_key"].map(folders))
+    first = _one(series, folder="z_first")
+    assert (first["session_id"], first["days_from_baseline"]) == ("ses-1", 0)
+    second = _one(series, folder="m_second")
+    assert (second["session_id"], second["days_from_baseline"]) == ("ses-2", 0)
+    third = _one(series, folder="a_third")
+    assert (third["session_id"], third["days_from_baseline"]) == ("ses-3", 126)
+    other = _one(series, folder="other")
+    assert other["session_id"] == "ses-1" and other["participant_id"] != first["participant_id"]
+
+
+def test_tables_hold_no_phi(tmp_path):
+    write_mr_series(tmp_path, study_date="20240105")
+    series, files = build_index(tmp_path)
+    text = series.to_csv(sep="\t") + files.to_csv(sep="\t")
+    for value in [*PHI.values(), "20240105", "081500"]:
+        assert value.lower() not in text.lower()
+    assert not any("uid" in column.lower() for column in [*series.columns, *files.columns])
+
+
+def test_id_map_and_missing_id_error(tmp_path):
+    write_mr_series(tmp_path / "dicom" / "p1", patient_id="PATX4711")
+    write_mr_series(tmp_path / "dicom" / "p2", patient_id="PATY0815")
+    id_map = tmp_path / "id_map.tsv"
+    id_map.write_text("dicom_patient_id\tparticipant_id\nPATX4711\tsub-01\nPATY0815\t02\n")
+    series, _ = build_index(tmp_path / "dicom", id_map)
+    assert sorted(series["participant_id"]) == ["sub-01", "sub-02"]
+    id_map.write_text("dicom_patient_id\tparticipant_id\nPATX4711\tsub-01\n")
+    with pytest.raises(ValueError) as error:
+        build_index(tmp_path / "dicom", id_map)
+    assert str(id_map) in str(error.value) and "PATY0815" not in str(error.value)
+
+
+def test_pseudonym_stable_and_salted(tmp_path):
+    assert pseudonym("PATX4711") == pseudonym("PATX4711")
+    assert pseudonym("PATX4711", "salt-a") != pseudonym("PATX4711", "salt-b")
+    assert pseudonym("PATX4711").startswith("sub-") and len(pseudonym("PATX4711")) == 12
+    write_mr_series(tmp_path)
+    first, _ = build_index(tmp_path, salt="s1")
+    again, _ = build_index(tmp_path, salt="s1")
+    other, _ = build_index(tmp_path, salt="s2")
+    assert (
+        first["participant_id"][0]
+        == again["participant_id"][0]
+        == pseudonym(PHI["PatientID"], "s1")
+    )
+    assert other["participant_id"][0] != first["participant_id"][0]
+
+
+def test_orientation_labels():
+    assert orientation_label([0, 1, 0, 0, 0, -1]) == "sagittal"
+    assert orientation_label([1, 0, 0, 0, 0, -1]) == "coronal"
+    assert orientation_label([1, 0, 0, 0, 1, 0]) == "axial"
+    # 10 degrees off sagittal is still sagittal; 45 degrees between axes is oblique.
+    assert orientation_label([0, 0.985, 0.174, 0, -0.174, 0.985]) == "sagittal"
+    assert orientation_label([0, 1, 0, 0.7071, 0, -0.7071]) == "oblique"
+
+
+def _decoy_session(root: Path, **study) -> None:
+    """Localizer, axial, sagittal T1 and two sagittal PD (a repeat) in one study."""
+    study.setdefault("study_uid", pydicom.uid.generate_uid())
+    write_mr_series(
+        root / "loc",
+        orientation=["sagittal", "coronal", "axial"],
+        n_slices=3,
+        series_number=1,
+        series_description="localizer",
+        **study,
+    )
+    write_mr_series(root / "t1", series_number=2, series_description="T1_TSE_SAG", **study)
+    write_mr_series(root / "pd", series_number=3, series_description="PD_TSE_SAG_FS", **study)
+    write_mr_series(root / "pd2", series_number=4, series_description="PD_TSE_SAG_FS", **study)
+    write_mr_series(
+        root / "ax", orientation="axial", series_number=5, series_description="PD_TSE_AX", **study
+    )
+
+
+def test_orientation_and_validation_in_index(tmp_path):
+    study = {"study_uid": pydicom.uid.generate_uid()}
+    _decoy_session(tmp_path, **study)
+    write_mr_series(tmp_path / "gap", n_slices=8, skip_slices=[4], series_number=6, **study)
+    write_mr_series(tmp_path / "short", n_slices=2, series_number=7, **study)
+    series, _ = build_index(tmp_path)
+    by_number = series.set_index("series_number")
+    assert by_number.loc[1, "orientation"] == "mixed" and by_number.loc[1, "status"] == "failed"
+    assert by_number.loc[3, "orientation"] == "sagittal" and by_number.loc[3, "status"] == "ok"
+    assert by_number.loc[5, "orientation"] == "axial"
+    assert by_number.loc[6, "status"] == "failed" and "missing slice" in by_number.loc[6, "note"]
+    assert "between instances 4-6" in by_number.loc[6, "note"]
+    assert by_number.loc[7, "status"] == "failed" and "only 2 file" in by_number.loc[7, "note"]
+    row = by_number.loc[3]
+    assert (row["rows"], row["columns"], row["n_files"]) == (32, 32, 5)
+    assert row["pixel_spacing_mm"] == "1.09375x1.09375" and row["slice_thickness_mm"] == 3.0
+    assert row["image_type"] == "ORIGINAL\\PRIMARY\\M\\ND"
+
+
+def test_select_series_picks_sagittal_pd_over_decoys(tmp_path, caplog):
+    _decoy_session(tmp_path / "s1", study_date="20240105")
+    _decoy_session(tmp_path / "s2", study_date="20240601")
+    series, _ = build_index(tmp_path)
+    with caplog.at_level(logging.INFO, logger="spineflow.dicom_index"):
+        chosen = select_series(series, _rules())
+    assert list(chosen["session_id"]) == ["ses-1", "ses-2"]
+    assert set(chosen["series_number"]) == {4}  # the repeat, highest series number
+    assert set(chosen["rule"]) == {"sagittal_pd"} and chosen["geometry"].all()
+    assert set(chosen["suffix"]) == {"PDw"} and set(chosen["acq"]) == {"sag"}
+    assert chosen["note"].str.contains("kept series 4").all()
+    assert "kept series 4" in caplog.text
+
+
+def test_select_series_prefers_ok_and_rejects_unknown_field(tmp_path):
+    study = {"study_uid": pydicom.uid.generate_uid()}
+    write_mr_series(tmp_path / "a", series_number=3, **study)
+    write_mr_series(tmp_path / "b", series_number=4, n_slices=6, skip_slices=[2], **study)
+    series, _ = build_index(tmp_path)
+    chosen = select_series(series, _rules())
+    assert list(chosen["series_number"]) == [3] and list(chosen["status"]) == ["ok"]
+    bad = [{**_rules()[0], "criteria": {"SeriesDescriptionX": "pd"}}]
+    with pytest.raises(ValueError, match="SeriesDescriptionX.*known fields: participant_id"):
+        select_series(series, bad)
+
+
+def test_save_load_roundtrip(tmp_path):
+    write_mr_series(tmp_path / "dicom")
+    series, files = build_index(tmp_path / "dicom")
+    save_index(series, files, tmp_path / "index")
+    loaded_series, loaded_files = load_index(tmp_path / "index")
+    pd.testing.assert_frame_equal(loaded_series, series, check_dtype=False)
+    pd.testing.assert_frame_equal(loaded_files, files, check_dtype=False)
+
+
+def test_load_or_build_uses_cache_until_dicom_changes(tmp_path, monkeypatch):
+    dicom, index = tmp_path / "dicom", tmp_path / "index"
+    write_mr_series(dicom / "a")
+    first, _ = load_or_build(dicom, index)
+    assert (index / "fingerprint.json").exists()
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a DICOM file was opened although the index was cached")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dicom_index.pydicom, "dcmread", forbidden)
+        cached, _ = load_or_build(dicom, index)
+    pd.testing.assert_frame_equal(cached, first, check_dtype=False)
+
+    write_mr_series(dicom / "b", series_number=2, study_date="20240601")
+    rebuilt, files = load_or_build(dicom, index)
+    assert len(rebuilt) == 2 and len(files) == 10
+    # A different salt also invalidates the cache (participant labels change).
+    salted, _ = load_or_build(dicom, index, salt="other")
+    assert set(salted["participant_id"]) != set(rebuilt["participant_id"])
