@@ -259,7 +259,7 @@ def _fov_status(spine, rotation, translation, geometry) -> dict[str, str]:
 def _place_scan(rng, spine, cut_l3l4: bool):
     """Pose the patient and the field of view; with cut_l3l4 the top edge cuts L3 or L3-L4.
 
-    Edges closer than 2 mm to a deciding endplate are redrawn so the truth is unambiguous.
+    Edges closer than 3 mm to a deciding endplate are redrawn so the truth is unambiguous.
     """
     for _ in range(200):
         geometry, offset = _sagittal_geometry(rng)
@@ -278,8 +278,7 @@ def _place_scan(rng, spine, cut_l3l4: bool):
             _inplane_margin_mm(rims, rotation, translation, geometry)
             for rims in _endplate_rims(spine).values()
         ]
-        ambiguous = any(((m > -2) & (m < 2)).any() and (m < 0).any() for m in margins)
-        ambiguous |= any(((m > 0) & (m < 2)).any() for m in margins)
+        ambiguous = any(((m > -3) & (m < 3)).any() for m in margins)
         if not ambiguous:
             fov = {
                 "rotation_deg": rotation_deg,

@@ -1,0 +1,74 @@
+"""spineflow: longitudinal lumbar-spine MRI from raw DICOM to cohort tables.
+
+    snakemake --profile profiles/default            # local
+    snakemake --profile profiles/slurm              # cluster
+"""
+
+from snakemake.utils import min_version, validate
+
+from spineflow.workflow import Paths, geometry_rule, recorded_failures, session_plan
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+PATHS = Paths(config["output_dir"])
+GEOMETRY = geometry_rule(config)
+PLAN = session_plan(config, PATHS)
+RECORDED = [] if config["retry_failed"] else recorded_failures(PATHS)
+FAILED_BEFORE = {(f["participant_id"], f["session_id"]) for f in RECORDED}
+INDEX_FAILED = [
+    {
+        "participant_id": row.participant_id,
+        "session_id": row.session_id,
+        "stage": "dicom_index",
+        "message": row.note,
+    }
+    for row in PLAN.itertuples()
+    if row.status != "ok"
+]
+RUNNABLE = PLAN[
+    (PLAN.status == "ok")
+    & ~PLAN.apply(lambda r: (r.participant_id, r.session_id) in FAILED_BEFORE, axis=1)
+]
+
+
+def label(value, prefix):
+    return value[len(prefix) + 1 :]
+
+
+SESSIONS = [
+    (label(r.participant_id, "sub"), label(r.session_id, "ses")) for r in RUNNABLE.itertuples()
+]
+SUBJECTS_WITH_PAIR = sorted(
+    {s for s, ses in SESSIONS if ses == "1"} & {s for s, ses in SESSIONS if ses == "2"}
+)
+SERIES_KEY = {
+    (label(r.participant_id, "sub"), label(r.session_id, "ses")): r.series_key
+    for r in RUNNABLE.itertuples()
+}
+
+
+wildcard_constraints:
+    subject="[A-Za-z0-9]+",
+    session="[0-9]+",
+
+
+include: "rules/convert.smk"
+include: "rules/preprocess.smk"
+include: "rules/segment.smk"
+include: "rules/measure.smk"
+include: "rules/register.smk"
+include: "rules/cohort.smk"
+
+
+rule all:
+    input:
+        PATHS.group("discs.tsv"),
+        PATHS.group("vertebrae.tsv"),
+        PATHS.group("longitudinal.tsv"),
+    default_target: True

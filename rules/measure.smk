@@ -1,0 +1,22 @@
+# Disc height, disc width and intervertebral distance per level, in mm (DESIGN.md definitions).
+
+
+rule measure:
+    input:
+        image=PATHS.derived(GEOMETRY, desc="preproc"),
+        dseg=PATHS.derived(GEOMETRY, desc="vertebrae", suffix="dseg"),
+    output:
+        discs=PATHS.derived(GEOMETRY, ".tsv", suffix="discs"),
+        vertebrae=PATHS.derived(GEOMETRY, ".tsv", suffix="vertebrae"),
+    params:
+        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
+    log:
+        PATHS.log("measure"),
+    benchmark:
+        PATHS.benchmark("measure")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/measure.py"

@@ -1,0 +1,23 @@
+# N4 bias-field correction (SimpleITK) on a shrunken image, field applied at full resolution.
+
+
+rule n4:
+    input:
+        PATHS.raw_image(GEOMETRY),
+    output:
+        image=PATHS.derived(GEOMETRY, desc="preproc"),
+        field=PATHS.derived(GEOMETRY, desc="biasfield"),
+        sidecar=PATHS.derived(GEOMETRY, ".json", desc="preproc"),
+    params:
+        n4=config["n4"],
+        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
+    log:
+        PATHS.log("n4"),
+    benchmark:
+        PATHS.benchmark("n4")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/n4.py"

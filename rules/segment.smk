@@ -1,0 +1,22 @@
+# Vertebral bodies L1-S1 and discs, labelled from the sacrum (built-in, no downloaded weights).
+
+
+rule segment:
+    input:
+        PATHS.derived(GEOMETRY, desc="preproc"),
+    output:
+        dseg=PATHS.derived(GEOMETRY, desc="vertebrae", suffix="dseg"),
+        lookup=PATHS.derived(GEOMETRY, ".tsv", desc="vertebrae", suffix="dseg"),
+        sidecar=PATHS.derived(GEOMETRY, ".json", desc="vertebrae", suffix="dseg"),
+    params:
+        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
+    log:
+        PATHS.log("segment"),
+    benchmark:
+        PATHS.benchmark("segment")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/segment.py"

@@ -1,0 +1,18 @@
+from spineflow.runner import run
+from spineflow.stages import group_tables
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+sessions = smk.params.sessions
+run(
+    smk,
+    group_tables,
+    per_session={
+        "discs": [(*s, path) for s, path in zip(sessions, smk.input.discs)],
+        "vertebrae": [(*s, path) for s, path in zip(sessions, smk.input.vertebrae)],
+    },
+    failures=smk.params.failures,
+    discs_tsv=smk.output.discs,
+    vertebrae_tsv=smk.output.vertebrae,
+    longitudinal_tsv=smk.output.longitudinal,
+    deriv_root=str(smk.output.description).rsplit("/", 1)[0],
+)

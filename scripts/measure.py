@@ -1,0 +1,13 @@
+from spineflow.runner import run
+from spineflow.stages import measure_session
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+run(
+    smk,
+    measure_session,
+    failure_record=smk.params.failure,
+    image_path=smk.input.image,
+    dseg_path=smk.input.dseg,
+    discs_tsv=smk.output.discs,
+    vertebrae_tsv=smk.output.vertebrae,
+)

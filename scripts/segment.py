@@ -1,0 +1,13 @@
+from spineflow.runner import run
+from spineflow.stages import segment_session
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+run(
+    smk,
+    segment_session,
+    failure_record=smk.params.failure,
+    image_path=smk.input[0],
+    dseg_path=smk.output.dseg,
+    dseg_tsv=smk.output.lookup,
+    sidecar_path=smk.output.sidecar,
+)

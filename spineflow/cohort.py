@@ -1,0 +1,378 @@
+"""Cohort tables: per-session measure tables -> group tables, and the paired (ses-1 vs ses-2) test.
+
+Public tables (see DESIGN.md, "Public interface"):
+
+- discs.tsv: participant_id, session_id, level, height_mm, width_mm, pfirrmann_auto, status,
+  note, then any extra feature columns the measure stage wrote.
+- vertebrae.tsv: participant_id, session_id, vertebra, intervertebral_distance_mm, status, note.
+
+Missing values are NaN in memory and ``n/a`` on disk. A measure is only ever reported for a
+structure whose status is ``ok``; ``assemble`` enforces this whatever the input says.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from spineflow import LEVELS, VERTEBRAE
+from spineflow.bids import derivatives_root, raw_root
+
+NA = "n/a"
+BIDS_VERSION = "1.10.0"
+STATUSES = ("ok", "not_in_fov", "failed")
+SESSION_1, SESSION_2 = "ses-1", "ses-2"
+
+
+class _Kind:
+    def __init__(self, key: str, order: Sequence[str], measures: Sequence[str], integer=()):
+        self.key = key  # the column naming the structure: level | vertebra
+        self.order = tuple(order)
+        self.measures = tuple(measures)
+        self.integer = tuple(integer)  # measures stored as nullable integers
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("participant_id", "session_id", self.key, *self.measures, "status", "note")
+
+
+KINDS = {
+    "discs": _Kind(
+        "level", LEVELS, ("height_mm", "width_mm", "pfirrmann_auto"), ("pfirrmann_auto",)
+    ),
+    "vertebrae": _Kind("vertebra", VERTEBRAE, ("intervertebral_distance_mm",)),
+}
+DISC_COLUMNS = KINDS["discs"].columns
+VERTEBRA_COLUMNS = KINDS["vertebrae"].columns
+# measures tested between timepoints: (table, measure); pfirrmann grades are ordinal, not here
+LONGITUDINAL_MEASURES = (
+    ("discs", "height_mm"),
+    ("discs", "width_mm"),
+    ("vertebrae", "intervertebral_distance_mm"),
+)
+LONGITUDINAL_COLUMNS = (
+    "measure", "level", "n_pairs", "n_excluded", "mean_ses1", "mean_ses2", "mean_change",
+    "sd_change", "t_statistic", "p_value", "ci95_low", "ci95_high", "note",
+)  # fmt: skip
+# changes closer together than this (mm) count as identical: no variance to test against
+_ZERO_SPREAD_MM = 1e-9
+
+
+# --- identifiers and ordering -------------------------------------------------------------
+
+
+def _prefixed(value, prefix: str) -> str:
+    text = str(value).strip()
+    return text if text.startswith(prefix + "-") else f"{prefix}-{text}"
+
+
+def _natural_key(text: str) -> tuple:
+    """'sub-2' < 'sub-10', 'ses-2' < 'ses-10' (digit runs compare as numbers)."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in re.split(r"(\d+)", str(text))
+        if part
+    )
+
+
+def _sorted(table: pd.DataFrame, kind: _Kind) -> pd.DataFrame:
+    rank = {name: i for i, name in enumerate(kind.order)}
+    order = sorted(
+        range(len(table)),
+        key=lambda i: (
+            _natural_key(table["participant_id"].iat[i]),
+            _natural_key(table["session_id"].iat[i]),
+            rank[table[kind.key].iat[i]],
+        ),
+    )
+    return table.iloc[order].reset_index(drop=True)
+
+
+# --- assembling the group tables ----------------------------------------------------------
+
+
+def _read_session_table(path: str | Path, kind: _Kind, participant_id: str, session_id: str):
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[NA, ""])
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise ValueError(f"{path}: cannot read {kind.key} table: {error}") from error
+    required = [kind.key, *kind.measures, "status", "note"]
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {required}")
+    # a table that names its own participant/session must agree with the caller
+    for column, expected in (("participant_id", participant_id), ("session_id", session_id)):
+        if column in table.columns:
+            found = set(table[column].dropna().map(str)) - {expected}
+            if found:
+                raise ValueError(f"{path}: {column} {sorted(found)} but expected {expected}")
+            table = table.drop(columns=column)
+
+    names = table[kind.key].fillna("")
+    unknown = sorted(set(names) - set(kind.order))
+    if unknown:
+        raise ValueError(f"{path}: unknown {kind.key}(s) {unknown}; known: {list(kind.order)}")
+    if names.duplicated().any() or len(names) != len(kind.order):
+        raise ValueError(
+            f"{path}: expected exactly one row per {kind.key} {list(kind.order)}, "
+            f"found {list(names)}"
+        )
+    status = table["status"].fillna("")
+    bad_status = sorted(set(status) - set(STATUSES))
+    if bad_status:
+        raise ValueError(f"{path}: unknown status {bad_status}; known: {list(STATUSES)}")
+
+    for measure in kind.measures:
+        values = pd.to_numeric(table[measure], errors="coerce")
+        not_numbers = table[measure].notna() & values.isna()
+        if not_numbers.any():
+            raise ValueError(
+                f"{path}: non-numeric {measure}: {sorted(set(table.loc[not_numbers, measure]))}"
+            )
+        if measure in kind.integer:
+            given = values.dropna()
+            if ((given != given.round()) | (given < 1) | (given > 5)).any():
+                raise ValueError(f"{path}: {measure} must be an integer 1-5, got {list(given)}")
+        table[measure] = values.astype("float64")
+    table["note"] = table["note"].fillna("")
+    for column in table.columns.difference([kind.key, *kind.measures, "status", "note"]):
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.notna().sum() == table[column].notna().sum():  # all numbers: keep as numbers
+            table[column] = values
+    table.insert(0, "session_id", session_id)
+    table.insert(0, "participant_id", participant_id)
+    return table
+
+
+def _failure_rows(failures: Iterable[dict], kind: _Kind) -> pd.DataFrame:
+    notes: dict[tuple[str, str], list[str]] = {}
+    for failure in failures:
+        missing = {"participant_id", "session_id", "stage", "message"} - set(failure)
+        if missing:
+            raise ValueError(f"failure record {failure!r} lacks {sorted(missing)}")
+        session = (
+            _prefixed(failure["participant_id"], "sub"),
+            _prefixed(failure["session_id"], "ses"),
+        )
+        note = f"{failure['stage']} failed: {' '.join(str(failure['message']).split())}"
+        if note not in notes.setdefault(session, []):
+            notes[session].append(note)
+    rows = [
+        {"participant_id": sub, "session_id": ses, kind.key: name, "status": "failed",
+         "note": "; ".join(session_notes)}
+        for (sub, ses), session_notes in notes.items()
+        for name in kind.order
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["participant_id", "session_id", kind.key, "status", "note"])
+
+
+def assemble(
+    per_session: Sequence[tuple[str, str, str | Path]],
+    kind: str,
+    failures: Sequence[dict] = (),
+) -> pd.DataFrame:
+    """One group table from the per-session tables, plus rows for sessions known to have failed.
+
+    ``per_session``: (participant_id, session_id, path) of each measure-stage table;
+    ``kind``: "discs" or "vertebrae"; ``failures``: {participant_id, session_id, stage, message}
+    for sessions without a table, each becoming one ``failed`` row per level/vertebra with the
+    note "<stage> failed: <message>" (several failures of one session are joined with "; ").
+
+    Raises ValueError (naming the file) for a missing column, an unknown level/vertebra or
+    status, a non-numeric measure, a level given twice or not at all; and for a session given
+    twice, or given both as a table and as a failure.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    spec = KINDS[kind]
+    tables, seen = [], {}
+    for participant_id, session_id, path in per_session:
+        session = (_prefixed(participant_id, "sub"), _prefixed(session_id, "ses"))
+        if session in seen:
+            raise ValueError(f"{session[0]} {session[1]} given twice: {seen[session]} and {path}")
+        seen[session] = path
+        tables.append(_read_session_table(path, spec, *session))
+    failed = _failure_rows(failures, spec)
+    both = set(zip(failed["participant_id"], failed["session_id"], strict=True)) & set(seen)
+    if both:
+        raise ValueError(
+            "sessions given both as a measure table and as failed: "
+            + ", ".join(f"{sub} {ses} ({seen[sub, ses]})" for sub, ses in sorted(both))
+        )
+
+    extras: list[str] = []
+    for table in tables:
+        extras += [c for c in table.columns if c not in spec.columns and c not in extras]
+    columns = [*spec.columns, *extras]
+    frames = [frame.reindex(columns=columns) for frame in (*tables, failed) if len(frame)]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+    for measure in spec.measures:
+        values = pd.to_numeric(table[measure], errors="coerce").astype("float64")
+        values[table["status"] != "ok"] = np.nan  # never trust a measure of a missing structure
+        table[measure] = values.astype("Int64") if measure in spec.integer else values
+    for column in ("participant_id", "session_id", spec.key, "status", "note"):
+        table[column] = table[column].fillna("").astype(str)
+    return _sorted(table, spec)
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _format_float(value: float, significant: bool) -> str:
+    if value is None or pd.isna(value):
+        return NA
+    if significant:  # p-values: 3 significant digits, never rounded to 0.000
+        return f"{value:.3g}"
+    return f"{round(float(value), 3) + 0.0:.3f}"  # + 0.0: no "-0.000"
+
+
+def write_tsv(df: pd.DataFrame, path: str | Path, *, significant: Sequence[str] = ("p_value",)):
+    """Write ``df`` as a BIDS-style TSV: ``n/a`` for missing or empty cells, floats with 3
+    decimals (columns in ``significant`` with 3 significant digits instead), via a temporary
+    file and a rename so a reader never sees half a table."""
+    out = df.copy()
+    for column in out.columns:
+        if pd.api.types.is_float_dtype(out[column]):
+            keep = column in significant
+            out[column] = [_format_float(value, keep) for value in out[column]]
+        elif not pd.api.types.is_numeric_dtype(out[column]):
+            # BIDS TSV: no empty cells, 'n/a' instead (an empty note included)
+            out[column] = [
+                NA if pd.isna(value) or str(value).strip() == "" else str(value)
+                for value in out[column]
+            ]
+    text = out.to_csv(sep="\t", index=False, na_rep=NA, lineterminator="\n")
+    _atomic_write_text(path, text)
+
+
+def write_derivatives_description(deriv_root: str | Path, version: str) -> str:
+    """dataset_description.json of the derivatives dataset; returns its path.
+
+    The source (raw BIDS) dataset is linked as a BIDS URI, ``bids:raw:``, whose location
+    (``DatasetLinks``) is relative to the derivatives root: ``{output_dir}/bids`` seen from
+    ``{output_dir}/derivatives/spineflow``.
+    """
+    deriv_root = Path(deriv_root)
+    output_dir = deriv_root.parent.parent
+    if derivatives_root(output_dir) != deriv_root:
+        raise ValueError(
+            f"{deriv_root} is not a spineflow derivatives root (<out>/derivatives/...)"
+        )
+    link = Path(os.path.relpath(raw_root(output_dir), deriv_root)).as_posix()
+    path = deriv_root / "dataset_description.json"
+    content = {
+        "Name": "spineflow",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "spineflow", "Version": str(version)}],
+        "SourceDatasets": [{"URL": "bids:raw:"}],
+        "DatasetLinks": {"raw": link},
+    }
+    _atomic_write_text(path, json.dumps(content, indent=2) + "\n")
+    return str(path)
+
+
+# --- longitudinal: paired ses-1 vs ses-2 ----------------------------------------------------
+
+
+def paired_test(ses1: Sequence[float], ses2: Sequence[float]) -> dict:
+    """Paired t-test of ses2 - ses1 with a t-distribution 95 % CI of the mean change."""
+    ses1, ses2 = np.asarray(ses1, dtype=float), np.asarray(ses2, dtype=float)
+    change = ses2 - ses1
+    n = len(change)
+    row = {
+        "n_pairs": n,
+        "mean_ses1": float(ses1.mean()) if n else math.nan,
+        "mean_ses2": float(ses2.mean()) if n else math.nan,
+        "mean_change": float(change.mean()) if n else math.nan,
+        "sd_change": float(change.std(ddof=1)) if n >= 2 else math.nan,
+        "t_statistic": math.nan,
+        "p_value": math.nan,
+        "ci95_low": math.nan,
+        "ci95_high": math.nan,
+        "note": "",
+    }
+    if n == 0:
+        row["note"] = "no pairs: no participant has status ok at both ses-1 and ses-2"
+    elif n == 1:
+        row["note"] = "only 1 pair: a paired t-test needs at least 2"
+    elif np.ptp(change) <= _ZERO_SPREAD_MM:
+        # every participant changed by the same amount: sd 0, t undefined (or +-inf)
+        row["sd_change"] = 0.0
+        row["note"] = "no variation in change"
+    else:
+        result = stats.ttest_rel(ses2, ses1)
+        low, high = result.confidence_interval(confidence_level=0.95)
+        row.update(
+            t_statistic=float(result.statistic),
+            p_value=float(result.pvalue),
+            ci95_low=float(low),
+            ci95_high=float(high),
+        )
+    return row
+
+
+def _valid_values(table: pd.DataFrame, key: str, name: str, measure: str, session: str):
+    rows = table[(table[key] == name) & (table["session_id"] == session)]
+    rows = rows[(rows["status"] == "ok") & pd.to_numeric(rows[measure]).notna()]
+    return pd.to_numeric(rows.set_index("participant_id")[measure]).astype(float)
+
+
+def longitudinal(discs: pd.DataFrame, vertebrae: pd.DataFrame) -> pd.DataFrame:
+    """Paired ses-1 vs ses-2 comparison per measure and level (no pooling over levels).
+
+    A pair is a participant with status ok (and a value) at both ses-1 and ses-2 for that
+    level. ``n_excluded`` counts participants with any row for the level but no pair (no
+    ses-2, not_in_fov or failed at either session). Other sessions (ses-3 ...) are ignored.
+    """
+    rows = []
+    for table_name, measure in LONGITUDINAL_MEASURES:
+        spec = KINDS[table_name]
+        table = discs if table_name == "discs" else vertebrae
+        missing = {"participant_id", "session_id", spec.key, "status", measure} - set(table)
+        if missing:
+            raise ValueError(f"{table_name} table lacks column(s) {sorted(missing)}")
+        table = table.assign(
+            participant_id=table["participant_id"].map(lambda v: _prefixed(v, "sub")),
+            session_id=table["session_id"].map(lambda v: _prefixed(v, "ses")),
+        )
+        duplicated = table.duplicated(["participant_id", "session_id", spec.key])
+        if duplicated.any():
+            raise ValueError(
+                f"{table_name} table has repeated rows: "
+                f"{table.loc[duplicated, ['participant_id', 'session_id', spec.key]].values}"
+            )
+        for name in spec.order:
+            ses1 = _valid_values(table, spec.key, name, measure, SESSION_1)
+            ses2 = _valid_values(table, spec.key, name, measure, SESSION_2)
+            paired = sorted(set(ses1.index) & set(ses2.index), key=_natural_key)
+            anyone = set(table.loc[table[spec.key] == name, "participant_id"])
+            row = {"measure": measure, "level": name}
+            row.update(paired_test(ses1[paired].to_numpy(), ses2[paired].to_numpy()))
+            row["n_excluded"] = len(anyone - set(paired))
+            rows.append(row)
+    result = pd.DataFrame(rows, columns=list(LONGITUDINAL_COLUMNS))
+    return result.astype({"n_pairs": "int64", "n_excluded": "int64"})

@@ -1,0 +1,111 @@
+"""What the Snakefile needs at parse time: the session plan (from the cached DICOM index), the
+failure registry, and every file path (all built by ``bids()``).
+
+Parsing must stay cheap: the index is read from its cache; DICOM headers are read only when the
+DICOM folder changed (see ``dicom_index.load_or_build``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .bids import bids, derivatives_root, group_dir, raw_root
+from .dicom_index import load_or_build, select_series
+
+log = logging.getLogger(__name__)
+
+SUBJECT, SESSION = "{subject}", "{session}"
+
+
+@dataclass(frozen=True)
+class Paths:
+    output_dir: str
+
+    @property
+    def raw(self) -> Path:
+        return raw_root(self.output_dir)
+
+    @property
+    def deriv(self) -> Path:
+        return derivatives_root(self.output_dir)
+
+    @property
+    def index_dir(self) -> Path:
+        # sourcedata/ is BIDS's place for pre-conversion material; the index points at raw DICOM
+        return Path(self.output_dir) / "sourcedata" / "dicom_index"
+
+    @property
+    def failures_dir(self) -> Path:
+        return self.deriv / "logs" / "failures"
+
+    def raw_image(self, rule: dict, ext=".nii.gz", sub=SUBJECT, ses=SESSION) -> str:
+        return bids(self.raw, datatype=rule["datatype"], sub=sub, ses=ses, acq=rule.get("acq"),
+                    suffix=rule["suffix"], extension=ext)  # fmt: skip
+
+    def scans_tsv(self, sub=SUBJECT, ses=SESSION) -> str:
+        return bids(self.raw, sub=sub, ses=ses, suffix="scans", extension=".tsv")
+
+    def derived(self, rule: dict, ext=".nii.gz", sub=SUBJECT, ses=SESSION, **entities) -> str:
+        suffix = entities.pop("suffix", rule["suffix"])
+        return bids(self.deriv, datatype=rule["datatype"], sub=sub, ses=ses, acq=rule.get("acq"),
+                    suffix=suffix, extension=ext, **entities)  # fmt: skip
+
+    def xfm(self, sub=SUBJECT) -> str:
+        return bids(self.deriv, datatype="anat", sub=sub, from_="ses2", to="ses1", mode="image",
+                    suffix="xfm", extension=".tfm")  # fmt: skip
+
+    def log(self, step: str, sub=SUBJECT, ses: str | None = SESSION, ext=".log") -> str:
+        return bids(self.deriv / "logs", sub=sub, ses=ses, suffix=step, extension=ext,
+                    subject_dir=False)  # fmt: skip
+
+    def benchmark(self, step: str, sub=SUBJECT, ses: str | None = SESSION) -> str:
+        return bids(self.deriv / "benchmarks", sub=sub, ses=ses, suffix=step, extension=".tsv",
+                    subject_dir=False)  # fmt: skip
+
+    def failure_record(self, sub: str, ses: str) -> Path:
+        return Path(bids(self.failures_dir, sub=sub, ses=ses, suffix="failure",
+                         extension=".json", subject_dir=False))  # fmt: skip
+
+    def group(self, name: str) -> str:
+        return str(group_dir(self.output_dir) / name)
+
+
+def geometry_rule(config: dict) -> dict:
+    rules = [rule for rule in config["series"] if rule.get("geometry")]
+    if len(rules) != 1:
+        raise ValueError(f"config 'series': exactly one rule must set geometry: true, found {len(rules)}")
+    return rules[0]
+
+
+def session_plan(config: dict, paths: Paths) -> pd.DataFrame:
+    """One row per participant session: its geometry series, status (ok | failed) and note."""
+    dicom_dir = Path(config["dicom_dir"])
+    if not dicom_dir.is_dir():
+        raise FileNotFoundError(f"dicom_dir {dicom_dir} does not exist or is not a folder")
+    series, _ = load_or_build(dicom_dir, paths.index_dir, config.get("id_map") or None,
+                              config.get("pseudonym_salt", "spineflow"))  # fmt: skip
+    chosen = select_series(series, config["series"])
+    chosen = chosen[chosen["geometry"].astype(str).str.lower() == "true"]
+    sessions = series[["participant_id", "session_id"]].drop_duplicates()
+    plan = sessions.merge(chosen, on=["participant_id", "session_id"], how="left")
+    missing = plan["series_key"].isna()
+    plan.loc[missing, "status"] = "failed"
+    plan.loc[missing, "note"] = "no series matches the geometry rule"
+    plan["note"] = plan["note"].fillna("")
+    return plan.reset_index(drop=True)
+
+
+def recorded_failures(paths: Paths) -> list[dict]:
+    """Failures written by earlier runs' jobs (see runner.run)."""
+    if not paths.failures_dir.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(paths.failures_dir.glob("*.json"))]
+
+
+def label(value: str, prefix: str) -> str:
+    return value[len(prefix) + 1 :] if value.startswith(prefix + "-") else value

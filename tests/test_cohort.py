@@ -1,0 +1,336 @@
+"""Unit tests of spineflow.cohort on small hand-made tables (no Snakemake, no images)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from statsmodels.stats.weightstats import DescrStatsW
+
+from spineflow import cohort
+from spineflow.bids import bids, derivatives_root, group_dir
+
+DISC_HEADER = ["level", "height_mm", "width_mm", "pfirrmann_auto", "status", "note"]
+VERT_HEADER = ["vertebra", "intervertebral_distance_mm", "status", "note"]
+
+
+def _write(path: Path, header: list[str], rows: list[list]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["\t".join(header)] + ["\t".join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _disc_file(out: Path, sub: str, ses: str, rows=None, header=None) -> Path:
+    rows = rows or [
+        ["L3-L4", 9.1, 40.2, 2, "ok", "n/a"],
+        ["L4-L5", 10.0, 42.0, 3, "ok", "n/a"],
+        ["L5-S1", 11.5, 41.0, 4, "ok", "n/a"],
+    ]
+    path = bids(derivatives_root(out), datatype="anat", sub=sub, ses=ses, suffix="discs",
+                extension=".tsv")  # fmt: skip
+    return _write(Path(path), header or DISC_HEADER, rows)
+
+
+def _vert_file(out: Path, sub: str, ses: str, rows=None) -> Path:
+    rows = rows or [[name, 25.0 + i, "ok", ""] for i, name in enumerate(("L3", "L4", "L5", "S1"))]
+    path = bids(derivatives_root(out), datatype="anat", sub=sub, ses=ses, suffix="vertebrae",
+                extension=".tsv")  # fmt: skip
+    return _write(Path(path), VERT_HEADER, rows)
+
+
+# --- assemble --------------------------------------------------------------------------------
+
+
+def test_assembled_disc_columns_order_and_extras(tmp_path):
+    rows = [
+        ["L5-S1", 11.5, 41.0, 4, "ok", "", 0.8],
+        ["L3-L4", 9.1, 40.2, 2, "ok", "", 0.9],
+        ["L4-L5", 10.0, 42.0, 3, "ok", "", 0.7],
+    ]
+    path = _disc_file(tmp_path, "01", "1", rows, DISC_HEADER + ["contrast_ratio"])
+    table = cohort.assemble([("sub-01", "ses-1", path)], "discs", [])
+    assert list(table.columns) == [
+        "participant_id", "session_id", "level", "height_mm", "width_mm", "pfirrmann_auto",
+        "status", "note", "contrast_ratio",
+    ]  # fmt: skip
+    assert list(table["level"]) == ["L3-L4", "L4-L5", "L5-S1"]  # anatomical, not file order
+    assert list(table["pfirrmann_auto"]) == [2, 3, 4]
+    assert list(table["contrast_ratio"]) == [0.9, 0.7, 0.8]
+    assert set(table["participant_id"]) == {"sub-01"} and set(table["session_id"]) == {"ses-1"}
+
+
+def test_assembled_vertebra_columns(tmp_path):
+    path = _vert_file(tmp_path, "01", "1")
+    table = cohort.assemble([("sub-01", "ses-1", path)], "vertebrae", [])
+    assert list(table.columns) == [
+        "participant_id", "session_id", "vertebra", "intervertebral_distance_mm", "status", "note",
+    ]  # fmt: skip
+    assert list(table["vertebra"]) == ["L3", "L4", "L5", "S1"]
+
+
+def test_failed_sessions_get_one_row_per_level(tmp_path):
+    path = _disc_file(tmp_path, "01", "1")
+    failures = [
+        {"participant_id": "sub-02", "session_id": "ses-1", "stage": "dicom_index",
+         "message": "series 4 has 2 slice spacings"},
+    ]  # fmt: skip
+    table = cohort.assemble([("sub-01", "ses-1", path)], "discs", failures)
+    failed = table[table["participant_id"] == "sub-02"]
+    assert list(failed["level"]) == ["L3-L4", "L4-L5", "L5-S1"]
+    assert set(failed["status"]) == {"failed"}
+    assert set(failed["note"]) == {"dicom_index failed: series 4 has 2 slice spacings"}
+    assert failed[["height_mm", "width_mm", "pfirrmann_auto"]].isna().all().all()
+
+    vertebrae = cohort.assemble([], "vertebrae", failures)
+    assert list(vertebrae["vertebra"]) == ["L3", "L4", "L5", "S1"]
+    assert vertebrae["intervertebral_distance_mm"].isna().all()
+
+
+def test_session_both_table_and_failure_is_an_error(tmp_path):
+    path = _disc_file(tmp_path, "01", "1")
+    failure = {"participant_id": "sub-01", "session_id": "ses-1", "stage": "x", "message": "y"}
+    with pytest.raises(ValueError, match="both"):
+        cohort.assemble([("sub-01", "ses-1", path)], "discs", [failure])
+
+
+def test_measures_blanked_when_status_not_ok(tmp_path):
+    rows = [
+        ["L3-L4", 9.1, 40.2, 2, "not_in_fov", "cranial endplate outside FOV"],
+        ["L4-L5", 10.0, 42.0, 3, "failed", "segmentation empty"],
+        ["L5-S1", 11.5, 41.0, 4, "ok", ""],
+    ]
+    table = cohort.assemble([("sub-01", "ses-1", _disc_file(tmp_path, "01", "1", rows))], "discs")
+    blank = table[table["status"] != "ok"]
+    assert len(blank) == 2
+    assert blank[["height_mm", "width_mm", "pfirrmann_auto"]].isna().all().all()
+    assert list(blank["note"]) == ["cranial endplate outside FOV", "segmentation empty"]
+    assert table.loc[table["level"] == "L5-S1", "height_mm"].item() == 11.5
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "message"),
+    [
+        (["level", "height_mm", "pfirrmann_auto", "status", "note"],
+         [["L3-L4", 1, 2, "ok", ""]], "width_mm"),
+        (DISC_HEADER, [["L2-L3", 1, 2, 3, "ok", ""]], "L2-L3"),
+        (DISC_HEADER, [["L3-L4", 1, 2, 3, "done", ""], ["L4-L5", 1, 2, 3, "ok", ""],
+                       ["L5-S1", 1, 2, 3, "ok", ""]], "done"),
+        (DISC_HEADER, [["L3-L4", 1, 2, 3, "ok", ""], ["L4-L5", 1, 2, 3, "ok", ""]], "one row"),
+        (DISC_HEADER, [["L3-L4", "abc", 2, 3, "ok", ""], ["L4-L5", 1, 2, 3, "ok", ""],
+                       ["L5-S1", 1, 2, 3, "ok", ""]], "abc"),
+    ],
+)  # fmt: skip
+def test_validation_error_names_the_file(tmp_path, header, rows, message):
+    path = _disc_file(tmp_path, "07", "2", rows, header)
+    with pytest.raises(ValueError, match=message) as error:
+        cohort.assemble([("sub-07", "ses-2", path)], "discs", [])
+    assert str(path) in str(error.value)
+
+
+def test_sessions_sorted_numerically(tmp_path):
+    given = [("sub-10", "ses-1"), ("sub-2", "ses-10"), ("sub-2", "ses-2"), ("sub-2", "ses-1")]
+    per_session = [(sub, ses, _vert_file(tmp_path, sub, ses)) for sub, ses in given]
+    table = cohort.assemble(per_session, "vertebrae", [])
+    sessions = table.drop_duplicates(["participant_id", "session_id"])
+    assert list(zip(sessions["participant_id"], sessions["session_id"], strict=True)) == [
+        ("sub-2", "ses-1"), ("sub-2", "ses-2"), ("sub-2", "ses-10"), ("sub-10", "ses-1"),
+    ]  # fmt: skip
+
+
+def test_write_tsv_na_decimals_and_round_trip(tmp_path):
+    rows = [
+        ["L3-L4", "n/a", "n/a", "n/a", "not_in_fov", "n/a"],
+        ["L4-L5", 10.123456, 42.0, 3, "ok", ""],
+        ["L5-S1", -0.0001, 41.0, "n/a", "ok", ""],
+    ]
+    table = cohort.assemble([("sub-01", "ses-1", _disc_file(tmp_path, "01", "1", rows))], "discs")
+    out = group_dir(tmp_path) / "discs.tsv"
+    cohort.write_tsv(table, out)
+    lines = out.read_text().splitlines()
+    assert lines[0].split("\t") == list(cohort.DISC_COLUMNS)
+    assert lines[1].split("\t") == ["sub-01", "ses-1", "L3-L4", "n/a", "n/a", "n/a",
+                                    "not_in_fov", "n/a"]  # fmt: skip
+    assert lines[2].split("\t")[3:6] == ["10.123", "42.000", "3"]
+    assert lines[3].split("\t")[3] == "0.000"
+    assert not list(out.parent.glob(".*tmp"))  # temporary file renamed away
+
+
+def test_write_tsv_keeps_small_p_values(tmp_path):
+    out = tmp_path / "stats.tsv"
+    cohort.write_tsv(pd.DataFrame({"mean_change": [0.12345], "p_value": [1.234e-5]}), out)
+    assert out.read_text().splitlines()[1] == "0.123\t1.23e-05"
+
+
+def test_derivatives_description(tmp_path):
+    root = derivatives_root(tmp_path)
+    path = cohort.write_derivatives_description(root, "1.2.3")
+    content = json.loads(Path(path).read_text())
+    assert content["Name"] == "spineflow"
+    assert content["BIDSVersion"] == "1.10.0"
+    assert content["DatasetType"] == "derivative"
+    assert content["GeneratedBy"] == [{"Name": "spineflow", "Version": "1.2.3"}]
+    assert content["SourceDatasets"] == [{"URL": "bids:raw:"}]
+    assert (root / content["DatasetLinks"]["raw"]).resolve() == (tmp_path / "bids").resolve()
+
+
+# --- longitudinal ----------------------------------------------------------------------------
+
+
+def _long_tables(records):
+    """records: (participant, session, level, height_mm, status) -> (discs, vertebrae) tables."""
+    discs = pd.DataFrame(
+        [
+            {"participant_id": sub, "session_id": ses, "level": level, "height_mm": height,
+             "width_mm": np.nan if height is None else 40.0, "pfirrmann_auto": np.nan,
+             "status": status, "note": ""}
+            for sub, ses, level, height, status in records
+        ]
+    )  # fmt: skip
+    vertebrae = pd.DataFrame(columns=list(cohort.VERTEBRA_COLUMNS))
+    return discs, vertebrae
+
+
+def _row(result, measure="height_mm", level="L4-L5"):
+    row = result[(result["measure"] == measure) & (result["level"] == level)]
+    assert len(row) == 1
+    return row.iloc[0]
+
+
+def test_longitudinal_shape_and_columns():
+    discs, vertebrae = _long_tables([("sub-01", "ses-1", "L4-L5", 10.0, "ok")])
+    result = cohort.longitudinal(discs, vertebrae)
+    assert list(result.columns) == list(cohort.LONGITUDINAL_COLUMNS)
+    assert len(result) == 3 + 3 + 4  # height, width per disc level; distance per vertebra
+    assert (
+        list(result["measure"])
+        == ["height_mm"] * 3 + ["width_mm"] * 3 + ["intervertebral_distance_mm"] * 4
+    )
+
+
+def test_longitudinal_against_statsmodels():
+    rng = np.random.default_rng(7)
+    before = rng.normal(10.0, 1.0, 12)
+    after = before + rng.normal(0.15, 0.1, 12)
+    records = [(f"sub-{i + 1:02d}", "ses-1", "L4-L5", b, "ok") for i, b in enumerate(before)]
+    records += [(f"sub-{i + 1:02d}", "ses-2", "L4-L5", a, "ok") for i, a in enumerate(after)]
+    row = _row(cohort.longitudinal(*_long_tables(records)))
+    diff = after - before
+    t, p, _ = DescrStatsW(diff).ttest_mean(0)
+    low, high = DescrStatsW(diff).tconfint_mean(alpha=0.05)
+    assert row["n_pairs"] == 12 and row["n_excluded"] == 0
+    assert row["mean_change"] == pytest.approx(diff.mean())
+    assert row["sd_change"] == pytest.approx(diff.std(ddof=1))
+    assert row["t_statistic"] == pytest.approx(t)
+    assert row["p_value"] == pytest.approx(p)
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((low, high))
+    assert row["note"] == ""
+
+
+def test_longitudinal_closed_form_three_pairs():
+    # ses-1 = 10, 11, 12; ses-2 = 11, 13, 15  ->  changes d = 1, 2, 3
+    # mean d = 2; sd = sqrt(((1-2)^2 + 0 + (3-2)^2) / 2) = 1; se = 1 / sqrt(3)
+    # t = 2 / (1/sqrt(3)) = 2 sqrt(3) = 3.4641016...; df = 2
+    # t-distribution with 2 df: P(|T| > t) = 1 - t / sqrt(2 + t^2) = 1 - 2sqrt3 / sqrt(14)
+    #   = 1 - 0.9258201 = 0.0741799
+    # CI: t_{0.975, 2} = 4.30265273; 2 -+ 4.30265273 / sqrt(3) = 2 -+ 2.48413771
+    records = []
+    for sub, (b, a) in zip(
+        ("sub-1", "sub-2", "sub-3"), ((10, 11), (11, 13), (12, 15)), strict=True
+    ):
+        records += [(sub, "ses-1", "L4-L5", b, "ok"), (sub, "ses-2", "L4-L5", a, "ok")]
+    row = _row(cohort.longitudinal(*_long_tables(records)))
+    assert (row["mean_ses1"], row["mean_ses2"], row["mean_change"]) == (11.0, 13.0, 2.0)
+    assert row["sd_change"] == pytest.approx(1.0)
+    assert row["t_statistic"] == pytest.approx(2 * math.sqrt(3))
+    assert row["p_value"] == pytest.approx(1 - 2 * math.sqrt(3) / math.sqrt(14))
+    assert row["p_value"] == pytest.approx(0.0741799, abs=1e-7)
+    assert row["ci95_low"] == pytest.approx(2 - 2.48413771, abs=1e-7)
+    assert row["ci95_high"] == pytest.approx(2 + 2.48413771, abs=1e-7)
+    assert stats.t.ppf(0.975, 2) == pytest.approx(4.30265273)  # the quantile used above
+
+
+def test_missing_second_timepoint_excluded_not_paired():
+    records = []
+    for i, (b, a) in enumerate(((10.0, 10.5), (11.0, 11.2), (12.0, 12.9)), start=1):
+        records += [
+            (f"sub-{i}", "ses-1", "L4-L5", b, "ok"),
+            (f"sub-{i}", "ses-2", "L4-L5", a, "ok"),
+        ]
+    records += [("sub-4", "ses-1", "L4-L5", 30.0, "ok")]  # never came back
+    row = _row(cohort.longitudinal(*_long_tables(records)))
+    assert row["n_pairs"] == 3
+    assert row["n_excluded"] == 1
+    assert row["mean_ses1"] == pytest.approx(11.0)  # sub-4's 30 mm is not in the paired mean
+
+
+def test_not_in_fov_at_one_session_excludes_the_pair():
+    records = []
+    for i, (b, a) in enumerate(((10.0, 10.5), (11.0, 11.2), (12.0, 12.9)), start=1):
+        records += [
+            (f"sub-{i}", "ses-1", "L3-L4", b, "ok"),
+            (f"sub-{i}", "ses-2", "L3-L4", a, "ok"),
+        ]
+    # height given despite not_in_fov: must not be used
+    records += [("sub-4", "ses-1", "L3-L4", 9.0, "ok"), ("sub-4", "ses-2", "L3-L4", 99.0,
+                                                        "not_in_fov")]  # fmt: skip
+    records += [("sub-5", "ses-1", "L3-L4", None, "failed"), ("sub-5", "ses-2", "L3-L4", 9.0, "ok")]
+    row = _row(cohort.longitudinal(*_long_tables(records)), level="L3-L4")
+    assert row["n_pairs"] == 3 and row["n_excluded"] == 2
+    assert row["mean_change"] == pytest.approx((0.5 + 0.2 + 0.9) / 3)
+
+
+def test_one_pair_gives_nan_statistics_with_note():
+    records = [("sub-1", "ses-1", "L5-S1", 10.0, "ok"), ("sub-1", "ses-2", "L5-S1", 10.4, "ok"),
+               ("sub-2", "ses-1", "L5-S1", 11.0, "ok")]  # fmt: skip
+    result = cohort.longitudinal(*_long_tables(records))
+    row = _row(result, level="L5-S1")
+    assert row["n_pairs"] == 1 and row["n_excluded"] == 1
+    assert row["mean_change"] == pytest.approx(0.4)
+    for column in ("sd_change", "t_statistic", "p_value", "ci95_low", "ci95_high"):
+        assert math.isnan(row[column]), column
+    assert "1 pair" in row["note"]
+    empty = _row(result, measure="intervertebral_distance_mm", level="L3")
+    assert empty["n_pairs"] == 0 and empty["n_excluded"] == 0
+    assert math.isnan(empty["mean_change"]) and "no pairs" in empty["note"]
+
+
+@pytest.mark.parametrize("change", [0.0, 0.3])
+def test_identical_changes_defined_behaviour(change):
+    records = []
+    for i, b in enumerate((10.0, 10.7, 12.1), start=1):
+        records += [(f"sub-{i}", "ses-1", "L4-L5", b, "ok"),
+                    (f"sub-{i}", "ses-2", "L4-L5", b + change, "ok")]  # fmt: skip
+    row = _row(cohort.longitudinal(*_long_tables(records)))
+    assert row["n_pairs"] == 3
+    assert row["mean_change"] == pytest.approx(change)
+    assert row["sd_change"] == 0.0
+    assert math.isnan(row["t_statistic"]) and math.isnan(row["p_value"])
+    assert row["note"] == "no variation in change"
+
+
+def test_longitudinal_reads_assembled_tables(tmp_path):
+    per_session, vert = [], []
+    for sub, ses, heights in (
+        ("01", "1", (9.0, 10.0, 11.0)),
+        ("01", "2", (9.2, 10.1, 11.0)),
+        ("02", "1", (8.0, 9.0, 10.0)),
+        ("02", "2", (8.1, 9.3, 10.2)),
+    ):
+        rows = [[lvl, h, 40.0, 2, "ok", ""] for lvl, h in zip(cohort.LEVELS, heights, strict=True)]
+        per_session.append((sub, ses, _disc_file(tmp_path, sub, ses, rows)))
+        vert.append((sub, ses, _vert_file(tmp_path, sub, ses)))
+    discs = cohort.assemble(per_session, "discs")
+    failure = {"participant_id": "03", "session_id": "1", "stage": "segment", "message": "oom"}
+    vertebrae = cohort.assemble(vert, "vertebrae", [failure])
+    result = cohort.longitudinal(discs, vertebrae)
+    row = _row(result, level="L3-L4")
+    assert row["n_pairs"] == 2 and row["mean_change"] == pytest.approx(0.15)
+    l3 = _row(result, measure="intervertebral_distance_mm", level="L3")
+    assert l3["n_pairs"] == 2 and l3["n_excluded"] == 1
+    assert l3["note"] == "no variation in change"  # both 25.0 -> 25.0
