@@ -11,6 +11,8 @@ when the disc is brighter the unresolved cortex already pulls the crossing to ab
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import curve_fit
+from scipy.special import ndtr
 
 def marrow_boundary(t_mm: np.ndarray, values: np.ndarray, guess_mm: float, vertebra_side: int):
     """(crossing position, disc darker than marrow?) at the first step out of the marrow.
@@ -23,7 +25,8 @@ def marrow_boundary(t_mm: np.ndarray, values: np.ndarray, guess_mm: float, verte
     s = np.asarray(t_mm, dtype=float) * vertebra_side
     y = np.asarray(values, dtype=float)
     g = guess_mm * vertebra_side
-    plateau = (s >= g + 2.5) & (s <= g + 8.0) & np.isfinite(y)
+    # the plateau may be short where the vertebra itself is cut by the field of view
+    plateau = (s >= g + 1.5) & (s <= g + 8.0) & np.isfinite(y)
     if plateau.sum() < 4:
         return float("nan"), False
     marrow = np.median(y[plateau])
@@ -32,6 +35,8 @@ def marrow_boundary(t_mm: np.ndarray, values: np.ndarray, guess_mm: float, verte
     order = np.argsort(-s)  # from the vertebra towards the disc
     s_sorted, y_sorted = s[order], y[order]
     k = int(np.searchsorted(-s_sorted, -(g + 6.0)))
+    while k < len(y_sorted) and not np.isfinite(y_sorted[k]):  # outside the image: skip
+        k += 1
     while k < len(y_sorted) and not abs(y_sorted[k] - marrow) > threshold:
         if s_sorted[k] < g - 4.0 or not np.isfinite(y_sorted[k]):
             return float("nan"), False
@@ -47,8 +52,28 @@ def marrow_boundary(t_mm: np.ndarray, values: np.ndarray, guess_mm: float, verte
         if sign * (y_sorted[j] - half) >= 0 > sign * (y_sorted[j + 1] - half):
             frac = (y_sorted[j] - half) / (y_sorted[j] - y_sorted[j + 1])
             crossing = s_sorted[j] + frac * (s_sorted[j + 1] - s_sorted[j])
-            return float(crossing * vertebra_side), bool(sign > 0)
+            window = (s_sorted <= g + 8.0) & (s_sorted >= s_sorted[extreme_k])
+            refined = _step_fit(s_sorted[window], y_sorted[window] * sign + half, crossing)
+            return float(refined * vertebra_side), bool(sign > 0)
     return float("nan"), False
+
+
+def _step_fit(s: np.ndarray, y: np.ndarray, start: float) -> float:
+    """Centre of a blurred step (erf) fitted to the marrow side of the profile; its blur width
+    is free, so the centre does not depend on the scanner's point-spread function."""
+
+    def step(x, centre, width, low, high):
+        return low + (high - low) * ndtr((x - centre) / width)
+
+    finite = np.isfinite(y)
+    try:
+        params, _ = curve_fit(
+            step, s[finite], y[finite], p0=(start, 0.6, y[finite].min(), y[finite].max()),
+            bounds=([start - 1.5, 0.05, -np.inf, -np.inf], [start + 1.5, 3.0, np.inf, np.inf]),
+        )  # fmt: skip
+    except (RuntimeError, ValueError):
+        return start
+    return float(params[0])
 
 
 def fit_edge(

@@ -188,21 +188,28 @@ def measure_disc(plane: Plane, level: str) -> DiscResult:
         centre_u = (u_ant + u_post) / 2
         u_values = np.linspace(centre_u - half, centre_u + half, N_HEIGHT_PROFILES)
         upper, lower = _edges_across(plane, frame, u_values, *_label_guesses(points, frame, u_values))
-        upper_coef, lower_coef = _robust_curve(u_values, upper), _robust_curve(u_values, lower)
-        valid = np.isfinite(upper) & np.isfinite(lower)
-        if upper_coef is None or lower_coef is None or valid.sum() < 0.6 * N_HEIGHT_PROFILES:
+        result.frame, result.extent_u = frame, (u_post, u_ant)
+        result.upper_coef = _curve_if_enough(u_values, upper)
+        result.lower_coef = _curve_if_enough(u_values, lower)
+        if result.upper_coef is None or result.lower_coef is None:
             result.status, result.note = "failed", "endplates not found in most profiles"
             return result
-        measured_frame = frame
-        frame = _refine_frame(frame, upper_coef, lower_coef, centre_u)
+        frame = _refine_frame(frame, result.upper_coef, result.lower_coef, centre_u)
     dense_u = np.linspace(centre_u - half, centre_u + half, 201)
-    result.height_mm = float(np.mean(np.polyval(upper_coef, dense_u) - np.polyval(lower_coef, dense_u)))
+    heights = np.polyval(result.upper_coef, dense_u) - np.polyval(result.lower_coef, dense_u)
+    result.height_mm = float(np.mean(heights))
     result.width_mm = float(u_ant - u_post)
-    result.frame, result.upper_coef, result.lower_coef = measured_frame, upper_coef, lower_coef
-    result.extent_u = (u_post, u_ant)
-    if valid.sum() < N_HEIGHT_PROFILES:
-        result.note = f"{N_HEIGHT_PROFILES - valid.sum()} of {N_HEIGHT_PROFILES} profiles without a clear edge"
+    dropped = int(np.sum(~(np.isfinite(upper) & np.isfinite(lower))))
+    if dropped:
+        result.note = f"{dropped} of {N_HEIGHT_PROFILES} profiles without a clear edge"
     return result
+
+
+def _curve_if_enough(u_values: np.ndarray, edges: np.ndarray):
+    """The endplate curve, when at least 60 % of the profiles found the edge."""
+    if np.isfinite(edges).sum() < 0.6 * len(edges):
+        return None
+    return _robust_curve(u_values, edges)
 
 
 def _missing_status(plane: Plane, label: int) -> tuple[str, str]:
@@ -269,7 +276,8 @@ def _intervertebral_distance(plane: Plane, discs: dict, name: str) -> dict:
     if plane.touches_border(label) or any(discs[d].status == "not_in_fov" for d in (above,)):
         row["status"], row["note"] = "not_in_fov", "an endplate is outside the field of view"
         return row
-    failed = [d for d in (above, below) if discs[d].status != "ok"]
+    needed = {above: discs[above].lower_coef, below: discs[below].upper_coef}
+    failed = [d for d, coef in needed.items() if coef is None]
     if failed:
         row["status"] = "failed"
         row["note"] = "endplate not measured: " + "; ".join(f"{d} {discs[d].note}" for d in failed)
