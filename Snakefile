@@ -4,6 +4,8 @@
     snakemake --profile profiles/slurm              # cluster
 """
 
+import os
+
 from snakemake.utils import min_version, validate
 
 from spineflow.workflow import Paths, geometry_rule, recorded_failures, session_plan
@@ -11,10 +13,10 @@ from spineflow.workflow import Paths, geometry_rule, recorded_failures, session_
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-validate(config, "config/schema.yaml")
+validate(config, os.path.join(workflow.basedir, "config", "schema.yaml"))
 
 PATHS = Paths(config["output_dir"])
 GEOMETRY = geometry_rule(config)

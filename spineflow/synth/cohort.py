@@ -88,6 +88,7 @@ def _generate_participant(plan: dict) -> dict:
     cut_session = int(rng.integers(0, len(sessions))) if plan["cut_l3l4"] else -1
     first_day = date(2025, 1, 6) + timedelta(days=int(rng.integers(0, 300)))
     disc_rows, vertebra_rows, scan_rows = [], [], []
+    phi = _phi_of_person(person)
     for k, (session_id, params, day) in enumerate(sessions):
         spine = anatomy.build_spine(params)
         snr = rng.uniform(*options.snr_range)
@@ -95,6 +96,7 @@ def _generate_participant(plan: dict) -> dict:
         contrast = sampling.sample_contrast(rng, render.PD_FS)
         rotation, translation, geometry, fov = _place_scan(rng, spine, k == cut_session)
         study = _study_info(rng, person, first_day + timedelta(days=day))
+        phi += [study.accession, study.study_date]
         folder = Path(plan["out"]) / "dicom" / f"ST{rng.integers(0, 16**5):05X}"
         _write_study(folder, spine, scene, contrast, rotation, translation, geometry, study, rng,
                      options.supersample)  # fmt: skip
@@ -132,21 +134,19 @@ def _generate_participant(plan: dict) -> dict:
                 **common,
                 "snr": round(snr, 2),
                 "lordosis_deg": round(params["lordosis_deg"], 2),
-                "rotation_deg": json.dumps(np.round(rotation_deg := fov["rotation_deg"], 3).tolist()),
+                "rotation_deg": json.dumps(np.round(fov["rotation_deg"], 3).tolist()),
                 "translation_mm": json.dumps(np.round(fov["translation_mm"], 3).tolist()),
                 "midline_offset_mm": round(fov["midline_offset_mm"], 3),
                 "n_slices": len(geometry.slice_centres),
                 "fov_top_cuts": fov["top_cuts"],
             }
         )
-        del rotation_deg
     return {
         "person": person,
         "discs": disc_rows,
         "vertebrae": vertebra_rows,
         "scans": scan_rows,
-        "phi": [person["name"], person["patient_id"], person["birth_date"]]
-        + [study_field for study_field in _phi_of_studies(person)],
+        "phi": phi,
     }
 
 
@@ -183,9 +183,15 @@ def _demographics(rng, participant_id) -> dict:
     }
 
 
-def _phi_of_studies(person: dict) -> list[str]:
+def _phi_of_person(person: dict) -> list[str]:
+    """Every identifying string this person's DICOM carries, in the spellings a leak would use."""
     last, first = person["name"].split("^")
-    return [f"{first} {last}", person["institution"], person["institution_address"]]
+    physicians = [person["referring_physician"], person["operator"]]
+    return [
+        person["name"], f"{first} {last}", f"{last} {first}", person["patient_id"],
+        person["birth_date"], person["institution"], person["institution_address"],
+        *physicians, *(p.split("^")[0] for p in physicians),
+    ]  # fmt: skip
 
 
 def _study_info(rng, person, day: date) -> StudyInfo:

@@ -1,0 +1,132 @@
+"""Sub-voxel endplate location on 1D profiles whose edge is known exactly.
+
+Each profile is what the pipeline sees: an ideal piecewise-constant signal (marrow, optionally a
+thin dark cortex, disc) averaged over 1.09375 mm pixels at a random phase, linearly interpolated
+at 0.25 mm, plus a little noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spineflow.edges import fit_edge
+
+PIXEL_MM = 1.09375
+STEP_MM = 0.25
+MARROW = 0.36
+NOISE = 0.002
+N_TRIALS = 150
+
+
+def profile(
+    rng: np.random.Generator,
+    surface: float,
+    disc: float,
+    *,
+    marrow: float = MARROW,
+    cortex_mm: float = 0.0,
+    cortex_level: float = 0.04,
+    side: int = +1,
+    noise: float = NOISE,
+    span=(-7.0, 9.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """(t, values): the disc up to ``surface``, cortex to surface + cortex_mm, then marrow, all
+    along s = side * t (marrow at larger t for side +1, at smaller t for side -1)."""
+    breaks = np.array([-1e3, surface, surface + cortex_mm, 1e3])
+    levels = np.array([disc, cortex_level, marrow])
+    integral = np.concatenate([[0.0], np.cumsum(np.diff(breaks) * levels)])  # exact, piecewise lin.
+    starts = rng.uniform(0, PIXEL_MM) + np.arange(-40, 41) * PIXEL_MM
+    pixels = (np.interp(starts + PIXEL_MM, breaks, integral) - np.interp(starts, breaks, integral))
+    pixels /= PIXEL_MM
+    s = np.arange(surface + span[0], surface + span[1], STEP_MM) + rng.uniform(-0.125, 0.125)
+    values = np.interp(s, starts + PIXEL_MM / 2, pixels) + rng.normal(0, noise, s.size)
+    return side * s, values
+
+
+def test_profile_helper_is_a_partial_volume_step():
+    rng = np.random.default_rng(0)
+    t, v = profile(rng, 1.0, 0.17, noise=0.0)
+    assert np.allclose(v[t < 1.0 - PIXEL_MM * 1.5], 0.17)
+    assert np.allclose(v[t > 1.0 + PIXEL_MM * 1.5], MARROW)
+    assert np.all(np.diff(v) >= -1e-12)  # monotonic ramp, no overshoot
+    # the signal integrates to the ideal step: the ramp's area sits around the edge
+    ramp = (t > -3) & (t < 5)
+    area = np.sum(v[ramp] - 0.17) * STEP_MM
+    assert area == pytest.approx((MARROW - 0.17) * (t[ramp].max() - 1.0 + STEP_MM / 2), abs=0.03)
+
+
+def _errors(seed: int, disc: float, side: int, **kwargs) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    errors = []
+    for _ in range(N_TRIALS):
+        surface = rng.uniform(-3.0, 3.0)
+        t, values = profile(rng, surface, disc, side=side, **kwargs)
+        guess = surface + rng.uniform(-1.5, 1.5)  # along s
+        found = fit_edge(t, values, side * guess, side, cortex_mm=0.0)
+        errors.append(found - side * surface)
+    return np.array(errors)
+
+
+@pytest.mark.parametrize("side", [+1, -1])
+@pytest.mark.parametrize("disc", [0.17, 0.9], ids=["disc_darker", "disc_brighter"])
+def test_plain_step_is_located_to_a_tenth_of_a_millimetre(disc, side):
+    errors = _errors(seed=11 if disc < MARROW else 12, disc=disc, side=side)
+    assert np.all(np.isfinite(errors))
+    worst = np.abs(errors).max()
+    assert worst < 0.1, (
+        f"worst error {worst:.3f} mm; {np.mean(np.abs(errors) > 0.1):.0%} of fits > 0.1 mm"
+    )
+
+
+@pytest.mark.parametrize("disc", [0.17, 0.9])
+def test_plain_step_is_unbiased_on_average(disc):
+    """Looser than the per-profile bound: the mean over phases must sit on the edge."""
+    errors = _errors(seed=21, disc=disc, side=+1)
+    assert abs(np.nanmean(errors)) < 0.03
+
+
+@pytest.mark.parametrize("guess_offset", [-1.5, 0.0, 1.5])
+@pytest.mark.parametrize("noise", [0.0, 0.005])
+def test_flat_profile_has_no_edge(guess_offset, noise):
+    rng = np.random.default_rng(3)
+    t = np.arange(-7.0, 9.0, STEP_MM)
+    values = MARROW + rng.normal(0, noise, t.size)
+    assert np.isnan(fit_edge(t, values, guess_offset, +1, cortex_mm=0.0))
+    assert np.isnan(fit_edge(t, values, guess_offset, -1, cortex_mm=0.0))
+    assert np.isnan(fit_edge(t, values, guess_offset, +1))  # default cortex as well
+
+
+def test_profile_entirely_outside_the_image_has_no_edge():
+    t = np.arange(-7.0, 9.0, STEP_MM)
+    assert np.isnan(fit_edge(t, np.full(t.size, np.nan), 0.0, +1))
+
+
+@pytest.mark.parametrize("side", [+1, -1])
+@pytest.mark.parametrize("disc", [0.17, 0.9])
+def test_marrow_cut_by_the_field_of_view_still_gives_the_edge(disc, side):
+    """NaNs beyond 4.5 mm into the vertebra (outside the image): same edge as the whole profile."""
+    rng = np.random.default_rng(4)
+    for _ in range(60):
+        surface = rng.uniform(-3.0, 3.0)
+        t, values = profile(rng, surface, disc, side=side)
+        guess = side * (surface + rng.uniform(-1.5, 1.5))
+        whole = fit_edge(t, values, guess, side, cortex_mm=0.0)
+        cut = values.copy()
+        cut[side * t > surface + 4.5] = np.nan
+        assert np.isnan(cut).sum() > 10
+        found = fit_edge(t, cut, guess, side, cortex_mm=0.0)
+        assert np.isfinite(found)
+        assert found == pytest.approx(whole, abs=0.05)
+        assert abs(found - side * surface) < 0.6  # near the true edge (accuracy: tests above)
+
+
+def test_edge_with_a_visible_dark_cortex_in_front_of_a_bright_disc_is_found():
+    """Marrow 0.36 -> 0.5 mm cortex (0.04) -> disc 0.9: an obvious edge must never be NaN."""
+    rng = np.random.default_rng(5)
+    missing = 0
+    for _ in range(N_TRIALS):
+        surface = rng.uniform(-3.0, 3.0)
+        t, values = profile(rng, surface, 0.9, cortex_mm=0.5)
+        missing += np.isnan(fit_edge(t, values, surface + rng.uniform(-1.5, 1.5), +1))
+    assert missing == 0, f"{missing} of {N_TRIALS} profiles gave no edge"

@@ -1,0 +1,109 @@
+"""The real Snakemake workflow on a tiny synthetic cohort, compared with its ground truth."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import run_snakemake
+
+from spineflow.evaluate import evaluate
+from spineflow.phi import find_phi_strings
+from spineflow.segment import disc_label
+
+pytestmark = pytest.mark.e2e
+HEIGHT_TOLERANCE_MM = 0.5
+
+
+@pytest.fixture(scope="module")
+def result(tiny_run):
+    cohort, output, process, work = tiny_run
+    assert process.returncode == 0, process.stderr[-3000:]
+    return cohort, output, evaluate(output, cohort / "truth")
+
+
+def test_every_session_in_the_tables(result):
+    cohort, output, report = result
+    truth = pd.read_csv(cohort / "truth" / "discs.tsv", sep="\t")
+    discs = report["discs"]
+    assert set(map(tuple, discs[["participant_id", "session_id"]].values)) == set(
+        map(tuple, truth[["participant_id", "session_id"]].values)
+    )
+    # one participant has no timepoint 2: 4 participants, 7 sessions, 3 levels each
+    assert len(discs) == 7 * 3 and discs["status"].notna().all()
+
+
+def test_statuses_match_truth(result):
+    _, _, report = result
+    for kind in ("discs", "vertebrae"):
+        table = report[kind]
+        wrong = table[table["status"] != table["status_true"]]
+        assert wrong.empty, wrong.to_string()
+    assert (report["discs"]["status_true"] == "not_in_fov").any()  # the cut scan is there
+
+
+def test_disc_heights_within_tolerance(result):
+    _, _, report = result
+    discs = report["discs"]
+    ok = discs[discs["status"] == "ok"]
+    error = (ok["height_mm"] - ok["height_mm_true"]).abs()
+    assert len(ok) >= 15
+    assert error.max() <= HEIGHT_TOLERANCE_MM, ok.assign(error=error).to_string()
+
+
+def test_levels_labelled_at_their_true_place(result):
+    """Each disc label's centroid (world mm, from the dseg) lies at that disc's true centre."""
+    cohort, output, report = result
+    truth = pd.read_csv(cohort / "truth" / "discs.tsv", sep="\t")
+    for row in truth[truth["status"] == "ok"].itertuples():
+        sub, ses = row.participant_id, row.session_id
+        dseg = nib.load(
+            output / "derivatives" / "spineflow" / sub / ses / "anat"
+            / f"{sub}_{ses}_acq-sag_desc-vertebrae_dseg.nii.gz"
+        )  # fmt: skip
+        voxels = np.argwhere(np.asarray(dseg.dataobj) == disc_label(row.level.split("-")[0]))
+        assert len(voxels), f"{sub} {ses} {row.level} not labelled"
+        centroid = nib.affines.apply_affine(dseg.affine, voxels.mean(axis=0))
+        true_centre = np.array(json.loads(row.centre_scanner_ras))
+        # in-plane distance (the label spans a few slices around the mid-sagittal plane)
+        assert np.linalg.norm((centroid - true_centre)[1:]) < 5.0, (sub, ses, row.level)
+
+
+def test_no_phi_anywhere_in_the_outputs(result):
+    cohort, output, _ = result
+    phi = pd.read_csv(cohort / "truth" / "phi.tsv", sep="\t", dtype=str)["phi"].tolist()
+    assert len(phi) > 20
+    leaks = find_phi_strings(output, phi)
+    assert leaks == [], leaks[:10]
+
+
+def test_longitudinal_table_counts_pairs(result):
+    _, output, _ = result
+    table = pd.read_csv(
+        output / "derivatives" / "spineflow" / "group" / "longitudinal.tsv", sep="\t", na_values="n/a"
+    )
+    heights = table[table["measure"] == "height_mm"].set_index("level")
+    # 3 participants have both sessions; the cut scan removes one pair at L3-L4 at most
+    assert heights.loc["L4-L5", "n_pairs"] == 3
+    assert heights.loc["L4-L5", "n_excluded"] == 1
+
+
+def test_derivatives_dataset_description(result):
+    _, output, _ = result
+    description = json.loads(
+        (output / "derivatives" / "spineflow" / "dataset_description.json").read_text()
+    )
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "spineflow"
+    assert description["GeneratedBy"][0]["Version"]
+
+
+def test_second_evaluation_has_nothing_to_do(tiny_run):
+    """Outputs are complete and the cached DICOM index is reused (no header re-read)."""
+    cohort, output, process, work = tiny_run
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    again = run_snakemake(config, work, "--dry-run")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Nothing to be done" in again.stdout + again.stderr
