@@ -21,7 +21,8 @@ from .segment import VERTEBRA_LABELS, disc_label
 CENTRAL_SHARE = 0.8  # height is averaged over the central 80 % of the disc's AP extent
 N_HEIGHT_PROFILES = 25
 PROFILE_STEP_MM = 0.25
-BORDER_PX = 1.5  # a structure this close to the image edge is cut by the field of view
+BORDER_PX = 1.5
+DEFAULT_CORTEX_MM = 0.5  # lumbar cortical endplates are ~0.4-0.6 mm thick  # a structure this close to the image edge is cut by the field of view
 
 
 @dataclass
@@ -132,7 +133,7 @@ def _label_guesses(points: np.ndarray, frame: Frame, u_values) -> tuple[np.ndarr
     return np.array(up), np.array(down)
 
 
-def _edges_across(plane: Plane, frame: Frame, u_values, guesses_up, guesses_down):
+def _edges_across(plane: Plane, frame: Frame, u_values, guesses_up, guesses_down, cortex_mm):
     """Endplate surfaces (t along frame.up) at each AP position u: upper and lower vertebra."""
     upper, lower = np.full(len(u_values), np.nan), np.full(len(u_values), np.nan)
     for k, u in enumerate(u_values):
@@ -140,8 +141,8 @@ def _edges_across(plane: Plane, frame: Frame, u_values, guesses_up, guesses_down
         values = plane.profile(frame, u, t)
         mid = (guesses_up[k] + guesses_down[k]) / 2
         up_side, down_side = t >= mid, t <= mid
-        upper[k] = fit_edge(t[up_side], values[up_side], guesses_up[k], +1)
-        lower[k] = fit_edge(t[down_side], values[down_side], guesses_down[k], -1)
+        upper[k] = fit_edge(t[up_side], values[up_side], guesses_up[k], +1, cortex_mm)
+        lower[k] = fit_edge(t[down_side], values[down_side], guesses_down[k], -1, cortex_mm)
     return upper, lower
 
 
@@ -168,7 +169,7 @@ def _refine_frame(frame: Frame, upper_coef, lower_coef, centre_u: float) -> Fram
     return Frame(frame.origin + centre_u * frame.ap + offset * frame.up, ap, up)
 
 
-def measure_disc(plane: Plane, level: str) -> DiscResult:
+def measure_disc(plane: Plane, level: str, cortex_mm: float = DEFAULT_CORTEX_MM) -> DiscResult:
     upper_name, lower_name = level.split("-")
     result = DiscResult(level)
     label = disc_label(upper_name)
@@ -187,7 +188,8 @@ def measure_disc(plane: Plane, level: str) -> DiscResult:
         half = CENTRAL_SHARE * (u_ant - u_post) / 2
         centre_u = (u_ant + u_post) / 2
         u_values = np.linspace(centre_u - half, centre_u + half, N_HEIGHT_PROFILES)
-        upper, lower = _edges_across(plane, frame, u_values, *_label_guesses(points, frame, u_values))
+        guesses = _label_guesses(points, frame, u_values)
+        upper, lower = _edges_across(plane, frame, u_values, *guesses, cortex_mm)
         result.frame, result.extent_u = frame, (u_post, u_ant)
         result.upper_coef = _curve_if_enough(u_values, upper)
         result.lower_coef = _curve_if_enough(u_values, lower)
@@ -245,9 +247,16 @@ def endplate_midpoint(plane: Plane, disc: DiscResult, vertebra_label: int, side:
     return frame.point(u_mid, np.polyval(coef, u_mid))
 
 
-def measure_session(volume: Volume, labels: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+def measure_session(
+    volume: Volume, labels: np.ndarray, cortex_mm: float = DEFAULT_CORTEX_MM
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-level disc and vertebra tables of one session.
+
+    cortex_mm: thickness of the cortical endplate, which is thinner than a pixel and invisible
+    against a dark disc; the endplate surface is placed that far in front of the marrow edge.
+    """
     plane = Plane(volume, labels)
-    discs = {lvl: measure_disc(plane, lvl) for lvl in LEVELS + ("L2-L3", "S1-S2")}
+    discs = {lvl: measure_disc(plane, lvl, cortex_mm) for lvl in LEVELS + ("L2-L3", "S1-S2")}
     disc_rows = [
         {
             "level": lvl,

@@ -138,10 +138,11 @@ def find_levels(column: Column) -> list[Level]:
 def split_sacrum(column: Column, block_rows: tuple[int, int]):
     """S1 rows, S1-S2 remnant rows and S2 rows of the sacral block (the block may hold S1 alone).
 
-    The fused remnant is the least marrow-like row at least 15 mm below the block's top."""
+    The fused remnant is the least marrow-like row 15-40 mm below the block's top (an S1 body
+    is 25-35 mm tall), so the S2-S3 remnant further down is never taken for it."""
     likeness, _, _ = marrow_rows(column)
     start, stop = block_rows
-    candidates = np.arange(start + 3, max(start + 3, stop - 15))
+    candidates = np.arange(max(start + 3, stop - 40), max(start + 3, stop - 15))
     if len(candidates) == 0:
         return (start, stop), None, None
     weakest = int(candidates[np.argmin(likeness[candidates])])

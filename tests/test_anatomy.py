@@ -1,4 +1,4 @@
-"""Ground-truth geometry of the phantom: the truth measures of hand-made spines are known exactly."""
+"""Ground-truth geometry of the phantom: truth measures of hand-made spines are known exactly."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from spineflow.synth.anatomy import (
 )
 from spineflow.synth.sampling import sample_participant
 
-ALL_LEVELS = [f"{a}-{b}" for a, b in zip(LUMBAR_NAMES[:-1], LUMBAR_NAMES[1:])] + ["L5-S1"]
+ALL_LEVELS = [f"{a}-{b}" for a, b in zip(LUMBAR_NAMES[:-1], LUMBAR_NAMES[1:], strict=True)] + [
+    "L5-S1"
+]
 DEPTH_MM = 36.0
 BULGE_MM = 1.0
 
@@ -195,7 +197,7 @@ def test_tilting_the_whole_spine_changes_no_measure(seed):
     # ... and the tilted spine is the upright one rotated about the anchor (a rigid motion)
     d = np.radians(delta)
     rotation = np.array([[np.cos(d), np.sin(d)], [-np.sin(d), np.cos(d)]])
-    for v0, v1 in zip(upright.vertebrae, tilted.vertebrae):
+    for v0, v1 in zip(upright.vertebrae, tilted.vertebrae, strict=True):
         assert np.allclose(rotation @ np.asarray(v0.centre_as), v1.centre_as, atol=1e-9)
         assert v1.tilt_rad - v0.tilt_rad == pytest.approx(d)
     moved = np.linalg.norm(

@@ -66,7 +66,7 @@ def sample_participant(rng: np.random.Generator) -> dict:
         "body": body,
         "pfirrmann": grades,
         "bulge_mm": rng.uniform(0.3, 1.5),
-        "cortex_mm": rng.uniform(0.3, 0.8),
+        "cortex_mm": rng.uniform(0.4, 0.6),  # lumbar cortical endplates: ~0.4-0.6 mm
         "sacral_curve_deg": rng.uniform(12, 25),
         "sacral_remnant_mm": rng.uniform(1.0, 2.5),
         "canal_ap_mm": rng.uniform(13, 18) * size,

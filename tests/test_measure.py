@@ -1,0 +1,221 @@
+"""Geometry on analytic label maps whose answer is known exactly.
+
+A straight stack of rectangular vertebral bodies (flat endplates) separated by discs of known
+heights, with a bright canal behind them, rendered with partial volume (4 x 4 in-plane
+supersampling of the analytic shapes) on a 3.3 x 1.09375 x 1.09375 mm grid, canonical RAS
+[x, y, z]. Labels come from the same analytic shapes. Truth: disc height = gap between the
+bodies, disc width = body depth + 2 bulges, intervertebral distance = body height.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spineflow.measure import measure_session
+from spineflow.midsagittal import Volume
+from spineflow.segment import VERTEBRA_LABELS, disc_label
+
+SPACING = (3.3, 1.09375, 1.09375)
+SHAPE = (7, 160, 200)
+SUPERSAMPLE = 4
+
+MARROW, DISC, CANAL, CORTEX = 0.36, 0.17, 1.0, 0.04
+LIGAMENT, ANTERIOR, POSTERIOR = 0.05, 0.45, 0.3
+DEPTH_MM = 34.0  # AP extent of every body; posterior walls at a = 0
+BULGE_MM = 1.0
+CANAL_AP_MM = 15.0
+CANAL_LR_MM = 20.0
+CANAL_CENTRE_X_MM = 3.3 * SPACING[0]  # the midline is not the middle slice
+
+# (name, height) from the bottom of the stack up; discs between them: (upper, height)
+BODIES = [("S2", 36.0), ("S1", 25.0), ("L5", 24.5), ("L4", 23.5), ("L3", 24.0), ("L2", 24.0)]
+DISC_HEIGHTS = {"S1-S2": 5.0, "L5-S1": 11.0, "L4-L5": 9.5, "L3-L4": 8.5, "L2-L3": 8.0}
+STACK_BOTTOM_S = -20.0
+PIVOT_AS = np.array([17.0, 100.0])  # the stack point placed at PIVOT_YZ in the image
+PIVOT_YZ = np.array([87.0, 108.0])
+
+
+def _layout():
+    """Stack-frame intervals (s_low, s_high) of bodies and discs, bottom to top."""
+    bodies, discs = {}, {}
+    s = STACK_BOTTOM_S
+    for k, (name, height) in enumerate(BODIES):
+        bodies[name] = (s, s + height)
+        s += height
+        if k + 1 < len(BODIES):
+            level = f"{BODIES[k + 1][0]}-{name}"
+            discs[level] = (s, s + DISC_HEIGHTS[level])
+            s += DISC_HEIGHTS[level]
+    discs["L1-L2"] = (s, s + 9.0)  # unlabelled disc and L1 above the labelled stack
+    bodies["L1"] = (s + 9.0, 1e3)
+    return bodies, discs
+
+
+BODY_S, DISC_S = _layout()
+
+
+def _to_stack(y, z, angle_deg):
+    """Image (y, z) mm -> stack (a, s) mm; the stack's cranial axis is tilted anteriorly."""
+    th = np.radians(angle_deg)
+    dy, dz = y - PIVOT_YZ[0], z - PIVOT_YZ[1]
+    a = dy * np.cos(th) - dz * np.sin(th)
+    s = dy * np.sin(th) + dz * np.cos(th)
+    return a + PIVOT_AS[0], s + PIVOT_AS[1]
+
+
+def _tissue(a, s, cortex_mm=0.0):
+    """Signal (canal at full LR coverage) and label at stack points; an optional dark cortical
+    shell of cortex_mm lines each body (inside its outer surface, which stays the truth)."""
+    value = np.where(a >= 0, ANTERIOR, POSTERIOR).astype(float)
+    label = np.zeros(a.shape, np.int16)
+    value = np.where((a >= -BULGE_MM) & (a < 0), LIGAMENT, value)
+    value = np.where((a >= -BULGE_MM - CANAL_AP_MM) & (a < -BULGE_MM), CANAL, value)
+    for name, (lo, hi) in BODY_S.items():
+        inside = (a >= 0) & (a <= DEPTH_MM) & (s >= lo) & (s < hi)
+        marrow = (a >= cortex_mm) & (a <= DEPTH_MM - cortex_mm)
+        marrow &= (s >= lo + cortex_mm) & (s < hi - cortex_mm)
+        value = np.where(inside, np.where(marrow, MARROW, CORTEX), value)
+        if name in VERTEBRA_LABELS and name != "L1":
+            label = np.where(inside, VERTEBRA_LABELS[name], label)
+    for level, (lo, hi) in DISC_S.items():
+        inside = (a >= -BULGE_MM) & (a <= DEPTH_MM + BULGE_MM) & (s >= lo) & (s < hi)
+        value = np.where(inside, DISC, value)
+        if level != "L1-L2":
+            label = np.where(inside, disc_label(level.split("-")[0]), label)
+    return value, label
+
+
+def _canal_lr_share() -> np.ndarray:
+    """Share of each 3.3 mm slice's thickness inside the canal's LR extent."""
+    x = np.arange(SHAPE[0]) * SPACING[0]
+    lo = np.maximum(x - SPACING[0] / 2, CANAL_CENTRE_X_MM - CANAL_LR_MM / 2)
+    hi = np.minimum(x + SPACING[0] / 2, CANAL_CENTRE_X_MM + CANAL_LR_MM / 2)
+    return np.clip(hi - lo, 0, None) / SPACING[0]
+
+
+def phantom(
+    angle_deg: float = 0.0, n_z: int = SHAPE[2], cortex_mm: float = 0.0
+) -> tuple[Volume, np.ndarray]:
+    _, ny, nz = SHAPE
+    dy, dz = SPACING[1:]
+    sub = (np.arange(SUPERSAMPLE) + 0.5) / SUPERSAMPLE - 0.5
+    yy = (np.arange(ny)[:, None] + sub[None, :]).ravel() * dy
+    zz = (np.arange(nz)[:, None] + sub[None, :]).ravel() * dz
+    a, s = _to_stack(*np.meshgrid(yy, zz, indexing="ij"), angle_deg)
+    value, _ = _tissue(a, s, cortex_mm)
+    midline = value.reshape(ny, SUPERSAMPLE, nz, SUPERSAMPLE).mean(axis=(1, 3))
+    lateral = np.where(value == CANAL, POSTERIOR, value)
+    lateral = lateral.reshape(ny, SUPERSAMPLE, nz, SUPERSAMPLE).mean(axis=(1, 3))
+    share = _canal_lr_share()[:, None, None]
+    data = (share * midline + (1 - share) * lateral).astype(np.float32)
+    a_c, s_c = _to_stack(
+        *np.meshgrid(np.arange(ny) * dy, np.arange(nz) * dz, indexing="ij"), angle_deg
+    )
+    _, labels2d = _tissue(a_c, s_c)
+    labels = np.broadcast_to(labels2d, SHAPE).copy()
+    affine = np.diag([*SPACING, 1.0])
+    affine[:3, 3] = (-10.0, -80.0, -60.0)
+    volume = Volume(data[:, :, :n_z].copy(), affine, SPACING)
+    return volume, labels[:, :, :n_z].copy()
+
+
+def _z_of(s: float) -> float:
+    """Image z (mm) of stack height s on the untilted phantom."""
+    return s - PIVOT_AS[1] + PIVOT_YZ[1]
+
+
+def _measure(angle_deg=0.0, n_z=SHAPE[2], cortex_mm=0.0):
+    # the pipeline is told the cortical thickness it cannot resolve (config endplate_cortex_mm)
+    discs, vertebrae = measure_session(*phantom(angle_deg, n_z, cortex_mm), cortex_mm=cortex_mm)
+    return discs.set_index("level"), vertebrae.set_index("vertebra")
+
+
+def test_phantom_is_what_the_tests_assume():
+    volume, labels = phantom()
+    assert volume.data.shape == SHAPE == labels.shape
+    mid = volume.data[3]
+    j_body = int((PIVOT_YZ[0] + 17.0 - PIVOT_AS[0]) / SPACING[1])  # a = 17 mm
+    k_l4 = int(_z_of(sum(BODY_S["L4"]) / 2) / SPACING[2])
+    assert mid[j_body, k_l4] == pytest.approx(MARROW)
+    assert labels[3, j_body, k_l4] == VERTEBRA_LABELS["L4"]
+    k_disc = int(_z_of(sum(DISC_S["L4-L5"]) / 2) / SPACING[2])
+    assert mid[j_body, k_disc] == pytest.approx(DISC)
+    assert labels[3, j_body, k_disc] == disc_label("L4")
+    # the canal is bright only in the central slices (it is 20 mm wide)
+    j_canal = int((PIVOT_YZ[0] - PIVOT_AS[0] - 8.0) / SPACING[1])
+    assert volume.data[3, j_canal, k_l4] > 0.9 > 0.6 > volume.data[0, j_canal, k_l4]
+
+
+_RESULTS: dict = {}
+
+
+def _cached(angle_deg: float, cortex_mm: float):
+    key = (angle_deg, cortex_mm)
+    if key not in _RESULTS:
+        _RESULTS[key] = _measure(angle_deg, cortex_mm=cortex_mm)
+    return _RESULTS[key]
+
+
+def _check_all(discs, vertebrae):
+    for level in ("L3-L4", "L4-L5", "L5-S1"):
+        row = discs.loc[level]
+        assert row["status"] == "ok", (level, row["note"])
+        assert row["width_mm"] == pytest.approx(DEPTH_MM + 2 * BULGE_MM, abs=1.0), level
+    for name in ("L3", "L4", "L5", "S1"):
+        assert vertebrae.loc[name, "status"] == "ok", (name, vertebrae.loc[name, "note"])
+    heights = discs.loc[["L3-L4", "L4-L5", "L5-S1"], "height_mm"]
+    height_errors = heights - heights.index.map(DISC_HEIGHTS)
+    distances = vertebrae.loc[["L3", "L4", "L5", "S1"], "intervertebral_distance_mm"]
+    distance_errors = distances - [BODY_S[n][1] - BODY_S[n][0] for n in distances.index]
+    assert np.all(np.abs(height_errors) < 0.2), f"disc height errors (mm):\n{height_errors}"
+    assert np.all(np.abs(distance_errors) < 0.3), f"distance errors (mm):\n{distance_errors}"
+
+
+# cortex 0: the phantom of the brief; 0.5 mm: a dark cortical shell, as edges.fit_edge assumes
+CORTICES = pytest.mark.parametrize("cortex_mm", [0.0, 0.5], ids=["no_cortex", "cortex_0.5"])
+
+
+@CORTICES
+def test_straight_stack_measures_match_the_truth(cortex_mm):
+    _check_all(*_cached(0.0, cortex_mm))
+
+
+@CORTICES
+def test_tilted_stack_measures_match_the_truth(cortex_mm):
+    _check_all(*_cached(20.0, cortex_mm))
+
+
+@CORTICES
+def test_tilt_does_not_change_the_answers(cortex_mm):
+    straight, tilted = _cached(0.0, cortex_mm), _cached(20.0, cortex_mm)
+    for table, column, tolerance in ((0, "height_mm", 0.2), (1, "intervertebral_distance_mm", 0.3)):
+        a, b = straight[table][column], tilted[table][column]
+        assert np.all(np.isfinite(a)) and np.all(np.isfinite(b))
+        assert np.all(np.abs(a - b) < tolerance), f"straight - tilted:\n{a - b}"
+    widths = straight[0]["width_mm"] - tilted[0]["width_mm"]
+    assert np.all(np.abs(widths) < 0.5)
+
+
+def test_top_cutting_l3_body_marks_l3_not_in_fov():
+    top_s = (BODY_S["L3"][0] + BODY_S["L3"][1]) / 2 + 3.0
+    discs, vertebrae = _measure(0.0, n_z=int(_z_of(top_s) / SPACING[2]))
+    assert vertebrae.loc["L3", "status"] == "not_in_fov"
+    assert np.isnan(vertebrae.loc["L3", "intervertebral_distance_mm"])
+    assert discs.loc["L3-L4", "status"] == "ok", discs.loc["L3-L4", "note"]
+    whole = _cached(0.0, 0.0)
+    # the disc below is measured as in the whole image (its profiles stay inside the image)
+    assert discs.loc["L3-L4", "height_mm"] == pytest.approx(
+        whole[0].loc["L3-L4", "height_mm"], abs=0.05
+    )
+    assert vertebrae.loc["L4", "status"] == "ok"
+
+
+def test_top_cutting_l3_l4_disc_marks_it_not_in_fov():
+    top_s = (DISC_S["L3-L4"][0] + DISC_S["L3-L4"][1]) / 2
+    discs, vertebrae = _measure(0.0, n_z=int(_z_of(top_s) / SPACING[2]))
+    assert discs.loc["L3-L4", "status"] == "not_in_fov"
+    assert np.isnan(discs.loc["L3-L4", "height_mm"])
+    assert vertebrae.loc["L3", "status"] == "not_in_fov"
+    assert discs.loc["L4-L5", "status"] == "ok"
+    assert vertebrae.loc["L5", "status"] == "ok"
