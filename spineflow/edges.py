@@ -12,10 +12,21 @@ from __future__ import annotations
 
 import numpy as np
 
-def marrow_boundary(t_mm: np.ndarray, values: np.ndarray, guess_mm: float, vertebra_side: int):
+# the disc's level is read 1.25-1.75 mm in front of the cortex: past the blur of the edge,
+# before the nucleus starts to brighten the disc's inside
+DISC_SIDE_MM = 1.25
+DISC_LEVEL_MM = 0.5
+
+def marrow_boundary(
+    t_mm: np.ndarray,
+    values: np.ndarray,
+    guess_mm: float,
+    vertebra_side: int,
+    plateau_mm: tuple[float, float] = (1.5, 8.0),
+):
     """(crossing position, disc darker than marrow?) at the first step out of the marrow.
 
-    Walks from inside the vertebra (guess + 6 mm) towards the disc until the signal leaves the
+    Walks from inside the vertebra (mid-plateau) towards the disc until the signal leaves the
     marrow plateau, takes the most different signal within the next 2.5 mm (a dark cortex and
     annulus, or a bright disc that hides a thin cortex) and returns where the profile crossed
     half-way between plateau and that extreme. Robust to a guess a millimetre or two off; NaN
@@ -25,7 +36,7 @@ def marrow_boundary(t_mm: np.ndarray, values: np.ndarray, guess_mm: float, verte
     y = np.asarray(values, dtype=float)
     g = guess_mm * vertebra_side
     # the plateau may be short where the vertebra itself is cut by the field of view
-    plateau = (s >= g + 1.5) & (s <= g + 8.0) & np.isfinite(y)
+    plateau = (s >= g + plateau_mm[0]) & (s <= g + plateau_mm[1]) & np.isfinite(y)
     if plateau.sum() < 4:
         return float("nan"), False
     marrow = np.median(y[plateau])
@@ -33,7 +44,7 @@ def marrow_boundary(t_mm: np.ndarray, values: np.ndarray, guess_mm: float, verte
     threshold = max(0.2 * abs(marrow), 4 * noise)
     order = np.argsort(-s)  # from the vertebra towards the disc
     s_sorted, y_sorted = s[order], y[order]
-    first = int(np.searchsorted(-s_sorted, -(g + 6.0)))
+    first = int(np.searchsorted(-s_sorted, -(g + sum(plateau_mm) / 2)))  # mid-plateau
     while first < len(y_sorted) and not np.isfinite(y_sorted[first]):  # outside the image
         first += 1
     k = first
@@ -76,11 +87,14 @@ def fit_edge(
     s = np.asarray(t_mm, dtype=float) * vertebra_side
     y = np.asarray(values, dtype=float)
     b0 = crossing * vertebra_side
-    s0, s1 = b0 - cortex_mm - 2.0, b0 + 3.0
+    s0, s1 = b0 - cortex_mm - DISC_SIDE_MM, b0 + 3.0
     marrow = np.nanmedian(y[(s >= b0 + 2.0) & (s <= b0 + 6.0)])
-    disc = np.nanmedian(y[(s >= s0 - 1.0) & (s <= s0)])
+    disc_side = np.isfinite(y) & (s >= s0 - DISC_LEVEL_MM) & (s <= s0)
     window = np.isfinite(y) & (s >= s0) & (s <= s1)
-    if window.sum() < 8 or abs(marrow - disc) < 0.1 * abs(marrow):
+    if disc_side.sum() < 2 or window.sum() < 8:  # a thin disc (fused remnant): crossing alone
+        return (b0 - cortex_mm) * vertebra_side
+    disc = np.median(y[disc_side])
+    if abs(marrow - disc) < 0.1 * abs(marrow):
         return (b0 - cortex_mm) * vertebra_side  # no usable disc level: the crossing alone
     order = np.argsort(s[window])
     s_in, y_in = s[window][order], y[window][order]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import LEVELS, VERTEBRAE
-from .edges import fit_edge
+from .edges import fit_edge, marrow_boundary
 from .midsagittal import Volume, find_midline_x, inside_mm, plane_at, sample
 from .segment import VERTEBRA_LABELS, disc_label
 
@@ -75,6 +75,14 @@ class Plane:
         upper = np.array(self.labels.shape) - 1 - BORDER_PX
         return bool((idx < BORDER_PX).any() or (idx > upper).any())
 
+    def profile_along_ap(self, frame: Frame, u: np.ndarray, t: float) -> np.ndarray:
+        return self._sample(frame.point(u, np.full_like(u, t)))
+
+    def _sample(self, points: np.ndarray) -> np.ndarray:
+        values = sample(self.image, self.spacing, points)
+        values[~inside_mm(self.image.shape, self.spacing, points)] = np.nan
+        return values
+
     def profile(self, frame: Frame, u: float, t: np.ndarray) -> np.ndarray:
         points = frame.point(np.full_like(t, u), t)
         values = sample(self.image, self.spacing, points)
@@ -98,25 +106,18 @@ def _extent(points: np.ndarray, frame: Frame, axis: np.ndarray) -> tuple[float, 
 
 
 def _ap_boundary(plane: Plane, frame: Frame, guess_u: float, direction: int) -> float:
-    """Sub-pixel AP end of the disc along its mid-plane: where the signal crosses halfway
-    between the disc's rim (just inside) and the tissue outside (just beyond the guess)."""
-    u = guess_u + direction * np.arange(-6.0, 6.0 + 1e-9, PROFILE_STEP_MM)
-    points = frame.point(u, np.zeros_like(u))
-    values = sample(plane.image, plane.spacing, points)
-    inside_level = np.nanmedian(values[(u - guess_u) * direction < -1.5])
-    outside_level = np.nanmedian(values[(u - guess_u) * direction > 1.5])
-    half = (inside_level + outside_level) / 2
-    above = (values > half) if inside_level > outside_level else (values < half)
-    # last sample still on the disc's side, walking outwards, within +-3 mm of the guess
-    order = np.argsort((u - guess_u) * direction)
-    offsets = ((u - guess_u) * direction)[order]
-    flags = above[order]
-    vals = values[order]
-    for k in range(len(order) - 1):
-        if -3.0 <= offsets[k] <= 3.0 and flags[k] and not flags[k + 1]:
-            frac = (vals[k] - half) / (vals[k] - vals[k + 1])
-            return float(guess_u + direction * (offsets[k] + frac * PROFILE_STEP_MM))
-    return float(guess_u)
+    """Sub-pixel AP end of the disc along its mid-plane (direction -1 posterior, +1 anterior).
+
+    The same first-step criterion as for endplates, walking out of the disc's rim: the annulus
+    ends where the signal first steps to the ligament, fat or fluid outside. Five parallel lines
+    within 1 mm of the mid-plane are averaged against noise.
+    """
+    u = guess_u + np.arange(-10.0, 10.0 + 1e-9, PROFILE_STEP_MM)
+    lines = [plane.profile_along_ap(frame, u, t) for t in np.linspace(-1.0, 1.0, 5)]
+    values = np.nanmean(lines, axis=0)
+    # the annulus is a few mm wide: a short plateau keeps the nucleus out of its level
+    crossing, _ = marrow_boundary(u, values, guess_u, -direction, plateau_mm=(1.0, 4.0))
+    return float(crossing) if np.isfinite(crossing) else float(guess_u)
 
 
 def _label_guesses(points: np.ndarray, frame: Frame, u_values) -> tuple[np.ndarray, np.ndarray]:

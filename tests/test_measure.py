@@ -19,6 +19,8 @@ from spineflow.segment import VERTEBRA_LABELS, disc_label
 SPACING = (3.3, 1.09375, 1.09375)
 SHAPE = (7, 160, 200)
 SUPERSAMPLE = 4
+HEIGHT_TOLERANCE_MM = 0.35
+DISTANCE_TOLERANCE_MM = 0.5
 
 MARROW, DISC, CANAL, CORTEX = 0.36, 0.17, 1.0, 0.04
 LIGAMENT, ANTERIOR, POSTERIOR = 0.05, 0.45, 0.3
@@ -168,8 +170,9 @@ def _check_all(discs, vertebrae):
     height_errors = heights - heights.index.map(DISC_HEIGHTS)
     distances = vertebrae.loc[["L3", "L4", "L5", "S1"], "intervertebral_distance_mm"]
     distance_errors = distances - [BODY_S[n][1] - BODY_S[n][0] for n in distances.index]
-    assert np.all(np.abs(height_errors) < 0.2), f"disc height errors (mm):\n{height_errors}"
-    assert np.all(np.abs(distance_errors) < 0.3), f"distance errors (mm):\n{distance_errors}"
+    # issue 2 asks 0.5 mm per disc; the partial-volume edge model holds 0.35 mm here
+    assert np.all(np.abs(height_errors) < HEIGHT_TOLERANCE_MM), f"disc height errors (mm):\n{height_errors}"
+    assert np.all(np.abs(distance_errors) < DISTANCE_TOLERANCE_MM), f"distance errors:\n{distance_errors}"
 
 
 # cortex 0: the phantom of the brief; 0.5 mm: a dark cortical shell, as edges.fit_edge assumes
@@ -189,7 +192,10 @@ def test_tilted_stack_measures_match_the_truth(cortex_mm):
 @CORTICES
 def test_tilt_does_not_change_the_answers(cortex_mm):
     straight, tilted = _cached(0.0, cortex_mm), _cached(20.0, cortex_mm)
-    for table, column, tolerance in ((0, "height_mm", 0.2), (1, "intervertebral_distance_mm", 0.3)):
+    for table, column, tolerance in (
+        (0, "height_mm", HEIGHT_TOLERANCE_MM),
+        (1, "intervertebral_distance_mm", DISTANCE_TOLERANCE_MM),
+    ):
         a, b = straight[table][column], tilted[table][column]
         assert np.all(np.isfinite(a)) and np.all(np.isfinite(b))
         assert np.all(np.abs(a - b) < tolerance), f"straight - tilted:\n{a - b}"
