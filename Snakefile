@@ -1,14 +1,20 @@
 """spineflow: longitudinal lumbar-spine MRI from raw DICOM to cohort tables.
 
-    snakemake --profile profiles/default            # local
-    snakemake --profile profiles/slurm              # cluster
+snakemake --profile profiles/default            # local
+snakemake --profile profiles/slurm              # cluster
 """
 
 import os
 
 from snakemake.utils import min_version, validate
 
-from spineflow.workflow import Paths, geometry_rule, recorded_failures, session_plan
+from spineflow.workflow import (
+    Paths,
+    geometry_rule,
+    label,
+    recorded_failures,
+    session_plan,
+)
 
 min_version("9.0")
 
@@ -39,12 +45,9 @@ RUNNABLE = PLAN[
 ]
 
 
-def label(value, prefix):
-    return value[len(prefix) + 1 :]
-
-
 SESSIONS = [
-    (label(r.participant_id, "sub"), label(r.session_id, "ses")) for r in RUNNABLE.itertuples()
+    (label(r.participant_id, "sub"), label(r.session_id, "ses"))
+    for r in RUNNABLE.itertuples()
 ]
 SUBJECTS_WITH_PAIR = sorted(
     {s for s, ses in SESSIONS if ses == "1"} & {s for s, ses in SESSIONS if ses == "2"}
@@ -69,8 +72,8 @@ include: "rules/cohort.smk"
 
 
 rule all:
+    default_target: True
     input:
         PATHS.group("discs.tsv"),
         PATHS.group("vertebrae.tsv"),
         PATHS.group("longitudinal.tsv"),
-    default_target: True

@@ -1,14 +1,10 @@
 # Group tables (discs.tsv, vertebrae.tsv), the paired longitudinal table, dataset description.
 
 
-def measured(kind):
-    return [PATHS.derived(GEOMETRY, ".tsv", sub=s, ses=ses, suffix=kind) for s, ses in SESSIONS]
-
-
 rule group_tables:
     input:
-        discs=measured("discs"),
-        vertebrae=measured("vertebrae"),
+        discs=PATHS.session_tables(GEOMETRY, "discs", SESSIONS),
+        vertebrae=PATHS.session_tables(GEOMETRY, "vertebrae", SESSIONS),
         transforms=[PATHS.xfm(sub=s) for s in SUBJECTS_WITH_PAIR],
         bids=rules.bids_metadata.output.participants,
     output:
@@ -16,16 +12,18 @@ rule group_tables:
         vertebrae=PATHS.group("vertebrae.tsv"),
         longitudinal=PATHS.group("longitudinal.tsv"),
         description=PATHS.deriv / "dataset_description.json",
-    params:
-        sessions=[(f"sub-{s}", f"ses-{ses}") for s, ses in SESSIONS],
-        failures=INDEX_FAILED + RECORDED,
     log:
         PATHS.log("grouptables", sub=None, ses=None),
     benchmark:
         PATHS.benchmark("grouptables", sub=None, ses=None)
+    conda:
+        "../envs/stats.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        sessions=[(f"sub-{s}", f"ses-{ses}") for s, ses in SESSIONS],
+        failures=INDEX_FAILED + RECORDED,
     script:
         "../scripts/group_tables.py"

@@ -8,20 +8,20 @@ rule convert:
         nifti=PATHS.raw_image(GEOMETRY),
         sidecar=PATHS.raw_image(GEOMETRY, ".json"),
         scans=PATHS.scans_tsv(),
-    params:
-        series_key=lambda wc: SERIES_KEY[(wc.subject, wc.session)],
-        dicom_dir=config["dicom_dir"],
-        index_dir=str(PATHS.index_dir),
-        raw_dir=str(PATHS.raw),
-        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     log:
         PATHS.log("convert"),
     benchmark:
         PATHS.benchmark("convert")
+    conda:
+        "../envs/imaging.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        series_key=lambda wc: SERIES_KEY[(wc.subject, wc.session)],
+        dicom_dir=config["dicom_dir"],
+        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:
         "../scripts/convert.py"
 
@@ -33,18 +33,20 @@ rule bids_metadata:
         description=PATHS.raw / "dataset_description.json",
         participants=PATHS.raw / "participants.tsv",
         sessions=[
-            f"{PATHS.raw}/sub-{s}/sub-{s}_sessions.tsv" for s in sorted({s for s, _ in SESSIONS})
+            f"{PATHS.raw}/sub-{s}/sub-{s}_sessions.tsv"
+            for s in sorted({s for s, _ in SESSIONS})
         ],
-    params:
-        index_dir=str(PATHS.index_dir),
-        participants_tsv=config["participants_tsv"],
     log:
         PATHS.log("bidsmetadata", sub=None, ses=None),
     benchmark:
         PATHS.benchmark("bidsmetadata", sub=None, ses=None)
+    conda:
+        "../envs/imaging.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        participants_tsv=config["participants_tsv"],
     script:
         "../scripts/bids_metadata.py"

@@ -8,15 +8,17 @@ rule measure:
     output:
         discs=PATHS.derived(GEOMETRY, ".tsv", suffix="discs"),
         vertebrae=PATHS.derived(GEOMETRY, ".tsv", suffix="vertebrae"),
-    params:
-        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     log:
         PATHS.log("measure"),
     benchmark:
         PATHS.benchmark("measure")
+    conda:
+        "../envs/imaging.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:
         "../scripts/measure.py"

@@ -8,16 +8,18 @@ rule n4:
         image=PATHS.derived(GEOMETRY, desc="preproc"),
         field=PATHS.derived(GEOMETRY, desc="biasfield"),
         sidecar=PATHS.derived(GEOMETRY, ".json", desc="preproc"),
-    params:
-        n4=config["n4"],
-        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     log:
         PATHS.log("n4"),
     benchmark:
         PATHS.benchmark("n4")
+    conda:
+        "../envs/imaging.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        n4=config["n4"],
+        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:
         "../scripts/n4.py"

@@ -9,15 +9,17 @@ rule register:
         xfm=PATHS.xfm(),
         image=PATHS.derived(GEOMETRY, ses="2", space="ses1", desc="preproc"),
         sidecar=PATHS.derived(GEOMETRY, ".json", ses="2", space="ses1", desc="preproc"),
-    params:
-        registration=config["registration"],
     log:
         PATHS.log("register", ses=None),
     benchmark:
         PATHS.benchmark("register", ses=None)
+    conda:
+        "../envs/imaging.yaml"
     threads: 2
     resources:
         mem_mb=2000,
         runtime=15,
+    params:
+        registration=config["registration"],
     script:
         "../scripts/register.py"

@@ -8,15 +8,17 @@ rule segment:
         dseg=PATHS.derived(GEOMETRY, desc="vertebrae", suffix="dseg"),
         lookup=PATHS.derived(GEOMETRY, ".tsv", desc="vertebrae", suffix="dseg"),
         sidecar=PATHS.derived(GEOMETRY, ".json", desc="vertebrae", suffix="dseg"),
-    params:
-        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     log:
         PATHS.log("segment"),
     benchmark:
         PATHS.benchmark("segment")
+    conda:
+        "../envs/imaging.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:
         "../scripts/segment.py"

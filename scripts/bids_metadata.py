@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from spineflow.runner import run
 from spineflow.stages import bids_metadata
 
@@ -5,8 +7,8 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(
     smk,
     bids_metadata,
-    index_dir=smk.params.index_dir,
+    index_dir=Path(smk.input.index).parent,
     participants_tsv=smk.params.participants_tsv,
-    raw_dir=str(smk.output.description).rsplit("/", 1)[0],
+    raw_dir=Path(smk.output.description).parent,
     sessions_tsvs=smk.output.sessions,
 )

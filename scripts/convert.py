@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from spineflow.runner import run
 from spineflow.stages import convert_session
 
@@ -6,12 +8,12 @@ run(
     smk,
     convert_session,
     failure_record=smk.params.failure,
-    index_dir=smk.params.index_dir,
+    index_dir=Path(smk.input.index).parent,
     dicom_dir=smk.params.dicom_dir,
     series_key=smk.params.series_key,
     out_nifti=smk.output.nifti,
     out_json=smk.output.sidecar,
-    raw_dir=smk.params.raw_dir,
+    raw_dir=Path(smk.output.scans).parents[2],  # bids/sub-X/ses-Y/scans.tsv
     subject=smk.wildcards.subject,
     session=smk.wildcards.session,
     work_dir=smk.resources.get("tmpdir", "/tmp"),

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from spineflow.runner import run
 from spineflow.stages import group_tables
 
@@ -14,5 +16,5 @@ run(
     discs_tsv=smk.output.discs,
     vertebrae_tsv=smk.output.vertebrae,
     longitudinal_tsv=smk.output.longitudinal,
-    deriv_root=str(smk.output.description).rsplit("/", 1)[0],
+    deriv_root=Path(smk.output.description).parent,
 )

@@ -10,9 +10,25 @@ from pathlib import Path
 
 # BIDS entity order (specification, appendix "Entity table"), plus derivative entities.
 ENTITY_ORDER = (
-    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "mod", "echo",
-    "from", "to", "mode", "space", "res", "den", "label", "desc",
-)  # fmt: skip
+    "sub",
+    "ses",
+    "task",
+    "acq",
+    "ce",
+    "rec",
+    "dir",
+    "run",
+    "mod",
+    "echo",
+    "from",
+    "to",
+    "mode",
+    "space",
+    "res",
+    "den",
+    "label",
+    "desc",
+)
 
 DERIVATIVES_NAME = "spineflow"
 

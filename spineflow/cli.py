@@ -35,9 +35,20 @@ def demo_config(cohort_dir: Path, output_dir: Path) -> dict:
 def run_workflow(config: dict, config_path: Path, cores: int, extra: list[str]) -> int:
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-               "--directory", str(REPO), "--configfile", str(config_path),
-               "--cores", str(cores), *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(REPO),
+        "--configfile",
+        str(config_path),
+        "--cores",
+        str(cores),
+        *extra,
+    ]
     print("running:", " ".join(command), flush=True)
     return subprocess.call(command)
 
@@ -47,16 +58,25 @@ def _demo(args) -> int:
     cohort_dir, output_dir = root / "cohort", root / "output"
     started = time.monotonic()
     if not (cohort_dir / "truth" / "discs.tsv").exists():
-        print(f"generating a synthetic cohort of {args.participants} in {cohort_dir} ...", flush=True)
-        generate_cohort(cohort_dir, CohortOptions(participants=args.participants, seed=args.seed,
-                                                  workers=args.cores))  # fmt: skip
+        print(
+            f"generating a synthetic cohort of {args.participants} in {cohort_dir} ...", flush=True
+        )
+        generate_cohort(
+            cohort_dir,
+            CohortOptions(participants=args.participants, seed=args.seed, workers=args.cores),
+        )
     synth_s = time.monotonic() - started
-    code = run_workflow(demo_config(cohort_dir, output_dir), root / "config.yaml", args.cores,
-                        args.snakemake_args)  # fmt: skip
+    code = run_workflow(
+        demo_config(cohort_dir, output_dir), root / "config.yaml", args.cores, args.snakemake_args
+    )
     if code != 0:
         # failed sessions are recorded; a second pass reports them in the tables
-        code = run_workflow(demo_config(cohort_dir, output_dir), root / "config.yaml", args.cores,
-                            args.snakemake_args)  # fmt: skip
+        code = run_workflow(
+            demo_config(cohort_dir, output_dir),
+            root / "config.yaml",
+            args.cores,
+            args.snakemake_args,
+        )
     total_s = time.monotonic() - started
     tables = group_dir(output_dir)
     print(f"\ncohort tables: {tables}/discs.tsv, vertebrae.tsv, longitudinal.tsv")
@@ -79,8 +99,9 @@ def main(argv=None) -> int:
     demo.add_argument("--participants", type=int, default=28)
     demo.add_argument("--seed", type=int, default=2026)
     demo.add_argument("--cores", type=int, default=2)
-    demo.add_argument("snakemake_args", nargs=argparse.REMAINDER,
-                      help="anything after -- goes to snakemake")  # fmt: skip
+    demo.add_argument(
+        "snakemake_args", nargs=argparse.REMAINDER, help="anything after -- goes to snakemake"
+    )
     args = parser.parse_args(argv)
     if args.command == "synth":
         _synth(args)

@@ -60,9 +60,20 @@ LONGITUDINAL_MEASURES = (
     ("vertebrae", "intervertebral_distance_mm"),
 )
 LONGITUDINAL_COLUMNS = (
-    "measure", "level", "n_pairs", "n_excluded", "mean_ses1", "mean_ses2", "mean_change",
-    "sd_change", "t_statistic", "p_value", "ci95_low", "ci95_high", "note",
-)  # fmt: skip
+    "measure",
+    "level",
+    "n_pairs",
+    "n_excluded",
+    "mean_ses1",
+    "mean_ses2",
+    "mean_change",
+    "sd_change",
+    "t_statistic",
+    "p_value",
+    "ci95_low",
+    "ci95_high",
+    "note",
+)
 # changes closer together than this (mm) count as identical: no variance to test against
 _ZERO_SPREAD_MM = 1e-9
 
@@ -167,11 +178,16 @@ def _failure_rows(failures: Iterable[dict], kind: _Kind) -> pd.DataFrame:
         if note not in notes.setdefault(session, []):
             notes[session].append(note)
     rows = [
-        {"participant_id": sub, "session_id": ses, kind.key: name, "status": "failed",
-         "note": "; ".join(session_notes)}
+        {
+            "participant_id": sub,
+            "session_id": ses,
+            kind.key: name,
+            "status": "failed",
+            "note": "; ".join(session_notes),
+        }
         for (sub, ses), session_notes in notes.items()
         for name in kind.order
-    ]  # fmt: skip
+    ]
     return pd.DataFrame(rows, columns=["participant_id", "session_id", kind.key, "status", "note"])
 
 

@@ -11,11 +11,10 @@ when the disc is brighter the unresolved cortex already pulls the crossing to ab
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import ndtr
 
-# the disc's level is read 1.25-1.75 mm in front of the cortex: past the blur of the edge,
-# before the nucleus starts to brighten the disc's inside
-DISC_SIDE_MM = 1.25
-DISC_LEVEL_MM = 0.5
+DISC_SIDE_MM = 1.75  # how much of the disc the edge model sees: past the blur, short of the nucleus
+
 
 def marrow_boundary(
     t_mm: np.ndarray,
@@ -66,20 +65,29 @@ def marrow_boundary(
     return float("nan"), False
 
 
+def _design(s: np.ndarray, marrow_edge: float, cortex_mm: float, blur_mm: float) -> np.ndarray:
+    """Blurred model basis: marrow beyond the edge, no signal in the cortex (bone), then the
+    disc's level."""
+    surface = marrow_edge - cortex_mm
+    return np.column_stack([ndtr((s - marrow_edge) / blur_mm), ndtr((surface - s) / blur_mm)])
+
+
 def fit_edge(
     t_mm: np.ndarray,
     values: np.ndarray,
     guess_mm: float,
     vertebra_side: int,
     cortex_mm: float = 0.5,
+    blur_mm: tuple[float, ...] = (0.5,),
 ) -> float:
     """Position (on t) of the endplate surface; vertebra_side +1 if marrow lies at larger t.
 
-    The half-maximum crossing finds the marrow edge to about a pixel's tenth on a plain step,
-    but a cortex thinner than the pixel shifts it. The area under the profile does not care how
-    the scanner blurred it: between a point in the disc (level L) and one in the marrow (M),
-    integral(y - L) = (M - L)(s1 - b) + (0 - L) * cortex, cortical bone giving no signal. That
-    gives the marrow edge b; the surface is a cortex further out. NaN without a clear step.
+    The half-maximum crossing finds the marrow edge; a partial-volume model then refines it:
+    marrow | cortex of ``cortex_mm`` with no signal (bone) | disc with a level that may ramp,
+    all blurred by a Gaussian whose width (pixel, interpolation, scanner) is chosen from
+    ``blur_mm`` by the fit. Marrow and disc levels are free, so
+    bright and dark discs are handled alike. The surface is the cortex's disc side. NaN
+    without a clear step.
     """
     crossing, _ = marrow_boundary(t_mm, values, guess_mm, vertebra_side)
     if not np.isfinite(crossing):
@@ -87,19 +95,16 @@ def fit_edge(
     s = np.asarray(t_mm, dtype=float) * vertebra_side
     y = np.asarray(values, dtype=float)
     b0 = crossing * vertebra_side
-    s0, s1 = b0 - cortex_mm - DISC_SIDE_MM, b0 + 3.0
-    marrow = np.nanmedian(y[(s >= b0 + 2.0) & (s <= b0 + 6.0)])
-    disc_side = np.isfinite(y) & (s >= s0 - DISC_LEVEL_MM) & (s <= s0)
-    window = np.isfinite(y) & (s >= s0) & (s <= s1)
-    if disc_side.sum() < 2 or window.sum() < 8:  # a thin disc (fused remnant): crossing alone
+    window = np.isfinite(y) & (s >= b0 - cortex_mm - DISC_SIDE_MM) & (s <= b0 + 4.0)
+    if window.sum() < 10:
         return (b0 - cortex_mm) * vertebra_side
-    disc = np.median(y[disc_side])
-    if abs(marrow - disc) < 0.1 * abs(marrow):
-        return (b0 - cortex_mm) * vertebra_side  # no usable disc level: the crossing alone
-    order = np.argsort(s[window])
-    s_in, y_in = s[window][order], y[window][order]
-    area = np.trapezoid(y_in - disc, s_in)  # from the first to the last sample in the window
-    edge = s_in[-1] - (area + disc * cortex_mm) / (marrow - disc)
-    if abs(edge - b0) > 1.5:  # the area saw something other than one step: keep the crossing
-        edge = b0
-    return float((edge - cortex_mm) * vertebra_side)
+    s_in, y_in = s[window], y[window]
+    best, best_sse = b0, np.inf
+    for blur in blur_mm:
+        for edge in np.arange(b0 - 1.0, b0 + 1.0 + 1e-9, 0.02):
+            design = _design(s_in, edge, cortex_mm, blur)
+            coef, *_ = np.linalg.lstsq(design, y_in, rcond=None)
+            sse = float(np.sum((design @ coef - y_in) ** 2))
+            if sse < best_sse:
+                best, best_sse = edge, sse
+    return float((best - cortex_mm) * vertebra_side)

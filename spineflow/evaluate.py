@@ -9,8 +9,10 @@ import pandas as pd
 
 from .bids import group_dir
 
-KEYS = {"discs": ["participant_id", "session_id", "level"],
-        "vertebrae": ["participant_id", "session_id", "vertebra"]}  # fmt: skip
+KEYS = {
+    "discs": ["participant_id", "session_id", "level"],
+    "vertebrae": ["participant_id", "session_id", "vertebra"],
+}
 MEASURES = {"discs": ["height_mm", "width_mm"], "vertebrae": ["intervertebral_distance_mm"]}
 
 
@@ -38,8 +40,11 @@ def error_summary(table: pd.DataFrame, measure: str) -> dict:
 def change_errors(discs: pd.DataFrame) -> pd.Series:
     """Measured minus true height change (ses-2 minus ses-1) per participant and level."""
     ok = discs[(discs["status"] == "ok") & (discs["status_true"] == "ok")]
-    wide = ok.pivot_table(index=["participant_id", "level"], columns="session_id",
-                          values=["height_mm", "height_mm_true"])  # fmt: skip
+    wide = ok.pivot_table(
+        index=["participant_id", "level"],
+        columns="session_id",
+        values=["height_mm", "height_mm_true"],
+    )
     if ("height_mm", "ses-2") not in wide.columns:
         return pd.Series(dtype=float)
     measured = wide[("height_mm", "ses-2")] - wide[("height_mm", "ses-1")]
@@ -56,17 +61,26 @@ def evaluate(output_dir, truth_dir) -> dict:
         report[kind] = table
     change = change_errors(report["discs"])
     report["errors"].append(
-        {"measure": "height_change_mm", "n": int(len(change)), "bias": float(change.mean()),
-         "sd": float(change.std(ddof=1)) if len(change) > 1 else np.nan,
-         "mae": float(change.abs().mean()), "max_abs": float(change.abs().max())}
-        if len(change) else {"measure": "height_change_mm", "n": 0}
-    )  # fmt: skip
+        {
+            "measure": "height_change_mm",
+            "n": int(len(change)),
+            "bias": float(change.mean()),
+            "sd": float(change.std(ddof=1)) if len(change) > 1 else np.nan,
+            "mae": float(change.abs().mean()),
+            "max_abs": float(change.abs().max()),
+        }
+        if len(change)
+        else {"measure": "height_change_mm", "n": 0}
+    )
     return report
 
 
 def format_report(report: dict) -> str:
     table = pd.DataFrame(report["errors"]).set_index("measure")
-    lines = ["Accuracy against ground truth (mm; structures ok in both truth and output):",
-             table.to_string(float_format=lambda x: f"{x:.3f}"), "Status agreement:"]  # fmt: skip
+    lines = [
+        "Accuracy against ground truth (mm; structures ok in both truth and output):",
+        table.to_string(float_format=lambda x: f"{x:.3f}"),
+        "Status agreement:",
+    ]
     lines += [f"  {kind}: {share:.1%}" for kind, share in report["status_agreement"].items()]
     return "\n".join(lines)

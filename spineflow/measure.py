@@ -21,8 +21,8 @@ from .segment import VERTEBRA_LABELS, disc_label
 CENTRAL_SHARE = 0.8  # height is averaged over the central 80 % of the disc's AP extent
 N_HEIGHT_PROFILES = 25
 PROFILE_STEP_MM = 0.25
-BORDER_PX = 1.5
-DEFAULT_CORTEX_MM = 0.5  # lumbar cortical endplates are ~0.4-0.6 mm thick  # a structure this close to the image edge is cut by the field of view
+BORDER_PX = 1.5  # a structure this close to the image edge is cut by the field of view
+DEFAULT_CORTEX_MM = 0.5  # lumbar cortical endplates are ~0.4-0.6 mm thick
 
 
 @dataclass
@@ -162,7 +162,9 @@ def _robust_curve(u: np.ndarray, t: np.ndarray, degree: int = 2):
 
 def _refine_frame(frame: Frame, upper_coef, lower_coef, centre_u: float) -> Frame:
     """Re-align the frame with the bisector of the two endplates' tangents at the centre."""
-    slope = (np.polyval(np.polyder(upper_coef), centre_u) + np.polyval(np.polyder(lower_coef), centre_u)) / 2
+    slope = (
+        np.polyval(np.polyder(upper_coef), centre_u) + np.polyval(np.polyder(lower_coef), centre_u)
+    ) / 2
     offset = (np.polyval(upper_coef, centre_u) + np.polyval(lower_coef, centre_u)) / 2
     angle = np.arctan(slope)
     ap = np.cos(angle) * frame.ap + np.sin(angle) * frame.up
@@ -178,7 +180,7 @@ def measure_disc(plane: Plane, level: str, cortex_mm: float = DEFAULT_CORTEX_MM)
     if plane.touches_border(label):
         result.status, result.note = "not_in_fov", "cut by the edge of the field of view"
         return result
-    if len(points) < 10 or not (VERTEBRA_LABELS[upper_name] in plane.labels):
+    if len(points) < 10 or VERTEBRA_LABELS[upper_name] not in plane.labels:
         result.status, result.note = _missing_status(plane, label)
         return result
     frame = _principal_frame(points)

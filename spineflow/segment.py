@@ -19,8 +19,18 @@ from scipy.spatial import cKDTree
 
 from .midsagittal import Volume, find_canal, find_midline_x, plane_at, sample
 
-VERTEBRA_LABELS = {"T10": 17, "T11": 18, "T12": 19, "L1": 20, "L2": 21, "L3": 22, "L4": 23,
-                   "L5": 24, "S1": 26, "S2": 27}  # fmt: skip
+VERTEBRA_LABELS = {
+    "T10": 17,
+    "T11": 18,
+    "T12": 19,
+    "L1": 20,
+    "L2": 21,
+    "L3": 22,
+    "L4": 23,
+    "L5": 24,
+    "S1": 26,
+    "S2": 27,
+}
 NAMES_CAUDAL_TO_CRANIAL = ("S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10")
 MIN_DISC_MM = 3.5  # thinner gaps between bodies are the fused sacral remnants
 MIN_BODY_MM = 12.0
@@ -61,7 +71,9 @@ def canal_front_curve(plane: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.nda
     points = np.column_stack([front_y, z])
     arc = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
     even = np.arange(0, arc[-1], 1.0)
-    points = np.column_stack([np.interp(even, arc, points[:, 0]), np.interp(even, arc, points[:, 1])])
+    points = np.column_stack(
+        [np.interp(even, arc, points[:, 0]), np.interp(even, arc, points[:, 1])]
+    )
     tangent = np.gradient(points, axis=0)
     tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
     normals = np.column_stack([tangent[:, 1], -tangent[:, 0]])  # tangent rotated towards +y
@@ -111,7 +123,7 @@ def find_levels(column: Column) -> list[Level]:
     body_runs = [
         r
         for r in _runs(likeness >= 0.5)
-        if (r[1] - r[0]) >= MIN_BODY_MM or ((r[0] == 0 or r[1] == n_rows))
+        if (r[1] - r[0]) >= MIN_BODY_MM or (r[0] == 0 or r[1] == n_rows)
     ]
     if len(body_runs) < 2:
         raise ValueError("fewer than two vertebral bodies found along the canal")

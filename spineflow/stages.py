@@ -17,8 +17,9 @@ from .register import register_rigid
 log = logging.getLogger(__name__)
 
 
-def convert_session(index_dir, dicom_dir, series_key, out_nifti, out_json, raw_dir, subject,
-                    session, work_dir):  # fmt: skip
+def convert_session(
+    index_dir, dicom_dir, series_key, out_nifti, out_json, raw_dir, subject, session, work_dir
+):
     _, files = load_index(index_dir)
     relpaths = files.loc[files["series_key"] == series_key, "relpath"].tolist()
     log.info("converting series %s (%d files)", series_key, len(relpaths))
@@ -30,7 +31,9 @@ def convert_session(index_dir, dicom_dir, series_key, out_nifti, out_json, raw_d
 def bids_metadata(index_dir, participants_tsv, raw_dir, sessions_tsvs):
     series, _ = load_index(index_dir)
     convert.write_dataset_description(raw_dir, "spineflow raw BIDS")
-    convert.write_participants_tsv(raw_dir, series["participant_id"].unique(), participants_tsv or None)
+    convert.write_participants_tsv(
+        raw_dir, series["participant_id"].unique(), participants_tsv or None
+    )
     for participant, sessions in series.groupby("participant_id"):
         convert.write_sessions_tsv(raw_dir, participant, sessions)
     missing = [p for p in sessions_tsvs if not Path(p).exists()]
@@ -40,10 +43,14 @@ def bids_metadata(index_dir, participants_tsv, raw_dir, sessions_tsvs):
 
 def bias_correct(in_path, out_path, field_path, sidecar_path, params, threads):
     facts = n4_bias_correct(
-        in_path, out_path, field_path=field_path,
-        shrink_factor=params["shrink_factor"], iterations=tuple(params["iterations"]),
-        convergence_threshold=params["convergence_threshold"], threads=threads,
-    )  # fmt: skip
+        in_path,
+        out_path,
+        field_path=field_path,
+        shrink_factor=params["shrink_factor"],
+        iterations=tuple(params["iterations"]),
+        convergence_threshold=params["convergence_threshold"],
+        threads=threads,
+    )
     write_sidecar(sidecar_path, {"Sources": [str(in_path)], "N4": facts})
 
 
@@ -53,7 +60,9 @@ def segment_session(image_path, dseg_path, dseg_tsv, sidecar_path):
     segment.write_dseg(labels, volume, image_path, dseg_path)
     table = pd.DataFrame(segment.lookup_table(), columns=["index", "name"])
     table.to_csv(dseg_tsv, sep="\t", index=False)
-    write_sidecar(sidecar_path, {"Sources": [str(image_path)], "Method": "spineflow builtin", **facts})
+    write_sidecar(
+        sidecar_path, {"Sources": [str(image_path)], "Method": "spineflow builtin", **facts}
+    )
 
 
 def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv):
@@ -66,10 +75,14 @@ def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv):
 
 def register_sessions(fixed, moving, out_tfm, out_image, sidecar_path, params, threads):
     facts = register_rigid(
-        fixed, moving, out_tfm, out_image,
-        sampling_fraction=params["sampling_fraction"], iterations=params["iterations"],
+        fixed,
+        moving,
+        out_tfm,
+        out_image,
+        sampling_fraction=params["sampling_fraction"],
+        iterations=params["iterations"],
         threads=threads,
-    )  # fmt: skip
+    )
     write_sidecar(sidecar_path, {"Sources": [str(fixed), str(moving)], "Registration": facts})
 
 

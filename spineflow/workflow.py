@@ -44,32 +44,74 @@ class Paths:
         return self.deriv / "logs" / "failures"
 
     def raw_image(self, rule: dict, ext=".nii.gz", sub=SUBJECT, ses=SESSION) -> str:
-        return bids(self.raw, datatype=rule["datatype"], sub=sub, ses=ses, acq=rule.get("acq"),
-                    suffix=rule["suffix"], extension=ext)  # fmt: skip
+        return bids(
+            self.raw,
+            datatype=rule["datatype"],
+            sub=sub,
+            ses=ses,
+            acq=rule.get("acq"),
+            suffix=rule["suffix"],
+            extension=ext,
+        )
 
     def scans_tsv(self, sub=SUBJECT, ses=SESSION) -> str:
         return bids(self.raw, sub=sub, ses=ses, suffix="scans", extension=".tsv")
 
     def derived(self, rule: dict, ext=".nii.gz", sub=SUBJECT, ses=SESSION, **entities) -> str:
         suffix = entities.pop("suffix", rule["suffix"])
-        return bids(self.deriv, datatype=rule["datatype"], sub=sub, ses=ses, acq=rule.get("acq"),
-                    suffix=suffix, extension=ext, **entities)  # fmt: skip
+        return bids(
+            self.deriv,
+            datatype=rule["datatype"],
+            sub=sub,
+            ses=ses,
+            acq=rule.get("acq"),
+            suffix=suffix,
+            extension=ext,
+            **entities,
+        )
+
+    def session_tables(self, rule: dict, kind: str, sessions) -> list[str]:
+        """Per-session measure tables (kind: discs | vertebrae) of (subject, session) labels."""
+        return [self.derived(rule, ".tsv", sub=s, ses=ses, suffix=kind) for s, ses in sessions]
 
     def xfm(self, sub=SUBJECT) -> str:
-        return bids(self.deriv, datatype="anat", sub=sub, from_="ses2", to="ses1", mode="image",
-                    suffix="xfm", extension=".tfm")  # fmt: skip
+        return bids(
+            self.deriv,
+            datatype="anat",
+            sub=sub,
+            from_="ses2",
+            to="ses1",
+            mode="image",
+            suffix="xfm",
+            extension=".tfm",
+        )
 
     def log(self, step: str, sub=SUBJECT, ses: str | None = SESSION, ext=".log") -> str:
-        return bids(self.deriv / "logs", sub=sub, ses=ses, suffix=step, extension=ext,
-                    subject_dir=False)  # fmt: skip
+        return bids(
+            self.deriv / "logs", sub=sub, ses=ses, suffix=step, extension=ext, subject_dir=False
+        )
 
     def benchmark(self, step: str, sub=SUBJECT, ses: str | None = SESSION) -> str:
-        return bids(self.deriv / "benchmarks", sub=sub, ses=ses, suffix=step, extension=".tsv",
-                    subject_dir=False)  # fmt: skip
+        return bids(
+            self.deriv / "benchmarks",
+            sub=sub,
+            ses=ses,
+            suffix=step,
+            extension=".tsv",
+            subject_dir=False,
+        )
 
     def failure_record(self, sub: str, ses: str) -> Path:
-        return Path(bids(self.failures_dir, sub=sub, ses=ses, suffix="failure",
-                         extension=".json", subject_dir=False))  # fmt: skip
+        return Path(
+            bids(
+                self.failures_dir,
+                sub=sub,
+                ses=ses,
+                suffix="failure",
+                extension=".json",
+                subject_dir=False,
+            )
+        )
 
     def group(self, name: str) -> str:
         return str(group_dir(self.output_dir) / name)
@@ -78,7 +120,9 @@ class Paths:
 def geometry_rule(config: dict) -> dict:
     rules = [rule for rule in config["series"] if rule.get("geometry")]
     if len(rules) != 1:
-        raise ValueError(f"config 'series': exactly one rule must set geometry: true, found {len(rules)}")
+        raise ValueError(
+            f"config 'series': exactly one rule must set geometry: true, found {len(rules)}"
+        )
     return rules[0]
 
 
@@ -87,8 +131,12 @@ def session_plan(config: dict, paths: Paths) -> pd.DataFrame:
     dicom_dir = Path(config["dicom_dir"])
     if not dicom_dir.is_dir():
         raise FileNotFoundError(f"dicom_dir {dicom_dir} does not exist or is not a folder")
-    series, _ = load_or_build(dicom_dir, paths.index_dir, config.get("id_map") or None,
-                              config.get("pseudonym_salt", "spineflow"))  # fmt: skip
+    series, _ = load_or_build(
+        dicom_dir,
+        paths.index_dir,
+        config.get("id_map") or None,
+        config.get("pseudonym_salt", "spineflow"),
+    )
     chosen = select_series(series, config["series"])
     chosen = chosen[chosen["geometry"].astype(str).str.lower() == "true"]
     sessions = series[["participant_id", "session_id"]].drop_duplicates()

@@ -32,15 +32,22 @@ def _disc_file(out: Path, sub: str, ses: str, rows=None, header=None) -> Path:
         ["L4-L5", 10.0, 42.0, 3, "ok", "n/a"],
         ["L5-S1", 11.5, 41.0, 4, "ok", "n/a"],
     ]
-    path = bids(derivatives_root(out), datatype="anat", sub=sub, ses=ses, suffix="discs",
-                extension=".tsv")  # fmt: skip
+    path = bids(
+        derivatives_root(out), datatype="anat", sub=sub, ses=ses, suffix="discs", extension=".tsv"
+    )
     return _write(Path(path), header or DISC_HEADER, rows)
 
 
 def _vert_file(out: Path, sub: str, ses: str, rows=None) -> Path:
     rows = rows or [[name, 25.0 + i, "ok", ""] for i, name in enumerate(("L3", "L4", "L5", "S1"))]
-    path = bids(derivatives_root(out), datatype="anat", sub=sub, ses=ses, suffix="vertebrae",
-                extension=".tsv")  # fmt: skip
+    path = bids(
+        derivatives_root(out),
+        datatype="anat",
+        sub=sub,
+        ses=ses,
+        suffix="vertebrae",
+        extension=".tsv",
+    )
     return _write(Path(path), VERT_HEADER, rows)
 
 
@@ -56,9 +63,16 @@ def test_assembled_disc_columns_order_and_extras(tmp_path):
     path = _disc_file(tmp_path, "01", "1", rows, DISC_HEADER + ["contrast_ratio"])
     table = cohort.assemble([("sub-01", "ses-1", path)], "discs", [])
     assert list(table.columns) == [
-        "participant_id", "session_id", "level", "height_mm", "width_mm", "pfirrmann_auto",
-        "status", "note", "contrast_ratio",
-    ]  # fmt: skip
+        "participant_id",
+        "session_id",
+        "level",
+        "height_mm",
+        "width_mm",
+        "pfirrmann_auto",
+        "status",
+        "note",
+        "contrast_ratio",
+    ]
     assert list(table["level"]) == ["L3-L4", "L4-L5", "L5-S1"]  # anatomical, not file order
     assert list(table["pfirrmann_auto"]) == [2, 3, 4]
     assert list(table["contrast_ratio"]) == [0.9, 0.7, 0.8]
@@ -69,17 +83,26 @@ def test_assembled_vertebra_columns(tmp_path):
     path = _vert_file(tmp_path, "01", "1")
     table = cohort.assemble([("sub-01", "ses-1", path)], "vertebrae", [])
     assert list(table.columns) == [
-        "participant_id", "session_id", "vertebra", "intervertebral_distance_mm", "status", "note",
-    ]  # fmt: skip
+        "participant_id",
+        "session_id",
+        "vertebra",
+        "intervertebral_distance_mm",
+        "status",
+        "note",
+    ]
     assert list(table["vertebra"]) == ["L3", "L4", "L5", "S1"]
 
 
 def test_failed_sessions_get_one_row_per_level(tmp_path):
     path = _disc_file(tmp_path, "01", "1")
     failures = [
-        {"participant_id": "sub-02", "session_id": "ses-1", "stage": "dicom_index",
-         "message": "series 4 has 2 slice spacings"},
-    ]  # fmt: skip
+        {
+            "participant_id": "sub-02",
+            "session_id": "ses-1",
+            "stage": "dicom_index",
+            "message": "series 4 has 2 slice spacings",
+        },
+    ]
     table = cohort.assemble([("sub-01", "ses-1", path)], "discs", failures)
     failed = table[table["participant_id"] == "sub-02"]
     assert list(failed["level"]) == ["L3-L4", "L4-L5", "L5-S1"]
@@ -116,16 +139,33 @@ def test_measures_blanked_when_status_not_ok(tmp_path):
 @pytest.mark.parametrize(
     ("header", "rows", "message"),
     [
-        (["level", "height_mm", "pfirrmann_auto", "status", "note"],
-         [["L3-L4", 1, 2, "ok", ""]], "width_mm"),
+        (
+            ["level", "height_mm", "pfirrmann_auto", "status", "note"],
+            [["L3-L4", 1, 2, "ok", ""]],
+            "width_mm",
+        ),
         (DISC_HEADER, [["L2-L3", 1, 2, 3, "ok", ""]], "L2-L3"),
-        (DISC_HEADER, [["L3-L4", 1, 2, 3, "done", ""], ["L4-L5", 1, 2, 3, "ok", ""],
-                       ["L5-S1", 1, 2, 3, "ok", ""]], "done"),
+        (
+            DISC_HEADER,
+            [
+                ["L3-L4", 1, 2, 3, "done", ""],
+                ["L4-L5", 1, 2, 3, "ok", ""],
+                ["L5-S1", 1, 2, 3, "ok", ""],
+            ],
+            "done",
+        ),
         (DISC_HEADER, [["L3-L4", 1, 2, 3, "ok", ""], ["L4-L5", 1, 2, 3, "ok", ""]], "one row"),
-        (DISC_HEADER, [["L3-L4", "abc", 2, 3, "ok", ""], ["L4-L5", 1, 2, 3, "ok", ""],
-                       ["L5-S1", 1, 2, 3, "ok", ""]], "abc"),
+        (
+            DISC_HEADER,
+            [
+                ["L3-L4", "abc", 2, 3, "ok", ""],
+                ["L4-L5", 1, 2, 3, "ok", ""],
+                ["L5-S1", 1, 2, 3, "ok", ""],
+            ],
+            "abc",
+        ),
     ],
-)  # fmt: skip
+)
 def test_validation_error_names_the_file(tmp_path, header, rows, message):
     path = _disc_file(tmp_path, "07", "2", rows, header)
     with pytest.raises(ValueError, match=message) as error:
@@ -139,8 +179,11 @@ def test_sessions_sorted_numerically(tmp_path):
     table = cohort.assemble(per_session, "vertebrae", [])
     sessions = table.drop_duplicates(["participant_id", "session_id"])
     assert list(zip(sessions["participant_id"], sessions["session_id"], strict=True)) == [
-        ("sub-2", "ses-1"), ("sub-2", "ses-2"), ("sub-2", "ses-10"), ("sub-10", "ses-1"),
-    ]  # fmt: skip
+        ("sub-2", "ses-1"),
+        ("sub-2", "ses-2"),
+        ("sub-2", "ses-10"),
+        ("sub-10", "ses-1"),
+    ]
 
 
 def test_write_tsv_na_decimals_and_round_trip(tmp_path):
@@ -154,8 +197,16 @@ def test_write_tsv_na_decimals_and_round_trip(tmp_path):
     cohort.write_tsv(table, out)
     lines = out.read_text().splitlines()
     assert lines[0].split("\t") == list(cohort.DISC_COLUMNS)
-    assert lines[1].split("\t") == ["sub-01", "ses-1", "L3-L4", "n/a", "n/a", "n/a",
-                                    "not_in_fov", "n/a"]  # fmt: skip
+    assert lines[1].split("\t") == [
+        "sub-01",
+        "ses-1",
+        "L3-L4",
+        "n/a",
+        "n/a",
+        "n/a",
+        "not_in_fov",
+        "n/a",
+    ]
     assert lines[2].split("\t")[3:6] == ["10.123", "42.000", "3"]
     assert lines[3].split("\t")[3] == "0.000"
     assert not list(out.parent.glob(".*tmp"))  # temporary file renamed away
@@ -186,12 +237,19 @@ def _long_tables(records):
     """records: (participant, session, level, height_mm, status) -> (discs, vertebrae) tables."""
     discs = pd.DataFrame(
         [
-            {"participant_id": sub, "session_id": ses, "level": level, "height_mm": height,
-             "width_mm": np.nan if height is None else 40.0, "pfirrmann_auto": np.nan,
-             "status": status, "note": ""}
+            {
+                "participant_id": sub,
+                "session_id": ses,
+                "level": level,
+                "height_mm": height,
+                "width_mm": np.nan if height is None else 40.0,
+                "pfirrmann_auto": np.nan,
+                "status": status,
+                "note": "",
+            }
             for sub, ses, level, height, status in records
         ]
-    )  # fmt: skip
+    )
     vertebrae = pd.DataFrame(columns=list(cohort.VERTEBRA_COLUMNS))
     return discs, vertebrae
 
@@ -277,8 +335,10 @@ def test_not_in_fov_at_one_session_excludes_the_pair():
             (f"sub-{i}", "ses-2", "L3-L4", a, "ok"),
         ]
     # height given despite not_in_fov: must not be used
-    records += [("sub-4", "ses-1", "L3-L4", 9.0, "ok"), ("sub-4", "ses-2", "L3-L4", 99.0,
-                                                        "not_in_fov")]  # fmt: skip
+    records += [
+        ("sub-4", "ses-1", "L3-L4", 9.0, "ok"),
+        ("sub-4", "ses-2", "L3-L4", 99.0, "not_in_fov"),
+    ]
     records += [("sub-5", "ses-1", "L3-L4", None, "failed"), ("sub-5", "ses-2", "L3-L4", 9.0, "ok")]
     row = _row(cohort.longitudinal(*_long_tables(records)), level="L3-L4")
     assert row["n_pairs"] == 3 and row["n_excluded"] == 2
@@ -286,8 +346,11 @@ def test_not_in_fov_at_one_session_excludes_the_pair():
 
 
 def test_one_pair_gives_nan_statistics_with_note():
-    records = [("sub-1", "ses-1", "L5-S1", 10.0, "ok"), ("sub-1", "ses-2", "L5-S1", 10.4, "ok"),
-               ("sub-2", "ses-1", "L5-S1", 11.0, "ok")]  # fmt: skip
+    records = [
+        ("sub-1", "ses-1", "L5-S1", 10.0, "ok"),
+        ("sub-1", "ses-2", "L5-S1", 10.4, "ok"),
+        ("sub-2", "ses-1", "L5-S1", 11.0, "ok"),
+    ]
     result = cohort.longitudinal(*_long_tables(records))
     row = _row(result, level="L5-S1")
     assert row["n_pairs"] == 1 and row["n_excluded"] == 1
@@ -304,8 +367,10 @@ def test_one_pair_gives_nan_statistics_with_note():
 def test_identical_changes_defined_behaviour(change):
     records = []
     for i, b in enumerate((10.0, 10.7, 12.1), start=1):
-        records += [(f"sub-{i}", "ses-1", "L4-L5", b, "ok"),
-                    (f"sub-{i}", "ses-2", "L4-L5", b + change, "ok")]  # fmt: skip
+        records += [
+            (f"sub-{i}", "ses-1", "L4-L5", b, "ok"),
+            (f"sub-{i}", "ses-2", "L4-L5", b + change, "ok"),
+        ]
     row = _row(cohort.longitudinal(*_long_tables(records)))
     assert row["n_pairs"] == 3
     assert row["mean_change"] == pytest.approx(change)

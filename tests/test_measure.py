@@ -171,8 +171,12 @@ def _check_all(discs, vertebrae):
     distances = vertebrae.loc[["L3", "L4", "L5", "S1"], "intervertebral_distance_mm"]
     distance_errors = distances - [BODY_S[n][1] - BODY_S[n][0] for n in distances.index]
     # issue 2 asks 0.5 mm per disc; the partial-volume edge model holds 0.35 mm here
-    assert np.all(np.abs(height_errors) < HEIGHT_TOLERANCE_MM), f"disc height errors (mm):\n{height_errors}"
-    assert np.all(np.abs(distance_errors) < DISTANCE_TOLERANCE_MM), f"distance errors:\n{distance_errors}"
+    assert np.all(np.abs(height_errors) < HEIGHT_TOLERANCE_MM), (
+        f"disc height errors (mm):\n{height_errors}"
+    )
+    assert np.all(np.abs(distance_errors) < DISTANCE_TOLERANCE_MM), (
+        f"distance errors:\n{distance_errors}"
+    )
 
 
 # cortex 0: the phantom of the brief; 0.5 mm: a dark cortical shell, as edges.fit_edge assumes

@@ -60,9 +60,14 @@ def test_levels_labelled_at_their_true_place(result):
     for row in truth[truth["status"] == "ok"].itertuples():
         sub, ses = row.participant_id, row.session_id
         dseg = nib.load(
-            output / "derivatives" / "spineflow" / sub / ses / "anat"
+            output
+            / "derivatives"
+            / "spineflow"
+            / sub
+            / ses
+            / "anat"
             / f"{sub}_{ses}_acq-sag_desc-vertebrae_dseg.nii.gz"
-        )  # fmt: skip
+        )
         voxels = np.argwhere(np.asarray(dseg.dataobj) == disc_label(row.level.split("-")[0]))
         assert len(voxels), f"{sub} {ses} {row.level} not labelled"
         centroid = nib.affines.apply_affine(dseg.affine, voxels.mean(axis=0))
@@ -82,7 +87,9 @@ def test_no_phi_anywhere_in_the_outputs(result):
 def test_longitudinal_table_counts_pairs(result):
     _, output, _ = result
     table = pd.read_csv(
-        output / "derivatives" / "spineflow" / "group" / "longitudinal.tsv", sep="\t", na_values="n/a"
+        output / "derivatives" / "spineflow" / "group" / "longitudinal.tsv",
+        sep="\t",
+        na_values="n/a",
     )
     heights = table[table["measure"] == "height_mm"].set_index("level")
     # 3 participants have both sessions; the cut scan removes one pair at L3-L4 at most

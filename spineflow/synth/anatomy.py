@@ -72,7 +72,11 @@ class Vertebra:
     def rim_points_as(self, surface: str, n: int = 41) -> np.ndarray:
         """Points of one endplate surface across its whole AP extent, mid-sagittal plane."""
         u = np.linspace(-self.depth_mm / 2, self.depth_mm / 2, n)
-        v = self.cranial_surface_v(u, 0.0) if surface == "cranial" else self.caudal_surface_v(u, 0.0)
+        v = (
+            self.cranial_surface_v(u, 0.0)
+            if surface == "cranial"
+            else self.caudal_surface_v(u, 0.0)
+        )
         return np.asarray(self.centre_as) + np.outer(u, self.ap) + np.outer(v, self.up)
 
 
@@ -94,7 +98,9 @@ class Disc:
 
     @property
     def mid_origin_as(self) -> np.ndarray:
-        return (self.upper.caudal_endplate_centre_as() + self.lower.cranial_endplate_centre_as()) / 2
+        return (
+            self.upper.caudal_endplate_centre_as() + self.lower.cranial_endplate_centre_as()
+        ) / 2
 
     @property
     def depth_mm(self) -> float:
@@ -162,9 +168,7 @@ def build_spine(params: dict) -> Spine:
         offset = caudal_centre - upper.caudal_endplate_centre_as()
         upper = replace(upper, centre_as=tuple(np.asarray(upper.centre_as) + offset))
         bodies[name] = upper
-        discs.append(
-            Disc(upper, lower, params["bulge_mm"], int(params["pfirrmann"].get(level, 2)))
-        )
+        discs.append(Disc(upper, lower, params["bulge_mm"], int(params["pfirrmann"].get(level, 2))))
         lower = upper
     upper = s1
     for name in SACRAL_NAMES[1:]:
@@ -194,7 +198,9 @@ def _make_body(name, centre_as, tilt_rad, params, anchor=False) -> Vertebra:
     return Vertebra(
         name=name,
         # the anchor (S1) is placed by its cranial rim; the others are moved by the caller
-        centre_as=tuple(np.asarray(centre_as) - (_unit(tilt_rad) * size["height_mm"] / 2 if anchor else 0)),
+        centre_as=tuple(
+            np.asarray(centre_as) - (_unit(tilt_rad) * size["height_mm"] / 2 if anchor else 0)
+        ),
         tilt_rad=float(tilt_rad),
         depth_mm=size["depth_mm"],
         height_mm=size["height_mm"],

@@ -25,12 +25,42 @@ from pydicom.uid import generate_uid
 from . import anatomy, render, sampling
 from .dicomio import SeriesInfo, StudyInfo, write_series
 
-FIRST_NAMES = ("Anna", "Jonas", "Marta", "Piotr", "Sofia", "Lukas", "Ewa", "Tomasz", "Clara",
-               "Mateo", "Ingrid", "Karol", "Helena", "Oskar", "Zofia", "Emil")  # fmt: skip
-LAST_NAMES = ("Kowalczyk", "Brennan", "Lindqvist", "Moreau", "Novak", "Ferreira", "Hakala",
-              "Duchamp", "Ostrowski", "Varga", "Castellano", "Wieczorek")  # fmt: skip
-INSTITUTIONS = (("St. Adalbert University Hospital", "12 Wawelska Street, Krakow"),
-                ("Northfield Imaging Centre", "4 Harbour Road, Aberdeen"))  # fmt: skip
+FIRST_NAMES = (
+    "Anna",
+    "Jonas",
+    "Marta",
+    "Piotr",
+    "Sofia",
+    "Lukas",
+    "Ewa",
+    "Tomasz",
+    "Clara",
+    "Mateo",
+    "Ingrid",
+    "Karol",
+    "Helena",
+    "Oskar",
+    "Zofia",
+    "Emil",
+)
+LAST_NAMES = (
+    "Kowalczyk",
+    "Brennan",
+    "Lindqvist",
+    "Moreau",
+    "Novak",
+    "Ferreira",
+    "Hakala",
+    "Duchamp",
+    "Ostrowski",
+    "Varga",
+    "Castellano",
+    "Wieczorek",
+)
+INSTITUTIONS = (
+    ("St. Adalbert University Hospital", "12 Wawelska Street, Krakow"),
+    ("Northfield Imaging Centre", "4 Harbour Road, Aberdeen"),
+)
 STUDY_LEVELS = ("L3-L4", "L4-L5", "L5-S1")
 STUDY_VERTEBRAE = ("L3", "L4", "L5", "S1")
 
@@ -98,8 +128,18 @@ def _generate_participant(plan: dict) -> dict:
         study = _study_info(rng, person, first_day + timedelta(days=day))
         phi += [study.accession, study.study_date]
         folder = Path(plan["out"]) / "dicom" / f"ST{rng.integers(0, 16**5):05X}"
-        _write_study(folder, spine, scene, contrast, rotation, translation, geometry, study, rng,
-                     options.supersample)  # fmt: skip
+        _write_study(
+            folder,
+            spine,
+            scene,
+            contrast,
+            rotation,
+            translation,
+            geometry,
+            study,
+            rng,
+            options.supersample,
+        )
         statuses = _fov_status(spine, rotation, translation, geometry)
         common = {"participant_id": plan["participant_id"], "session_id": session_id}
         for level in STUDY_LEVELS:
@@ -188,10 +228,16 @@ def _phi_of_person(person: dict) -> list[str]:
     last, first = person["name"].split("^")
     physicians = [person["referring_physician"], person["operator"]]
     return [
-        person["name"], f"{first} {last}", f"{last} {first}", person["patient_id"],
-        person["birth_date"], person["institution"], person["institution_address"],
-        *physicians, *(p.split("^")[0] for p in physicians),
-    ]  # fmt: skip
+        person["name"],
+        f"{first} {last}",
+        f"{last} {first}",
+        person["patient_id"],
+        person["birth_date"],
+        person["institution"],
+        person["institution_address"],
+        *physicians,
+        *(p.split("^")[0] for p in physicians),
+    ]
 
 
 def _study_info(rng, person, day: date) -> StudyInfo:
@@ -274,7 +320,9 @@ def _place_scan(rng, spine, cut_l3l4: bool):
         l4 = np.asarray(spine.vertebra("L4").centre_as)
         half = sampling.FOV_MM / 2
         if cut_l3l4:
-            top_s = rng.uniform(spine.vertebra("L4").centre_as[1], spine.vertebra("L3").centre_as[1])
+            top_s = rng.uniform(
+                spine.vertebra("L4").centre_as[1], spine.vertebra("L3").centre_as[1]
+            )
             target_s = top_s - half
         else:
             target_s = l4[1] + rng.uniform(-25, 25)
@@ -302,19 +350,46 @@ def _write_study(folder, spine, scene, contrast, rotation, translation, geometry
     localizer_uid = generate_uid()
     for k, geom in enumerate(_localizer_geometries()):
         image = render.render_volume(spine, scene, geom, rotation, translation, contrast, rng, 1, 1)
-        write_series(folder / "SE001", image, geom, study, SeriesInfo(1, "localizer_3plane", 8.6, 4.0, ""),
-                     rng, series_uid=localizer_uid, first_instance=k + 1)  # fmt: skip
+        write_series(
+            folder / "SE001",
+            image,
+            geom,
+            study,
+            SeriesInfo(1, "localizer_3plane", 8.6, 4.0, ""),
+            rng,
+            series_uid=localizer_uid,
+            first_instance=k + 1,
+        )
     t1 = render.render_volume(
-        spine, scene, geometry, rotation, translation, sampling.sample_contrast(rng, render.T1),
-        rng, 1, 1,
-    )  # fmt: skip
-    write_series(folder / "SE002", t1, geometry, study, SeriesInfo(2, "t1_tse_sag", 650, 9.8, ""), rng)
-    pd_fs = render.render_volume(spine, scene, geometry, rotation, translation, contrast, rng, ss, 3)
-    write_series(folder / "SE003", pd_fs, geometry, study,
-                 SeriesInfo(3, "pd_tse_fs_sag", 3200, 33, "FS"), rng)  # fmt: skip
+        spine,
+        scene,
+        geometry,
+        rotation,
+        translation,
+        sampling.sample_contrast(rng, render.T1),
+        rng,
+        1,
+        1,
+    )
+    write_series(
+        folder / "SE002", t1, geometry, study, SeriesInfo(2, "t1_tse_sag", 650, 9.8, ""), rng
+    )
+    pd_fs = render.render_volume(
+        spine, scene, geometry, rotation, translation, contrast, rng, ss, 3
+    )
+    write_series(
+        folder / "SE003",
+        pd_fs,
+        geometry,
+        study,
+        SeriesInfo(3, "pd_tse_fs_sag", 3200, 33, "FS"),
+        rng,
+    )
     axial = _axial_geometry(spine, rotation, translation)
     t2_ax = render.render_volume(spine, scene, axial, rotation, translation, contrast, rng, 1, 1)
-    write_series(folder / "SE004", t2_ax, axial, study, SeriesInfo(4, "t2_tse_tra", 4000, 96, ""), rng)
+    write_series(
+        folder / "SE004", t2_ax, axial, study, SeriesInfo(4, "t2_tse_tra", 4000, 96, ""), rng
+    )
     (folder / "Thumbs.db").write_bytes(b"not a DICOM file\x00")
 
 
@@ -327,7 +402,8 @@ def _localizer_geometries() -> list[render.SliceGeometry]:
         (np.array([1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0])),
     ]
     return [
-        render.SliceGeometry(size, size, pixel, 8.0, np.zeros((1, 3)), row, col) for row, col in planes
+        render.SliceGeometry(size, size, pixel, 8.0, np.zeros((1, 3)), row, col)
+        for row, col in planes
     ]
 
 
@@ -350,6 +426,8 @@ def _write_tables(out: Path, results: list[dict]) -> None:
     for table in ("discs", "vertebrae", "scans"):
         rows = [row for r in results for row in r[table]]
         name = "sessions" if table == "scans" else table
-        pd.DataFrame(rows).to_csv(out / "truth" / f"{name}.tsv", sep="\t", index=False, float_format="%.4f")
+        pd.DataFrame(rows).to_csv(
+            out / "truth" / f"{name}.tsv", sep="\t", index=False, float_format="%.4f"
+        )
     phi = sorted({s for r in results for s in r["phi"]})
     pd.DataFrame({"phi": phi}).to_csv(out / "truth" / "phi.tsv", sep="\t", index=False)

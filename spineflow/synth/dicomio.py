@@ -7,7 +7,12 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
 
 from .render import SliceGeometry
 
@@ -113,7 +118,9 @@ def _dataset(study: StudyInfo, series: SeriesInfo, series_uid: str, geometry) ->
     ds.OperatorsName = study.operator
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = study.study_date
     ds.StudyTime = study.study_time
-    ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = f"{int(study.study_time[:2]):02d}{series.number:02d}00"
+    ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = (
+        f"{int(study.study_time[:2]):02d}{series.number:02d}00"
+    )
     ds.StudyInstanceUID = study.study_uid
     ds.StudyID = "1"
     ds.FrameOfReferenceUID = study.frame_of_reference_uid

@@ -117,7 +117,9 @@ def _anterior_wall(spine: Spine):
     points = []
     for v in spine.vertebrae:
         for frac in (-0.45, 0.0, 0.45):
-            points.append(np.asarray(v.centre_as) + v.ap * v.depth_mm / 2 + v.up * frac * v.height_mm)
+            points.append(
+                np.asarray(v.centre_as) + v.ap * v.depth_mm / 2 + v.up * frac * v.height_mm
+            )
     points = np.array(sorted(points, key=lambda p: p[1]))
     return points[:, 1], points[:, 0]
 
@@ -163,7 +165,9 @@ def _paint_trunk(p: _Painter, scene, post_wall, contrast):
 def _paint_abdomen(p: _Painter, scene, spine, front_wall, contrast):
     for loop in scene["bowel"]:
         centre, radii = np.asarray(loop["centre_ras"]), loop["radii_mm"]
-        idx = np.flatnonzero((np.abs(p.s - centre[2]) < radii[2]) & (np.abs(p.r - centre[0]) < radii[0]))
+        idx = np.flatnonzero(
+            (np.abs(p.s - centre[2]) < radii[2]) & (np.abs(p.r - centre[0]) < radii[0])
+        )
         d2 = (
             ((p.r[idx] - centre[0]) / radii[0]) ** 2
             + ((p.a[idx] - (front_wall[idx] + centre[1])) / radii[1]) ** 2
@@ -233,7 +237,9 @@ def _paint_disc(p: _Painter, disc, contrast):
     u_l, v_l, _ = disc.lower.local(r, a, s)
     u_u, v_u, _ = disc.upper.local(r, a, s)
     u_m, v_m, w = disc.mid_local(r, a, s)
-    inside = (v_l > disc.lower.cranial_surface_v(u_l, w)) & (v_u < disc.upper.caudal_surface_v(u_u, w))
+    inside = (v_l > disc.lower.cranial_surface_v(u_l, w)) & (
+        v_u < disc.upper.caudal_surface_v(u_u, w)
+    )
     inside &= (disc.footprint_r2(u_m, w) <= 1.0) & (np.abs(v_m) < 20)
     if disc.remnant:
         p.value[idx[inside]] = contrast["remnant"]
@@ -290,7 +296,9 @@ def render_volume(
             points = in_plane + dz * geometry.normal
             anat = scanner_to_anatomy(points, rotation, translation)
             accum += tissue_intensity(spine, scene, anat[:, 0], anat[:, 1], anat[:, 2], contrast)
-        pixel_points = centre + offsets[:, :1] * geometry.col_dir + offsets[:, 1:] * geometry.row_dir
+        pixel_points = (
+            centre + offsets[:, :1] * geometry.col_dir + offsets[:, 1:] * geometry.row_dir
+        )
         signal = accum / len(depth_mm) * bias_field(pixel_points, scene)
         signal = signal.reshape(geometry.rows, supersample, geometry.cols, supersample)
         volume[k] = signal.mean(axis=(1, 3)) if n_sub > 1 else signal[:, 0, :, 0]
