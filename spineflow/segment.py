@@ -150,16 +150,20 @@ def find_levels(column: Column) -> list[Level]:
 def split_sacrum(column: Column, block_rows: tuple[int, int]):
     """S1 rows, S1-S2 remnant rows and S2 rows of the sacral block (the block may hold S1 alone).
 
-    The fused remnant is the least marrow-like row 15-40 mm below the block's top (an S1 body
-    is 25-35 mm tall), so the S2-S3 remnant further down is never taken for it."""
+    Walking down from the block's top (the L5-S1 disc), past the first 12 mm of S1, the first
+    dip of marrow-likeness is the fused S1-S2 remnant; further dips (S2-S3) are not."""
     likeness, _, _ = marrow_rows(column)
     start, stop = block_rows
-    candidates = np.arange(max(start + 3, stop - 40), max(start + 3, stop - 15))
-    if len(candidates) == 0:
+    below_top = np.arange(stop - 12, max(start + 2, stop - 45), -1)
+    dipping = [row for row in below_top if likeness[row] < 0.85]
+    if not dipping:
         return (start, stop), None, None
-    weakest = int(candidates[np.argmin(likeness[candidates])])
-    if likeness[weakest] >= 0.85:
-        return (start, stop), None, None
+    run = [dipping[0]]
+    for row in dipping[1:]:
+        if row != run[-1] - 1:
+            break
+        run.append(row)
+    weakest = int(min(run, key=lambda row: likeness[row]))
     remnant = (weakest - 1, weakest + 2)
     return (remnant[1], stop), remnant, (start, remnant[0])
 
