@@ -20,8 +20,8 @@ rule group_tables:
         "../envs/stats.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=500,
+        runtime=5,
     params:
         sessions=[(f"sub-{s}", f"ses-{ses}") for s, ses in SESSIONS],
         failures=INDEX_FAILED + RECORDED,

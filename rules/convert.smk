@@ -44,7 +44,7 @@ rule bids_metadata:
         "../envs/imaging.yaml"
     threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=300,
         runtime=5,
     params:
         participants_tsv=config["participants_tsv"],

@@ -16,9 +16,10 @@ rule measure:
         "../envs/imaging.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=600,
+        runtime=5,
     params:
+        cortex_mm=config["measurement"]["endplate_cortex_mm"],
         failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:
         "../scripts/measure.py"

@@ -16,8 +16,8 @@ rule n4:
         "../envs/imaging.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=700,
+        runtime=5,
     params:
         n4=config["n4"],
         failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),

@@ -17,8 +17,8 @@ rule register:
         "../envs/imaging.yaml"
     threads: 2
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=800,
+        runtime=10,
     params:
         registration=config["registration"],
     script:

@@ -16,8 +16,8 @@ rule segment:
         "../envs/imaging.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=600,
+        runtime=5,
     params:
         failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:

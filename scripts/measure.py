@@ -10,4 +10,5 @@ run(
     dseg_path=smk.input.dseg,
     discs_tsv=smk.output.discs,
     vertebrae_tsv=smk.output.vertebrae,
+    cortex_mm=smk.params.cortex_mm,
 )

@@ -32,23 +32,19 @@ def demo_config(cohort_dir: Path, output_dir: Path) -> dict:
     }
 
 
-def run_workflow(config: dict, config_path: Path, cores: int, extra: list[str]) -> int:
-    config_path.parent.mkdir(parents=True, exist_ok=True)
+def snakemake_command(config: dict, workdir: Path, cores: int, *extra: str) -> list[str]:
+    """Write ``config`` to workdir/config.yaml; the command that runs the workflow on it there
+    (Snakemake's own state, .snakemake/, stays in workdir)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(REPO),
-        "--configfile",
-        str(config_path),
-        "--cores",
-        str(cores),
-        *extra,
-    ]
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+            "--directory", str(workdir), "--configfile", str(config_path),
+            "--cores", str(cores), "--keep-going", *extra]  # fmt: skip
+
+
+def run_workflow(config: dict, workdir: Path, cores: int, extra: list[str]) -> int:
+    command = snakemake_command(config, workdir, cores, *extra)
     print("running:", " ".join(command), flush=True)
     return subprocess.call(command)
 
@@ -66,17 +62,10 @@ def _demo(args) -> int:
             CohortOptions(participants=args.participants, seed=args.seed, workers=args.cores),
         )
     synth_s = time.monotonic() - started
-    code = run_workflow(
-        demo_config(cohort_dir, output_dir), root / "config.yaml", args.cores, args.snakemake_args
-    )
-    if code != 0:
-        # failed sessions are recorded; a second pass reports them in the tables
-        code = run_workflow(
-            demo_config(cohort_dir, output_dir),
-            root / "config.yaml",
-            args.cores,
-            args.snakemake_args,
-        )
+    config = demo_config(cohort_dir, output_dir)
+    code = run_workflow(config, root, args.cores, args.snakemake_args)
+    if code != 0:  # failed sessions are recorded; a second pass reports them in the tables
+        code = run_workflow(config, root, args.cores, args.snakemake_args)
     total_s = time.monotonic() - started
     tables = group_dir(output_dir)
     print(f"\ncohort tables: {tables}/discs.tsv, vertebrae.tsv, longitudinal.tsv")

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from scipy import stats
 
 from spineflow import LEVELS, VERTEBRAE
 from spineflow.bids import derivatives_root, raw_root
+from spineflow.fileio import atomic_write_text
 
 NA = "n/a"
 BIDS_VERSION = "1.10.0"
@@ -244,19 +244,6 @@ def assemble(
 # --- writing -------------------------------------------------------------------------------
 
 
-def _atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _format_float(value: float, significant: bool) -> str:
     if value is None or pd.isna(value):
         return NA
@@ -281,7 +268,7 @@ def write_tsv(df: pd.DataFrame, path: str | Path, *, significant: Sequence[str] 
                 for value in out[column]
             ]
     text = out.to_csv(sep="\t", index=False, na_rep=NA, lineterminator="\n")
-    _atomic_write_text(path, text)
+    atomic_write_text(path, text)
 
 
 def write_derivatives_description(deriv_root: str | Path, version: str) -> str:
@@ -307,7 +294,7 @@ def write_derivatives_description(deriv_root: str | Path, version: str) -> str:
         "SourceDatasets": [{"URL": "bids:raw:"}],
         "DatasetLinks": {"raw": link},
     }
-    _atomic_write_text(path, json.dumps(content, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(content, indent=2) + "\n")
     return str(path)
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from spineflow import __version__
 from spineflow.bids import bids
+from spineflow.fileio import atomic_write_text
 from spineflow.phi import scrub_nifti_header, scrub_sidecar
 
 # nipype phones home (etelemetry) on import unless told not to; cluster nodes are often offline.
@@ -67,25 +68,12 @@ class ConversionError(RuntimeError):
 # --- small file helpers -------------------------------------------------------------------
 
 
-def _atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: str | Path, content: dict) -> None:
-    _atomic_write_text(path, json.dumps(content, indent=2, default=str) + "\n")
+    atomic_write_text(path, json.dumps(content, indent=2, default=str) + "\n")
 
 
 def _write_tsv(path: str | Path, table: pd.DataFrame) -> None:
-    _atomic_write_text(path, table.to_csv(sep="\t", index=False, na_rep=NA))
+    atomic_write_text(path, table.to_csv(sep="\t", index=False, na_rep=NA))
 
 
 # --- dcm2niix -----------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def _ap_boundary(plane: Plane, frame: Frame, guess_u: float, direction: int) -> 
     lines = [plane.profile_along_ap(frame, u, t) for t in np.linspace(-1.0, 1.0, 5)]
     values = np.nanmean(lines, axis=0)
     # the annulus is a few mm wide: a short plateau keeps the nucleus out of its level
-    crossing, _ = marrow_boundary(u, values, guess_u, -direction, plateau_mm=(1.0, 4.0))
+    crossing = marrow_boundary(u, values, guess_u, -direction, plateau_mm=(1.0, 4.0))
     return float(crossing) if np.isfinite(crossing) else float(guess_u)
 
 

@@ -13,7 +13,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-CANAL_MAX_WIDTH_MM = 35.0  # a thecal sac is ~10-25 mm deep; wider bright blobs are not canal
+# a thecal sac is ~10-25 mm deep: wider bright blobs (bowel, bladder) and thin lines (skin,
+# vessel walls) are not canal
+CANAL_MAX_WIDTH_MM = 35.0
+CANAL_MIN_WIDTH_MM = 4.0
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ def find_canal(plane: np.ndarray, spacing_mm) -> np.ndarray:
         mask = labels[region] == index
         extent_mm = mask.shape[1] * spacing_mm[1]  # cranio-caudal extent
         width_mm = mask.sum() * spacing_mm[0] * spacing_mm[1] / max(extent_mm, 1e-6)
-        if width_mm < CANAL_MAX_WIDTH_MM and extent_mm > best_extent:
+        if CANAL_MIN_WIDTH_MM < width_mm < CANAL_MAX_WIDTH_MM and extent_mm > best_extent:
             best, best_extent = index, extent_mm
     if best is None:
         raise ValueError("no spinal canal found (no long, narrow, bright structure)")

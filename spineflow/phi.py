@@ -11,11 +11,12 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import nibabel as nib
+
+from spineflow.fileio import atomic_write_bytes
 
 PHI_KEYS = frozenset(
     {
@@ -112,7 +113,7 @@ def scrub_nifti_header(path: str | Path) -> None:
         payload = gzip.compress(bytes(content), compresslevel=6, mtime=0)
     else:
         payload = bytes(content)
-    _atomic_write_bytes(path, payload)
+    atomic_write_bytes(path, payload)
 
 
 def _nifti_header_class(first4: bytes, path: Path) -> type:
@@ -123,17 +124,6 @@ def _nifti_header_class(first4: bytes, path: Path) -> type:
         if size == 540:
             return nib.Nifti2Header
     raise ValueError(f"{path.name}: not a NIfTI-1/2 file (sizeof_hdr not 348 or 540)")
-
-
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def find_phi_strings(root_dir: str | Path, phi_strings: Iterable[str]) -> list[tuple[str, str]]:

@@ -65,10 +65,10 @@ def segment_session(image_path, dseg_path, dseg_tsv, sidecar_path):
     )
 
 
-def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv):
+def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv, cortex_mm):
     volume = load_canonical(image_path)
     labels = measure.load_labels(dseg_path, volume)
-    discs, vertebrae = measure.measure_session(volume, labels)
+    discs, vertebrae = measure.measure_session(volume, labels, cortex_mm)
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)
 

@@ -5,31 +5,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from spineflow.cli import snakemake_command
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def run_snakemake(config: dict, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
     """The real workflow, as a user runs it (a fresh Snakemake process)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config_path),
-        "--cores",
-        "2",
-        "--keep-going",
-        *extra,
-    ]
+    command = snakemake_command(config, workdir, 2, *extra)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
 

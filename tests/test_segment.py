@@ -1,0 +1,67 @@
+"""Built-in segmentation on a rendered phantom: the midline from anatomy, labels from the sacrum."""
+
+import numpy as np
+import pytest
+
+from spineflow.midsagittal import Volume, find_midline_x
+from spineflow.segment import VERTEBRA_LABELS, disc_label, segment_volume
+from spineflow.synth import anatomy, render, sampling
+
+PIXEL_MM = 350 / 320
+SPACING_MM = 3.3
+
+
+def _phantom(seed: int, midline_offset_mm: float, fov_shift_mm: float = 0.0):
+    """A 7-slice sagittal volume in canonical layout, the anatomy's midline offset from the
+    middle slice; returns the volume, the spine and the in-plane origin of the image."""
+    rng = np.random.default_rng(seed)
+    params = sampling.sample_participant(rng)
+    spine = anatomy.build_spine(params)
+    scene = sampling.sample_scene(rng, spine, snr=30)
+    contrast = sampling.sample_contrast(rng, render.PD_FS)
+    l4 = spine.vertebra("L4").centre_as
+    rotation, translation = render.pose_matrix([0, 0, 0], [0, -l4[0] + 40, -l4[1] + fov_shift_mm])
+    x = (np.arange(7) - 3) * SPACING_MM - midline_offset_mm
+    geometry = render.SliceGeometry(
+        320, 320, PIXEL_MM, 3.0, np.stack([x, 0 * x, 0 * x], 1),
+        np.array([0, 1.0, 0]), np.array([0, 0, 1.0]),
+    )  # fmt: skip
+    image = render.render_volume(spine, scene, geometry, rotation, translation, contrast, rng, 1)
+    data = np.transpose(image, (0, 2, 1)).astype(np.float32)  # [x, y=a, z=s]
+    origin = -(320 - 1) / 2 * PIXEL_MM
+    affine = np.diag([SPACING_MM, PIXEL_MM, PIXEL_MM, 1.0])
+    affine[:3, 3] = (x[0], origin, origin)
+    return Volume(data, affine, (SPACING_MM, PIXEL_MM, PIXEL_MM)), spine, translation
+
+
+@pytest.mark.parametrize("offset_mm", [-1.2, 0.0, 1.5])
+def test_midline_found_from_the_anatomy_not_the_middle_slice(offset_mm):
+    volume, _, _ = _phantom(seed=3, midline_offset_mm=offset_mm)
+    x_mm = find_midline_x(volume) * SPACING_MM + volume.affine[0, 3]
+    assert x_mm == pytest.approx(0.0, abs=1.0)
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_levels_are_labelled_where_they_are(seed):
+    """Each labelled disc lies at its true centre: counting starts at the sacrum."""
+    volume, spine, translation = _phantom(seed=seed, midline_offset_mm=0.7)
+    labels, facts = segment_volume(volume)
+    assert {"L3-L4", "L4-L5", "L5-S1"} <= set(facts["LevelsFound"])
+    for level in ("L3-L4", "L4-L5", "L5-S1"):
+        voxels = np.argwhere(labels == disc_label(level.split("-")[0]))
+        centroid = (volume.affine[:3, :3] @ voxels.mean(axis=0)) + volume.affine[:3, 3]
+        true_centre = spine.disc(level).mid_origin_as + translation[1:]
+        assert np.linalg.norm(centroid[1:] - true_centre) < 5.0, level
+    for name in ("L3", "L4", "L5", "S1"):
+        assert (labels == VERTEBRA_LABELS[name]).sum() > 500, name
+
+
+def test_top_of_the_spine_outside_the_image_keeps_sacral_anchoring():
+    """With the field of view shifted down, fewer levels show, but L5-S1 stays L5-S1."""
+    volume, spine, translation = _phantom(seed=4, midline_offset_mm=0.0, fov_shift_mm=110.0)
+    labels, facts = segment_volume(volume)
+    voxels = np.argwhere(labels == disc_label("L5"))
+    centroid = (volume.affine[:3, :3] @ voxels.mean(axis=0)) + volume.affine[:3, 3]
+    true_centre = spine.disc("L5-S1").mid_origin_as + translation[1:]
+    assert np.linalg.norm(centroid[1:] - true_centre) < 5.0
+    assert "T12" not in facts["LevelsFound"]
