@@ -76,6 +76,7 @@ class Plane:
         return bool((idx < BORDER_PX).any() or (idx > upper).any())
 
     def profile_along_ap(self, frame: Frame, u: np.ndarray, t: float) -> np.ndarray:
+        """Samples along frame.ap at height t (NaN outside the image)."""
         return self._sample(frame.point(u, np.full_like(u, t)))
 
     def _sample(self, points: np.ndarray) -> np.ndarray:
@@ -84,10 +85,8 @@ class Plane:
         return values
 
     def profile(self, frame: Frame, u: float, t: np.ndarray) -> np.ndarray:
-        points = frame.point(np.full_like(t, u), t)
-        values = sample(self.image, self.spacing, points)
-        values[~inside_mm(self.image.shape, self.spacing, points)] = np.nan
-        return values
+        """Samples along frame.up at AP position u (NaN outside the image)."""
+        return self._sample(frame.point(np.full_like(t, u), t))
 
 
 def _principal_frame(points: np.ndarray) -> Frame:

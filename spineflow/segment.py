@@ -174,7 +174,7 @@ def body_extent_mm(column: Column, rows: tuple[int, int]) -> tuple[float, float]
     block = column.image[rows[0] : rows[1]]
     marrow = np.nanmedian(block, axis=0)
     looks = np.abs(marrow - np.median(level[rows[0] : rows[1]])) < tolerance * 1.5
-    runs = [r for r in _runs(looks) if r[1] - r[0] >= 10 / STEP_MM * 0.5]
+    runs = [r for r in _runs(looks) if (r[1] - r[0]) * STEP_MM >= 5.0]  # at least 5 mm deep
     if not runs:
         return 2.0, 35.0
     start, stop = max(runs, key=lambda r: r[1] - r[0])
