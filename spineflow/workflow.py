@@ -44,31 +44,20 @@ class Paths:
         return self.deriv / "logs" / "failures"
 
     def raw_image(self, rule: dict, ext=".nii.gz", sub=SUBJECT, ses=SESSION) -> str:
-        return bids(
-            self.raw,
-            datatype=rule["datatype"],
-            sub=sub,
-            ses=ses,
-            acq=rule.get("acq"),
-            suffix=rule["suffix"],
-            extension=ext,
-        )
+        return self._series_file(self.raw, rule, ext, sub, ses)
 
     def scans_tsv(self, sub=SUBJECT, ses=SESSION) -> str:
         return bids(self.raw, sub=sub, ses=ses, suffix="scans", extension=".tsv")
 
     def derived(self, rule: dict, ext=".nii.gz", sub=SUBJECT, ses=SESSION, **entities) -> str:
+        return self._series_file(self.deriv, rule, ext, sub, ses, **entities)
+
+    @staticmethod
+    def _series_file(root, rule: dict, ext, sub, ses, **entities) -> str:
+        """A file of the series a `series` config rule selects (its datatype, acq, suffix)."""
         suffix = entities.pop("suffix", rule["suffix"])
-        return bids(
-            self.deriv,
-            datatype=rule["datatype"],
-            sub=sub,
-            ses=ses,
-            acq=rule.get("acq"),
-            suffix=suffix,
-            extension=ext,
-            **entities,
-        )
+        return bids(root, datatype=rule["datatype"], sub=sub, ses=ses, acq=rule.get("acq"),
+                    suffix=suffix, extension=ext, **entities)  # fmt: skip
 
     def session_tables(self, rule: dict, kind: str, sessions) -> list[str]:
         """Per-session measure tables (kind: discs | vertebrae) of (subject, session) labels."""
