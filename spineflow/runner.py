@@ -38,18 +38,21 @@ def run(smk, function, failure_record: str | None = None, **kwargs):
     except Exception as error:
         log.error("rule %s failed:\n%s", smk.rule, traceback.format_exc())
         if failure_record:
-            write_failure(failure_record, smk.wildcards, smk.rule, error)
+            log_name = Path(smk.log[0]).name if len(smk.log) else "the rule's log"
+            write_failure(failure_record, smk.wildcards, smk.rule, error, log_name)
         raise
     log.info("rule %s done", smk.rule)
     return result
 
 
-def write_failure(path: str, wildcards, stage: str, error: Exception) -> None:
+def write_failure(path: str, wildcards, stage: str, error: Exception, log_name: str) -> None:
+    """The record the group tables quote: the error's first line; the rest is in the log."""
+    first_line = (str(error).splitlines() or [""])[0].rstrip(" :;")
     record = {
         "participant_id": f"sub-{wildcards.subject}",
         "session_id": f"ses-{wildcards.session}" if "session" in wildcards.keys() else "",
         "stage": stage,
-        "message": f"{type(error).__name__}: {error}",
+        "message": f"{type(error).__name__}: {first_line} (details in {log_name})",
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(record, indent=2) + "\n")
