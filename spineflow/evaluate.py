@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .bids import group_dir
@@ -22,9 +21,8 @@ def merged(output_dir, truth_dir, kind: str) -> pd.DataFrame:
     return truth.merge(measured, on=KEYS[kind], how="outer", suffixes=("_true", ""))
 
 
-def error_summary(table: pd.DataFrame, measure: str) -> dict:
-    both_ok = (table["status"] == "ok") & (table["status_true"] == "ok")
-    error = (table[measure] - table[f"{measure}_true"])[both_ok].dropna()
+def summarise(measure: str, error: pd.Series) -> dict:
+    """bias, SD, MAE and largest absolute error of one measure's errors."""
     if error.empty:
         return {"measure": measure, "n": 0}
     return {
@@ -35,6 +33,11 @@ def error_summary(table: pd.DataFrame, measure: str) -> dict:
         "mae": float(error.abs().mean()),
         "max_abs": float(error.abs().max()),
     }
+
+
+def error_summary(table: pd.DataFrame, measure: str) -> dict:
+    both_ok = (table["status"] == "ok") & (table["status_true"] == "ok")
+    return summarise(measure, (table[measure] - table[f"{measure}_true"])[both_ok].dropna())
 
 
 def change_errors(discs: pd.DataFrame) -> pd.Series:
@@ -59,19 +62,7 @@ def evaluate(output_dir, truth_dir) -> dict:
         report["status_agreement"][kind] = float((table["status"] == table["status_true"]).mean())
         report["errors"] += [error_summary(table, m) for m in measures]
         report[kind] = table
-    change = change_errors(report["discs"])
-    report["errors"].append(
-        {
-            "measure": "height_change_mm",
-            "n": int(len(change)),
-            "bias": float(change.mean()),
-            "sd": float(change.std(ddof=1)) if len(change) > 1 else np.nan,
-            "mae": float(change.abs().mean()),
-            "max_abs": float(change.abs().max()),
-        }
-        if len(change)
-        else {"measure": "height_change_mm", "n": 0}
-    )
+    report["errors"].append(summarise("height_change_mm", change_errors(report["discs"])))
     return report
 
 

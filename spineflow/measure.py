@@ -47,7 +47,6 @@ class DiscResult:
     frame: Frame | None = None
     upper_coef: np.ndarray | None = None  # t(u) polynomial of the upper vertebra's surface
     lower_coef: np.ndarray | None = None
-    extent_u: tuple[float, float] = (np.nan, np.nan)
 
 
 class Plane:
@@ -192,7 +191,7 @@ def measure_disc(plane: Plane, level: str, cortex_mm: float = DEFAULT_CORTEX_MM)
         u_values = np.linspace(centre_u - half, centre_u + half, N_HEIGHT_PROFILES)
         guesses = _label_guesses(points, frame, u_values)
         upper, lower = _edges_across(plane, frame, u_values, *guesses, cortex_mm)
-        result.frame, result.extent_u = frame, (u_post, u_ant)
+        result.frame = frame
         result.upper_coef = _curve_if_enough(u_values, upper)
         result.lower_coef = _curve_if_enough(u_values, lower)
         if result.upper_coef is None or result.lower_coef is None:

@@ -11,6 +11,7 @@ L5=24, S1=26, disc below vertebra X = 100 + X.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import nibabel as nib
 import numpy as np
@@ -58,6 +59,11 @@ class Column:
     normals: np.ndarray  # (n, 2) unit vectors pointing anterior
     depth_mm: np.ndarray  # sample depths along the normal
     image: np.ndarray  # (n, len(depth_mm)) straightened intensities
+
+    @cached_property
+    def marrow(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """marrow_rows of this column, computed once (every level and body asks for it)."""
+        return marrow_rows(self)
 
 
 def canal_front_curve(plane: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray]:
@@ -117,7 +123,7 @@ class Level:
 
 def find_levels(column: Column) -> list[Level]:
     """Bodies and discs along the column, labelled from the sacrum upwards."""
-    likeness, _, _ = marrow_rows(column)
+    likeness, _, _ = column.marrow
     n_rows = len(likeness)
     # a body cut by the end of the field of view is kept (shorter), so the disc below it counts
     body_runs = [
@@ -152,7 +158,7 @@ def split_sacrum(column: Column, block_rows: tuple[int, int]):
 
     Walking down from the block's top (the L5-S1 disc), past the first 12 mm of S1, the first
     dip of marrow-likeness is the fused S1-S2 remnant; further dips (S2-S3) are not."""
-    likeness, _, _ = marrow_rows(column)
+    likeness, _, _ = column.marrow
     start, stop = block_rows
     below_top = np.arange(stop - 12, max(start + 2, stop - 45), -1)
     dipping = [row for row in below_top if likeness[row] < 0.85]
@@ -170,7 +176,7 @@ def split_sacrum(column: Column, block_rows: tuple[int, int]):
 
 def body_extent_mm(column: Column, rows: tuple[int, int]) -> tuple[float, float]:
     """Posterior and anterior depth of the body (marrow-like run from the canal forwards)."""
-    _, level, tolerance = marrow_rows(column)
+    _, level, tolerance = column.marrow
     block = column.image[rows[0] : rows[1]]
     marrow = np.nanmedian(block, axis=0)
     looks = np.abs(marrow - np.median(level[rows[0] : rows[1]])) < tolerance * 1.5
