@@ -10,6 +10,7 @@ from snakemake.utils import min_version, validate
 
 from spineflow.workflow import (
     Paths,
+    external_labels,
     geometry_rule,
     label,
     recorded_failures,
@@ -28,7 +29,11 @@ PATHS = Paths(config["output_dir"])
 GEOMETRY = geometry_rule(config)
 PLAN = session_plan(config, PATHS)
 RECORDED = [] if config["retry_failed"] else recorded_failures(PATHS)
-FAILED_BEFORE = {(f["participant_id"], f["session_id"]) for f in RECORDED}
+# a session's failure takes the session out; a participant's (registration between sessions)
+# only the longitudinal step: both sessions are still reported, each measured on its own
+SESSION_FAILURES = [f for f in RECORDED if f["session_id"]]
+PAIR_FAILURES = [f for f in RECORDED if not f["session_id"]]
+FAILED_BEFORE = {(f["participant_id"], f["session_id"]) for f in SESSION_FAILURES}
 INDEX_FAILED = [
     {
         "participant_id": row.participant_id,
@@ -50,7 +55,9 @@ SESSIONS = [
     for r in RUNNABLE.itertuples()
 ]
 SUBJECTS_WITH_PAIR = sorted(
-    {s for s, ses in SESSIONS if ses == "1"} & {s for s, ses in SESSIONS if ses == "2"}
+    {s for s, ses in SESSIONS if ses == "1"}
+    & {s for s, ses in SESSIONS if ses == "2"}
+    - {label(f["participant_id"], "sub") for f in PAIR_FAILURES}
 )
 SERIES_KEY = {
     (label(r.participant_id, "sub"), label(r.session_id, "ses")): r.series_key

@@ -5,7 +5,12 @@ rule group_tables:
     input:
         discs=PATHS.session_tables(GEOMETRY, "discs", SESSIONS),
         vertebrae=PATHS.session_tables(GEOMETRY, "vertebrae", SESSIONS),
-        transforms=[PATHS.xfm(sub=s) for s in SUBJECTS_WITH_PAIR],
+        longitudinal=[
+            PATHS.derived(
+                GEOMETRY, ".tsv", sub=s, ses=None, desc="longitudinal", suffix="discs"
+            )
+            for s in SUBJECTS_WITH_PAIR
+        ],
         bids=rules.bids_metadata.output.participants,
     output:
         discs=PATHS.group("discs.tsv"),
@@ -24,6 +29,8 @@ rule group_tables:
         runtime=5,
     params:
         sessions=[(f"sub-{s}", f"ses-{ses}") for s, ses in SESSIONS],
-        failures=INDEX_FAILED + RECORDED,
+        failures=INDEX_FAILED + SESSION_FAILURES,
+        pair_failures=PAIR_FAILURES,
+        participants=[f"sub-{s}" for s in SUBJECTS_WITH_PAIR],
     script:
         "../scripts/group_tables.py"

@@ -1,13 +1,17 @@
-# Disc height, disc width and intervertebral distance per level, in mm (DESIGN.md definitions).
+# Disc height, disc width and intervertebral distance per level, in mm (DESIGN.md definitions),
+# each session on its own; then, for participants seen twice, the height change through the
+# per-vertebra registration.
 
 
 rule measure:
     input:
         image=PATHS.derived(GEOMETRY, desc="preproc"),
         dseg=PATHS.derived(GEOMETRY, desc="vertebrae", suffix="dseg"),
+        raw_sidecar=PATHS.raw_image(GEOMETRY, ".json"),
     output:
         discs=PATHS.derived(GEOMETRY, ".tsv", suffix="discs"),
         vertebrae=PATHS.derived(GEOMETRY, ".tsv", suffix="vertebrae"),
+        sidecar=PATHS.derived(GEOMETRY, ".json", suffix="discs"),
     log:
         PATHS.log("measure"),
     benchmark:
@@ -23,3 +27,27 @@ rule measure:
         failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:
         "../scripts/measure.py"
+
+
+rule longitudinal:
+    input:
+        ses1=PATHS.derived(GEOMETRY, ".json", ses="1", suffix="discs"),
+        ses2=PATHS.derived(GEOMETRY, ".json", ses="2", suffix="discs"),
+        transforms=PATHS.level_xfms().values(),
+    output:
+        PATHS.derived(GEOMETRY, ".tsv", ses=None, desc="longitudinal", suffix="discs"),
+    log:
+        PATHS.log("longitudinal", ses=None),
+    benchmark:
+        PATHS.benchmark("longitudinal", ses=None)
+    conda:
+        "../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=300,
+        runtime=5,
+    params:
+        failure=lambda wc: str(PATHS.failure_record(wc.subject, None)),
+        transforms=lambda wc: PATHS.level_xfms(wc.subject),
+    script:
+        "../scripts/longitudinal.py"

@@ -1,12 +1,16 @@
-# Rigid registration of timepoint 2 to timepoint 1 (SimpleITK, Mattes mutual information).
+# Rigid registration of timepoint 2 to timepoint 1 (SimpleITK): the whole field, then one rigid
+# refinement per vertebra masked by its segmentation (the levels move relative to each other).
 
 
 rule register:
     input:
         fixed=PATHS.derived(GEOMETRY, ses="1", desc="preproc"),
         moving=PATHS.derived(GEOMETRY, ses="2", desc="preproc"),
+        fixed_dseg=PATHS.derived(GEOMETRY, ses="1", desc="vertebrae", suffix="dseg"),
+        moving_dseg=PATHS.derived(GEOMETRY, ses="2", desc="vertebrae", suffix="dseg"),
     output:
         xfm=PATHS.xfm(),
+        levels=PATHS.level_xfms().values(),
         image=PATHS.derived(GEOMETRY, ses="2", space="ses1", desc="preproc"),
         sidecar=PATHS.derived(GEOMETRY, ".json", ses="2", space="ses1", desc="preproc"),
     log:
@@ -20,6 +24,8 @@ rule register:
         mem_mb=800,
         runtime=10,
     params:
+        failure=lambda wc: str(PATHS.failure_record(wc.subject, None)),
         registration=config["registration"],
+        levels=lambda wc: PATHS.level_xfms(wc.subject),
     script:
         "../scripts/register.py"

@@ -1,9 +1,11 @@
-# Vertebral bodies L1-S1 and discs, labelled from the sacrum (built-in, no downloaded weights).
+# Vertebral bodies L1-S1 and discs, labelled from the sacrum upwards: the built-in segmentation
+# (no downloaded weights) or another tool's existing label maps, translated to SPINEPS values.
 
 
 rule segment:
     input:
-        PATHS.derived(GEOMETRY, desc="preproc"),
+        image=PATHS.derived(GEOMETRY, desc="preproc"),
+        external=lambda wc: external_labels(config, wc.subject, wc.session),
     output:
         dseg=PATHS.derived(GEOMETRY, desc="vertebrae", suffix="dseg"),
         lookup=PATHS.derived(GEOMETRY, ".tsv", desc="vertebrae", suffix="dseg"),
@@ -19,6 +21,8 @@ rule segment:
         mem_mb=600,
         runtime=5,
     params:
+        method=config["segmentation"]["method"],
+        labels=config["segmentation"]["labels"],
         failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:
         "../scripts/segment.py"

@@ -10,5 +10,7 @@ run(
     dseg_path=smk.input.dseg,
     discs_tsv=smk.output.discs,
     vertebrae_tsv=smk.output.vertebrae,
+    sidecar_path=smk.output.sidecar,
     cortex_mm=smk.params.cortex_mm,
+    raw_sidecar=smk.input.raw_sidecar,
 )

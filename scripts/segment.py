@@ -6,8 +6,11 @@ run(
     smk,
     segment_session,
     failure_record=smk.params.failure,
-    image_path=smk.input[0],
+    image_path=smk.input.image,
     dseg_path=smk.output.dseg,
     dseg_tsv=smk.output.lookup,
     sidecar_path=smk.output.sidecar,
+    method=smk.params.method,
+    external_path=smk.input.external[0] if smk.input.external else None,
+    label_scheme=smk.params.labels,
 )

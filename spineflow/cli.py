@@ -49,23 +49,21 @@ def run_workflow(config: dict, workdir: Path, cores: int, extra: list[str]) -> i
     return subprocess.call(command)
 
 
-def _demo(args) -> int:
-    root = Path(args.dir).resolve()
+def _generate_and_run(root: Path, participants: int, seed: int, cores: int, extra) -> int:
+    """Synthetic cohort in root/cohort (kept if there), the workflow on it into root/output
+    (a second pass reports failed sessions in the tables); prints the accuracy; exit code."""
     cohort_dir, output_dir = root / "cohort", root / "output"
     started = time.monotonic()
     if not (cohort_dir / "truth" / "discs.tsv").exists():
-        print(
-            f"generating a synthetic cohort of {args.participants} in {cohort_dir} ...", flush=True
-        )
+        print(f"generating a synthetic cohort of {participants} in {cohort_dir} ...", flush=True)
         generate_cohort(
-            cohort_dir,
-            CohortOptions(participants=args.participants, seed=args.seed, workers=args.cores),
+            cohort_dir, CohortOptions(participants=participants, seed=seed, workers=cores)
         )
     synth_s = time.monotonic() - started
     config = demo_config(cohort_dir, output_dir)
-    code = run_workflow(config, root, args.cores, args.snakemake_args)
+    code = run_workflow(config, root, cores, extra)
     if code != 0:  # failed sessions are recorded; a second pass reports them in the tables
-        code = run_workflow(config, root, args.cores, args.snakemake_args)
+        code = run_workflow(config, root, cores, extra)
     total_s = time.monotonic() - started
     tables = group_dir(output_dir)
     print(f"\ncohort tables: {tables}/discs.tsv, vertebrae.tsv, longitudinal.tsv")
@@ -73,6 +71,24 @@ def _demo(args) -> int:
         print(format_report(evaluate(output_dir, cohort_dir / "truth")))
     print(f"wall time: synthetic cohort {synth_s:.0f} s, total {total_s:.0f} s")
     return code
+
+
+def _demo(args) -> int:
+    return _generate_and_run(
+        Path(args.dir).resolve(), args.participants, args.seed, args.cores, args.snakemake_args
+    )
+
+
+def _accuracy(args) -> int:
+    """The accuracy benchmark: a cohort across the whole parameter spread, the pipeline, the
+    figures against truth; or (--output, --truth) the figures of an existing run."""
+    if args.output:
+        report = evaluate(Path(args.output), Path(args.truth))
+        print(format_report(report))
+        return 0
+    return _generate_and_run(
+        Path(args.dir).resolve(), args.participants, args.seed, args.cores, args.snakemake_args
+    )
 
 
 def main(argv=None) -> int:
@@ -91,13 +107,26 @@ def main(argv=None) -> int:
     demo.add_argument(
         "snakemake_args", nargs=argparse.REMAINDER, help="anything after -- goes to snakemake"
     )
+    accuracy = sub.add_parser(
+        "accuracy",
+        help="accuracy benchmark: synthetic cohort across the spread + pipeline + figures",
+    )
+    accuracy.add_argument("--dir", default="benchmark")
+    accuracy.add_argument("--participants", type=int, default=24)
+    accuracy.add_argument("--seed", type=int, default=3)
+    accuracy.add_argument("--cores", type=int, default=2)
+    accuracy.add_argument("--output", help="evaluate this existing run (its output_dir) instead")
+    accuracy.add_argument("--truth", help="with --output: the cohort's truth/ folder")
+    accuracy.add_argument(
+        "snakemake_args", nargs=argparse.REMAINDER, help="anything after -- goes to snakemake"
+    )
     args = parser.parse_args(argv)
     if args.command == "synth":
         _synth(args)
         return 0
     if args.snakemake_args and args.snakemake_args[0] == "--":
         args.snakemake_args = args.snakemake_args[1:]
-    return _demo(args)
+    return _accuracy(args) if args.command == "accuracy" else _demo(args)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,18 @@
 
 Across an endplate the signal goes from marrow through a thin cortex (bone: no signal; 0.4-0.6
 mm, below the 1.1 mm pixel) into the disc. The first step out of the marrow is found at its
-half-maximum crossing, then refined by fitting a blurred marrow | cortex | disc model whose
-levels are free. The cortex thickness cannot be seen against a dark disc, so it is an input
-(config ``measurement.endplate_cortex_mm``).
+half-maximum crossing on a profile (``marrow_boundary``, ``fit_edge``: first guesses); the
+surface is then fitted on the raw pixels around it with a partial-volume model of each pixel's
+aperture (``fit_endplate``), for a cortex thickness given or estimated per session by
+``measure.session_cortex_mm`` (config ``measurement.endplate_cortex_mm``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
+from scipy.optimize import least_squares
 from scipy.special import ndtr
 
 DISC_SIDE_MM = 1.75  # how much of the disc the edge model sees: past the blur, short of the nucleus
@@ -21,14 +25,15 @@ def marrow_boundary(
     guess_mm: float,
     vertebra_side: int,
     plateau_mm: tuple[float, float] = (1.5, 8.0),
+    reach_mm: float = 4.0,
 ):
     """Position of the half-way crossing at the first step out of the marrow (NaN if none).
 
     Walks from inside the vertebra (mid-plateau) towards the disc until the signal leaves the
     marrow plateau, takes the most different signal within the next 2.5 mm (a dark cortex and
     annulus, or a bright disc that hides a thin cortex) and returns where the profile crossed
-    half-way between plateau and that extreme. Robust to a guess a millimetre or two off; NaN
-    without a clear step.
+    half-way between plateau and that extreme. Robust to a guess a millimetre or two off (or
+    reach_mm beyond it); NaN without a clear step.
     """
     s = np.asarray(t_mm, dtype=float) * vertebra_side
     y = np.asarray(values, dtype=float)
@@ -47,7 +52,7 @@ def marrow_boundary(
         first += 1
     k = first
     while k < len(y_sorted) and not abs(y_sorted[k] - marrow) > threshold:
-        if s_sorted[k] < g - 4.0 or not np.isfinite(y_sorted[k]):
+        if s_sorted[k] < g - reach_mm or not np.isfinite(y_sorted[k]):
             return float("nan")
         k += 1
     if k >= len(y_sorted):
@@ -105,3 +110,117 @@ def fit_edge(
         if sse < best_sse:
             best, best_sse = edge, sse
     return float((best - cortex_mm) * vertebra_side)
+
+
+# ------------------------------------------------------------------ 2D partial-volume fit
+
+
+@dataclass(frozen=True)
+class EdgePixels:
+    """Pixel centres near one endplate in a disc's frame: u along its AP axis, t along its
+    cranial axis (mm); value; weight (share of the pixel's slice in the mid-sagittal surface);
+    and the pixel's two edges as (u, t) vectors (its aperture, mm)."""
+
+    u: np.ndarray
+    t: np.ndarray
+    value: np.ndarray
+    weight: np.ndarray
+    aperture: np.ndarray  # 2 x 2: the pixel's sides in frame coordinates
+    # the slice's thickness seen along an endplate normal that leaves the sagittal plane (a
+    # spine tilted in the coronal plane): an extra width of partial volume, mm
+    slab_mm: float = 0.0
+
+    def select(self, keep: np.ndarray) -> EdgePixels:
+        return replace(
+            self, u=self.u[keep], t=self.t[keep], value=self.value[keep], weight=self.weight[keep]
+        )
+
+
+@dataclass(frozen=True)
+class EndplateFit:
+    coef: np.ndarray  # t(u) polynomial of the bony endplate surface (the cortex's disc side)
+    sse: float  # weighted sum of squared residuals
+    dof: int  # data points minus fitted parameters
+
+
+def signed_depth(pixels: EdgePixels, coef: np.ndarray, side: int):
+    """Perpendicular distance of each pixel from the curve t = coef(u), positive into bone,
+    and the widths of the pixel's sides projected on the curve's normal there."""
+    slope = np.polyval(np.polyder(coef), pixels.u)
+    norm = np.sqrt(1 + slope**2)
+    normal = np.column_stack([-slope, np.ones_like(slope)]) / norm[:, None]
+    widths = np.abs(normal @ pixels.aperture.T)
+    # the slab blurs like the pixel's shorter side: one uniform width of the same variance
+    shorter = np.argmin(widths, axis=1)
+    rows = np.arange(len(widths))
+    widths[rows, shorter] = np.hypot(widths[rows, shorter], pixels.slab_mm)
+    return side * (pixels.t - np.polyval(coef, pixels.u)) / norm, widths
+
+
+def aperture_cdf(x: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """Share of a pixel lying below x (mm from its centre, along a normal): the pixel's square
+    aperture projected on the normal is a trapezoid, the sum of two uniform widths a >= b."""
+    a = np.maximum(widths[:, 0], widths[:, 1])
+    b = np.maximum(np.minimum(widths[:, 0], widths[:, 1]), 1e-6)
+    s = np.clip(x + (a + b) / 2, 0.0, a + b)
+    rising = s**2 / (2 * a * b)
+    flat = (s - b / 2) / a
+    falling = 1 - (a + b - s) ** 2 / (2 * a * b)
+    return np.where(s < b, rising, np.where(s < a, flat, falling))
+
+
+def _model(depth, widths, bins, n_bins, cortex_mm):
+    """The bone | cortex | disc partial-volume model at each pixel: a design matrix linear in
+    the marrow and disc levels of each AP bin, and each pixel's share of cortex."""
+    bone = aperture_cdf(depth - cortex_mm, widths)
+    disc = aperture_cdf(-depth, widths)
+    design = np.zeros((len(depth), 2 * n_bins))
+    rows = np.arange(len(depth))
+    design[rows, 2 * bins] = bone
+    design[rows, 2 * bins + 1] = disc
+    return design, 1.0 - bone - disc
+
+
+def _residuals(coef, pixels: EdgePixels, side, cortex_mm, cortex_level, bins, n_bins):
+    depth, widths = signed_depth(pixels, coef, side)
+    design, cortex_share = _model(depth, widths, bins, n_bins, cortex_mm)
+    target = pixels.value - cortex_level * cortex_share
+    root_w = np.sqrt(pixels.weight)
+    levels, *_ = np.linalg.lstsq(design * root_w[:, None], target * root_w, rcond=None)
+    return (design @ levels - target) * root_w
+
+
+def fit_endplate(
+    pixels: EdgePixels,
+    coef0: np.ndarray,
+    side: int,
+    cortex_mm: float,
+    cortex_level: float,
+    bin_mm: float = 3.0,
+) -> EndplateFit | None:
+    """Fit the endplate surface t = coef(u) to the pixels around it (side +1: bone at larger t).
+
+    Every pixel is compared with a partial-volume model: marrow beyond a cortex of
+    ``cortex_mm`` whose own signal is ``cortex_level`` (bone has none: the noise floor), the
+    disc in front of it; each pixel is the mean over its square aperture (``aperture_cdf``).
+    Marrow and disc levels are free per AP bin of ``bin_mm`` and solved for exactly at each
+    step (variable projection), the curve by Levenberg-Marquardt. None if the fit runs away
+    from its start (no endplate there).
+    """
+    bins = np.floor((pixels.u - pixels.u.min()) / bin_mm).astype(int)
+    n_bins = int(bins.max()) + 1 if len(bins) else 0
+    n_parameters = 2 * n_bins + len(coef0)
+    if len(pixels.u) < n_parameters + 10:
+        return None
+    args = (pixels, side, cortex_mm, cortex_level, bins, n_bins)
+    # the squared residual is not convex in the curve's offset (a thin dark band can be matched
+    # a pixel off): start from the best of a scan of offsets within a millimetre
+    starts = [np.asarray(coef0, float) + np.eye(len(coef0))[-1] * shift
+              for shift in np.arange(-1.0, 1.01, 0.1)]  # fmt: skip
+    start = min(starts, key=lambda coef: float(np.sum(_residuals(coef, *args) ** 2)))
+    result = least_squares(_residuals, start, args=args, method="lm")
+    u = np.linspace(pixels.u.min(), pixels.u.max(), 9)
+    moved = np.abs(np.polyval(result.x, u) - np.polyval(coef0, u)).max()
+    if not result.success or moved > 2.0:
+        return None
+    return EndplateFit(result.x, float(np.sum(result.fun**2)), len(pixels.u) - n_parameters)

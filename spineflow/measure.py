@@ -1,28 +1,47 @@
 """Disc height, disc width and intervertebral distance in millimetres (DESIGN.md definitions).
 
-Everything is measured in the spine's own mid-sagittal plane, interpolated between the two
-nearest slices. The label map (built-in or external) only says where each structure is; edges
-are then located in the image itself with the partial-volume model of ``edges.fit_edge``.
+Everything is measured on the spine's own mid-sagittal surface (``midsagittal.find_midline``).
+The label map (built-in or external) only says where each structure is; edges are located in
+the image itself:
+
+1. a first guess of each endplate per AP position, from the first step out of the marrow on
+   profiles across the disc (``edges.fit_edge``);
+2. the endplate curve refined on the raw pixels of the two slices around the mid-sagittal
+   surface with a partial-volume model (``edges.fit_endplate``), whose cortical thickness is
+   estimated once per session from all its endplates (``session_cortex_mm``), unless the
+   configuration fixes it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
-from . import LEVELS, VERTEBRAE
-from .edges import fit_edge, marrow_boundary
-from .midsagittal import Volume, find_midline_x, inside_mm, plane_at, sample
-from .segment import VERTEBRA_LABELS, disc_label
+from . import LEVELS, VERTEBRAE, pfirrmann
+from .edges import EdgePixels, aperture_cdf, fit_edge, fit_endplate, marrow_boundary, signed_depth
+from .labels import VERTEBRA_LABELS, disc_label
+from .midsagittal import Volume, find_midline, inside_mm, plane_at, sample
 
 CENTRAL_SHARE = 0.8  # height is averaged over the central 80 % of the disc's AP extent
 N_HEIGHT_PROFILES = 25
+LABEL_SLIP_MM = (0.0, 2.5, 5.0)  # how far outwards an endplate is sought past its label
 PROFILE_STEP_MM = 0.25
 BORDER_PX = 1.5  # a structure this close to the image edge is cut by the field of view
-DEFAULT_CORTEX_MM = 0.5  # lumbar cortical endplates are ~0.4-0.6 mm thick
+CORTEX_GRID_MM = np.round(np.arange(0.0, 1.31, 0.1), 2)  # candidate cortical thicknesses
+BONE_WINDOW_MM = 3.5  # how far into the vertebra the endplate model looks
+# how far into the disc: short of a nucleus brightening inwards, which the model's single disc
+# level per AP bin would otherwise take for a cortex
+DISC_WINDOW_MM = 1.2
+MIN_PURE_DISC_SHARE = 0.1
+TYPICAL_CORTEX_MM = 0.5
+# cortical bone gives no MR signal: in a magnitude image it shows the Rician noise floor,
+# sqrt(pi / 2) times the noise SD
+RICIAN_FLOOR = float(np.sqrt(np.pi / 2))
+DISC_LEVELS = LEVELS + ("L2-L3",)  # L2-L3 gives L3's cranial endplate
 
 
 @dataclass
@@ -36,6 +55,10 @@ class Frame:
     def point(self, u, t):
         return self.origin + np.multiply.outer(u, self.ap) + np.multiply.outer(t, self.up)
 
+    def coordinates(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        relative = points - self.origin
+        return relative @ self.ap, relative @ self.up
+
 
 @dataclass
 class DiscResult:
@@ -47,15 +70,57 @@ class DiscResult:
     frame: Frame | None = None
     upper_coef: np.ndarray | None = None  # t(u) polynomial of the upper vertebra's surface
     lower_coef: np.ndarray | None = None
+    u_post: float = np.nan  # AP ends of the disc along its mid-plane (frame u, mm)
+    u_ant: float = np.nan
+    # posterior and anterior walls (frame u, mm) of the vertebrae above and below, by the disc
+    upper_walls: tuple[float, float] = (np.nan, np.nan)
+    lower_walls: tuple[float, float] = (np.nan, np.nan)
+    features: dict = field(default_factory=dict)
+
+    @property
+    def upper_mid_u(self) -> float:
+        """Middle of the upper vertebra's caudal endplate: between its walls, or between the
+        disc's own ends where a wall was not found (the disc lies centred on its vertebrae)."""
+        return self._middle(self.upper_walls)
+
+    @property
+    def lower_mid_u(self) -> float:
+        return self._middle(self.lower_walls)
+
+    def _middle(self, walls) -> float:
+        return float(np.mean(walls)) if np.isfinite(walls).all() else (self.u_post + self.u_ant) / 2
+
+    @property
+    def centre_u(self) -> float:
+        """Middle of the disc: half-way between its endplates' midpoints (the vertebrae's walls
+        show more clearly than the disc's own ends)."""
+        return (self.upper_mid_u + self.lower_mid_u) / 2
+
+    @property
+    def central_u(self) -> np.ndarray:
+        """AP positions of the central 80 % of the disc, where its height is averaged."""
+        half = CENTRAL_SHARE * (self.u_ant - self.u_post) / 2
+        return np.linspace(self.centre_u - half, self.centre_u + half, 201)
 
 
 class Plane:
-    """The mid-sagittal image and labels with mm-based sampling helpers."""
+    """The mid-sagittal surface: its image and labels, mm-based sampling, and raw pixels."""
 
-    def __init__(self, volume: Volume, labels: np.ndarray):
-        self.x_mid = find_midline_x(volume)
-        self.image = plane_at(volume, self.x_mid)
-        self.labels = labels[int(np.clip(round(self.x_mid), 0, labels.shape[0] - 1))]
+    def __init__(
+        self,
+        volume: Volume,
+        labels: np.ndarray,
+        midline: np.ndarray | None = None,
+        thickness_mm: float | None = None,
+    ):
+        self.volume = volume
+        # the slices' own thickness (the spacing less any gap), when the sidecar tells it
+        self.thickness_mm = float(thickness_mm or volume.spacing_mm[0])
+        self.midline = find_midline(volume) if midline is None else np.asarray(midline)
+        self.image = plane_at(volume, self.midline)
+        nearest = np.clip(np.rint(self.midline).astype(int), 0, labels.shape[0] - 1)
+        z = np.arange(labels.shape[2])
+        self.labels = labels[nearest, :, z].T
         self.spacing = volume.plane_spacing_mm
         yy, zz = np.meshgrid(
             np.arange(self.image.shape[0]) * self.spacing[0],
@@ -63,6 +128,28 @@ class Plane:
             indexing="ij",
         )
         self.coords = np.stack([yy, zz], axis=-1)
+
+    def to_world(self, points_mm: np.ndarray) -> np.ndarray:
+        """Scanner RAS mm of (y, z) mm points of the mid-sagittal surface."""
+        points_mm = np.atleast_2d(points_mm)
+        j, k = points_mm[:, 0] / self.spacing[0], points_mm[:, 1] / self.spacing[1]
+        x = np.interp(k, np.arange(len(self.midline)), self.midline)
+        return nib.affines.apply_affine(self.volume.affine, np.column_stack([x, j, k]))
+
+    def noise_sigma(self) -> float:
+        """Image noise (SD) inside the vertebral bodies, from each pixel's difference to the
+        mean of its four neighbours in its own slice (texture and edges excluded by eroding the
+        bodies and by a robust spread)."""
+        bodies = (self.labels > 0) & (self.labels < 100)
+        inner = ndimage.binary_erosion(bodies, iterations=2)
+        nearest = np.clip(np.rint(self.midline).astype(int), 0, self.volume.data.shape[0] - 1)
+        image = self.volume.data[nearest, :, np.arange(self.labels.shape[1])].T.astype(float)
+        neighbours = ndimage.convolve(image, np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]]) / 4.0)
+        residual = (image - neighbours)[inner]
+        if residual.size < 50:
+            return 0.0
+        spread = 1.4826 * np.median(np.abs(residual - np.median(residual)))
+        return float(spread / np.sqrt(1.25))
 
     def points_of(self, label: int) -> np.ndarray:
         return self.coords[self.labels == label]
@@ -76,16 +163,53 @@ class Plane:
 
     def profile_along_ap(self, frame: Frame, u: np.ndarray, t: float) -> np.ndarray:
         """Samples along frame.ap at height t (NaN outside the image)."""
-        return self._sample(frame.point(u, np.full_like(u, t)))
+        return self.sample_mm(frame.point(u, np.full_like(u, t)))
 
-    def _sample(self, points: np.ndarray) -> np.ndarray:
+    def profile(self, frame: Frame, u: float, t: np.ndarray) -> np.ndarray:
+        """Samples along frame.up at AP position u (NaN outside the image)."""
+        return self.sample_mm(frame.point(np.full_like(t, u), t))
+
+    def sample_mm(self, points: np.ndarray) -> np.ndarray:
+        """Bilinear samples of the mid-sagittal image at (y, z) mm points (NaN outside)."""
         values = sample(self.image, self.spacing, points)
         values[~inside_mm(self.image.shape, self.spacing, points)] = np.nan
         return values
 
-    def profile(self, frame: Frame, u: float, t: np.ndarray) -> np.ndarray:
-        """Samples along frame.up at AP position u (NaN outside the image)."""
-        return self._sample(frame.point(np.full_like(t, u), t))
+    def pixels(self, frame: Frame, keep) -> EdgePixels:
+        """Raw pixels of the two slices on either side of the mid-sagittal surface, in the
+        frame, where ``keep(u, t)`` holds; each weighted by its slice's nearness to the
+        surface (the weights of a linear interpolation between the two)."""
+        u, t = frame.coordinates(self.coords)
+        inside = keep(u, t)
+        inside[:1] = inside[-1:] = False
+        inside[:, :1] = inside[:, -1:] = False
+        j, k = np.nonzero(inside)
+        x = self.midline[k]
+        lower = np.clip(np.floor(x).astype(int), 0, self.volume.data.shape[0] - 1)
+        upper = np.minimum(lower + 1, self.volume.data.shape[0] - 1)
+        w_upper = np.clip(x - lower, 0.0, 1.0)
+        values = np.concatenate([self.volume.data[lower, j, k], self.volume.data[upper, j, k]])
+        weights = np.concatenate([1 - w_upper, w_upper])
+        both = np.concatenate
+        keep_rows = weights > 1e-3
+        # the pixel's sides (along image y and z) in the frame's (u, t) coordinates
+        aperture = np.array([[frame.ap[0], frame.up[0]], [frame.ap[1], frame.up[1]]])
+        return EdgePixels(
+            both([u[j, k], u[j, k]])[keep_rows],
+            both([t[j, k], t[j, k]])[keep_rows],
+            values[keep_rows].astype(float),
+            weights[keep_rows],
+            aperture * self.spacing[:, None],
+            self.slab_mm(frame),
+        )
+
+    def slab_mm(self, frame: Frame) -> float:
+        """The slice thickness seen along the frame's cranial axis where that axis leaves the
+        sagittal plane: the midline's lateral slope along the spine (a coronal tilt or curve)."""
+        z_index = frame.origin[1] / self.spacing[1]
+        slope = np.gradient(self.midline)[int(np.clip(round(z_index), 0, len(self.midline) - 1))]
+        lateral_per_mm = slope * self.volume.spacing_mm[0] / self.spacing[1]
+        return float(self.thickness_mm * abs(lateral_per_mm * frame.up[1]))
 
 
 def _principal_frame(points: np.ndarray) -> Frame:
@@ -120,8 +244,7 @@ def _ap_boundary(plane: Plane, frame: Frame, guess_u: float, direction: int) -> 
 
 def _label_guesses(points: np.ndarray, frame: Frame, u_values) -> tuple[np.ndarray, np.ndarray]:
     """Per AP position, the label's cranial and caudal limits (first guesses of the edges)."""
-    u_of = (points - frame.origin) @ frame.ap
-    t_of = (points - frame.origin) @ frame.up
+    u_of, t_of = frame.coordinates(points)
     up, down = [], []
     for u in u_values:
         near = np.abs(u_of - u) <= 1.5
@@ -132,17 +255,28 @@ def _label_guesses(points: np.ndarray, frame: Frame, u_values) -> tuple[np.ndarr
     return np.array(up), np.array(down)
 
 
-def _edges_across(plane: Plane, frame: Frame, u_values, guesses_up, guesses_down, cortex_mm):
-    """Endplate surfaces (t along frame.up) at each AP position u: upper and lower vertebra."""
-    upper, lower = np.full(len(u_values), np.nan), np.full(len(u_values), np.nan)
-    for k, u in enumerate(u_values):
-        t = np.arange(guesses_down[k] - 9.0, guesses_up[k] + 9.0, PROFILE_STEP_MM)
-        values = plane.profile(frame, u, t)
-        mid = (guesses_up[k] + guesses_down[k]) / 2
-        up_side, down_side = t >= mid, t <= mid
-        upper[k] = fit_edge(t[up_side], values[up_side], guesses_up[k], +1, cortex_mm)
-        lower[k] = fit_edge(t[down_side], values[down_side], guesses_down[k], -1, cortex_mm)
+def _edges_across(plane: Plane, frame: Frame, u_values, guesses_up, guesses_down):
+    """Marrow edges (t along frame.up) at each AP position u: upper and lower vertebra.
+
+    A side found in too few profiles is searched again from guesses moved outwards by
+    LABEL_SLIP_MM steps: a label map may end short of an endplate (a bright nucleus next to
+    bright marrow taken for bone), and the search reaches only a few mm past its guess."""
+    upper = _edges_on_side(plane, frame, u_values, guesses_up, guesses_down, +1)
+    lower = _edges_on_side(plane, frame, u_values, guesses_down, guesses_up, -1)
     return upper, lower
+
+
+def _edges_on_side(plane, frame, u_values, guesses, other_side, side):
+    edges = np.full(len(u_values), np.nan)
+    for slip in LABEL_SLIP_MM:
+        for k, u in enumerate(u_values):
+            guess = guesses[k] + side * slip
+            mid = (guesses[k] + other_side[k]) / 2
+            t = np.arange(mid, guess + side * 9.0, side * PROFILE_STEP_MM)
+            edges[k] = fit_edge(t, plane.profile(frame, u, t), guess, side, 0.0)
+        if np.isfinite(edges).sum() >= 0.6 * len(edges):
+            break
+    return edges
 
 
 def _robust_curve(u: np.ndarray, t: np.ndarray, degree: int = 2):
@@ -158,61 +292,287 @@ def _robust_curve(u: np.ndarray, t: np.ndarray, degree: int = 2):
     return np.polyfit(u[keep], t[keep], degree) if keep.sum() >= degree + 3 else None
 
 
-def _refine_frame(frame: Frame, upper_coef, lower_coef, centre_u: float) -> Frame:
-    """Re-align the frame with the bisector of the two endplates' tangents at the centre."""
-    slope = (
-        np.polyval(np.polyder(upper_coef), centre_u) + np.polyval(np.polyder(lower_coef), centre_u)
-    ) / 2
-    offset = (np.polyval(upper_coef, centre_u) + np.polyval(lower_coef, centre_u)) / 2
-    angle = np.arctan(slope)
-    ap = np.cos(angle) * frame.ap + np.sin(angle) * frame.up
-    up = -np.sin(angle) * frame.ap + np.cos(angle) * frame.up
-    return Frame(frame.origin + centre_u * frame.ap + offset * frame.up, ap, up)
-
-
-def measure_disc(plane: Plane, level: str, cortex_mm: float = DEFAULT_CORTEX_MM) -> DiscResult:
-    upper_name, lower_name = level.split("-")
-    result = DiscResult(level)
-    label = disc_label(upper_name)
-    points = plane.points_of(label)
-    if plane.touches_border(label):
-        result.status, result.note = "not_in_fov", "cut by the edge of the field of view"
-        return result
-    if len(points) < 10 or VERTEBRA_LABELS[upper_name] not in plane.labels:
-        result.status, result.note = _missing_status(plane, label)
-        return result
-    frame = _principal_frame(points)
-    for _ in range(2):
-        u_lo, u_hi = _extent(points, frame, frame.ap)
-        u_post = _ap_boundary(plane, frame, u_lo, -1)
-        u_ant = _ap_boundary(plane, frame, u_hi, +1)
-        half = CENTRAL_SHARE * (u_ant - u_post) / 2
-        centre_u = (u_ant + u_post) / 2
-        u_values = np.linspace(centre_u - half, centre_u + half, N_HEIGHT_PROFILES)
-        guesses = _label_guesses(points, frame, u_values)
-        upper, lower = _edges_across(plane, frame, u_values, *guesses, cortex_mm)
-        result.frame = frame
-        result.upper_coef = _curve_if_enough(u_values, upper)
-        result.lower_coef = _curve_if_enough(u_values, lower)
-        if result.upper_coef is None or result.lower_coef is None:
-            result.status, result.note = "failed", "endplates not found in most profiles"
-            return result
-        frame = _refine_frame(frame, result.upper_coef, result.lower_coef, centre_u)
-    dense_u = np.linspace(centre_u - half, centre_u + half, 201)
-    heights = np.polyval(result.upper_coef, dense_u) - np.polyval(result.lower_coef, dense_u)
-    result.height_mm = float(np.mean(heights))
-    result.width_mm = float(u_ant - u_post)
-    dropped = int(np.sum(~(np.isfinite(upper) & np.isfinite(lower))))
-    if dropped:
-        result.note = f"{dropped} of {N_HEIGHT_PROFILES} profiles without a clear edge"
-    return result
-
-
 def _curve_if_enough(u_values: np.ndarray, edges: np.ndarray):
     """The endplate curve, when at least 60 % of the profiles found the edge."""
     if np.isfinite(edges).sum() < 0.6 * len(edges):
         return None
     return _robust_curve(u_values, edges)
+
+
+def _reframe(frame: Frame, coefs: list[np.ndarray], centre_u: float) -> tuple[Frame, list]:
+    """The frame re-aligned with the bisector of the two endplates' tangents at the centre,
+    and the curves expressed in it (refitted through points sampled on them)."""
+    slope = np.mean([np.polyval(np.polyder(c), centre_u) for c in coefs])
+    offset = np.mean([np.polyval(c, centre_u) for c in coefs])
+    angle = np.arctan(slope)
+    ap = np.cos(angle) * frame.ap + np.sin(angle) * frame.up
+    up = -np.sin(angle) * frame.ap + np.cos(angle) * frame.up
+    new = Frame(frame.origin + centre_u * frame.ap + offset * frame.up, ap, up)
+    u = np.linspace(-25.0, 25.0, 101) + centre_u
+    moved = []
+    for coef in coefs:
+        new_u, new_t = new.coordinates(frame.point(u, np.polyval(coef, u)))
+        moved.append(np.polyfit(new_u, new_t, len(coef) - 1))
+    return new, moved
+
+
+def locate_disc(plane: Plane, level: str) -> DiscResult:
+    """Status, frame, AP ends and first-guess marrow edges of one disc (no cortex yet)."""
+    upper = level.split("-")[0]
+    return _locate(plane, level, disc_label(upper), VERTEBRA_LABELS[upper])
+
+
+def locate_gap(plane: Plane, gap_label: int, upper_label: int) -> float:
+    """Height between the marrow edges of any labelled gap between two bodies (NaN if it
+    cannot be measured): what tells a disc from a fused sacral remnant."""
+    return _locate(plane, "gap", gap_label, upper_label).height_mm
+
+
+def _locate(plane: Plane, level: str, label: int, upper_label: int) -> DiscResult:
+    result = DiscResult(level)
+    points = plane.points_of(label)
+    if plane.touches_border(label):
+        result.status, result.note = "not_in_fov", "cut by the edge of the field of view"
+        return result
+    if len(points) < 10 or upper_label not in plane.labels:
+        result.status, result.note = _missing_status(plane, label)
+        return result
+    frame = _principal_frame(points)
+    for _ in range(2):
+        u_lo, u_hi = _extent(points, frame, frame.ap)
+        result.u_post = _ap_boundary(plane, frame, u_lo, -1)
+        result.u_ant = _ap_boundary(plane, frame, u_hi, +1)
+        half = CENTRAL_SHARE * (result.u_ant - result.u_post) / 2
+        centre_u = (result.u_ant + result.u_post) / 2
+        u_values = np.linspace(centre_u - half, centre_u + half, N_HEIGHT_PROFILES)
+        guesses = _label_guesses(points, frame, u_values)
+        upper, lower = _edges_across(plane, frame, u_values, *guesses)
+        upper_coef, lower_coef = (
+            _curve_if_enough(u_values, upper),
+            _curve_if_enough(u_values, lower),
+        )
+        if upper_coef is None or lower_coef is None:
+            result.status, result.note = "failed", "endplates not found in most profiles"
+            return result
+        frame, (upper_coef, lower_coef) = _reframe(frame, [upper_coef, lower_coef], centre_u)
+        result.u_post, result.u_ant = result.u_post - centre_u, result.u_ant - centre_u
+        result.frame, result.upper_coef, result.lower_coef = frame, upper_coef, lower_coef
+    dropped = int(np.sum(~(np.isfinite(upper) & np.isfinite(lower))))
+    if dropped:
+        result.note = f"{dropped} of {N_HEIGHT_PROFILES} profiles without a clear edge"
+    result.upper_walls = vertebra_walls(plane, result, +1)
+    result.lower_walls = vertebra_walls(plane, result, -1)
+    walls = np.array([result.upper_walls, result.lower_walls])
+    for end, direction in ((0, -1), (1, +1)):  # the ends once more, from the walls outwards
+        wall = np.nanmean(walls[:, end]) if np.isfinite(walls[:, end]).any() else np.nan
+        found = _disc_end(plane, result, wall, direction) if np.isfinite(wall) else np.nan
+        if np.isfinite(found):
+            if end == 0:
+                result.u_post = found
+            else:
+                result.u_ant = found
+    result.height_mm = _mean_height(result)
+    result.width_mm = float(result.u_ant - result.u_post)
+    return result
+
+
+def vertebra_walls(plane: Plane, disc: DiscResult, side: int) -> tuple[float, float]:
+    """Posterior and anterior marrow edges (frame u) of the vertebra above (side +1) or below
+    (side -1) the disc, just inside its endplate: on lines parallel to the endplate 2-5 mm into
+    the bone, the first step out of the marrow towards each wall (NaN where not found)."""
+    coef = disc.upper_coef if side > 0 else disc.lower_coef
+    u = np.arange(disc.u_post - 12.0, disc.u_ant + 12.0, PROFILE_STEP_MM)
+    lines = [
+        plane.sample_mm(disc.frame.point(u, np.polyval(coef, u) + side * depth))
+        for depth in (2.0, 3.0, 4.0, 5.0)
+    ]
+    values = np.nanmean(lines, axis=0)
+    return marrow_boundary(u, values, disc.u_post, +1), marrow_boundary(u, values, disc.u_ant, -1)
+
+
+def _disc_end(plane: Plane, disc: DiscResult, wall_u: float, direction: int) -> float:
+    """AP end of the disc along its mid-plane (direction -1 posterior, +1 anterior), beyond the
+    vertebral walls: the first step out of the annulus (to ligament, fat or CSF) within 5 mm
+    outside the walls' marrow edges. Five lines within 1 mm of the mid-plane are averaged."""
+    guess = wall_u + direction * 1.0  # the wall's cortex, then the bulge
+    u = guess + np.arange(-8.0, 8.0 + 1e-9, PROFILE_STEP_MM)
+    mid = (np.polyval(disc.upper_coef, u) + np.polyval(disc.lower_coef, u)) / 2
+    lines = [plane.sample_mm(disc.frame.point(u, mid + dt)) for dt in np.linspace(-1, 1, 5)]
+    values = np.nanmean(lines, axis=0)
+    return marrow_boundary(u, values, guess, -direction, plateau_mm=(0.5, 3.0), reach_mm=5.0)
+
+
+def geometry_record(plane: Plane, disc: DiscResult) -> dict:
+    """What the longitudinal step needs of a measured disc, in scanner RAS mm: the frame's
+    origin and axes (linearised at the origin), the endplate curves and AP positions in it."""
+    record = {"level": disc.level, "status": disc.status}
+    if disc.status != "ok":
+        return record
+    frame = disc.frame
+    origin, ap_end, up_end = plane.to_world(
+        np.array([frame.origin, frame.origin + frame.ap, frame.origin + frame.up])
+    )
+    ap, up = ap_end - origin, up_end - origin
+    record.update(
+        origin_ras=origin.tolist(),
+        ap_ras=(ap / np.linalg.norm(ap)).tolist(),
+        up_ras=(up / np.linalg.norm(up)).tolist(),
+        upper_coef=np.asarray(disc.upper_coef).tolist(),
+        lower_coef=np.asarray(disc.lower_coef).tolist(),
+        **{k: float(getattr(disc, k)) for k in ("u_post", "u_ant", "upper_mid_u", "lower_mid_u")},
+        height_mm=float(disc.height_mm),
+    )
+    return record
+
+
+def _mean_height(disc: DiscResult) -> float:
+    u = disc.central_u
+    return float(np.mean(np.polyval(disc.upper_coef, u) - np.polyval(disc.lower_coef, u)))
+
+
+# ------------------------------------------------------------------ endplate refinement
+
+
+def _endplate_pixels(plane: Plane, disc: DiscResult, side: int) -> EdgePixels:
+    """Pixels around one endplate over the disc's central AP extent, the same for every
+    candidate cortex (their residuals are compared): from the surface a typical cortex would
+    give, into the bone up to BONE_WINDOW_MM, into the disc up to DISC_WINDOW_MM (and 40 % of
+    its height), or a pixel further where that holds too few pixels wholly in the disc: they
+    set the disc's level (an endplate along the pixel grid puts a whole row just short)."""
+    coef = np.array(disc.upper_coef if side > 0 else disc.lower_coef, dtype=float)
+    coef[-1] -= side * TYPICAL_CORTEX_MM
+    u = disc.central_u
+    height = disc.height_mm if np.isfinite(disc.height_mm) else 0.0  # a remnant: thin
+    into_disc = float(np.clip(0.4 * height, 1.0, DISC_WINDOW_MM))
+
+    def window(reach_mm):
+        def keep(pixel_u, pixel_t):
+            depth = side * (pixel_t - np.polyval(coef, pixel_u))
+            inside = (pixel_u >= u[0]) & (pixel_u <= u[-1])
+            return inside & (depth > -reach_mm) & (depth < BONE_WINDOW_MM)
+
+        pixels = plane.pixels(disc.frame, keep)
+        return pixels.select(np.isfinite(pixels.value))
+
+    pixels = window(into_disc)
+    depth, widths = signed_depth(pixels, coef, side)
+    wholly_disc = int(np.sum(aperture_cdf(-depth, widths) > 0.99))
+    if wholly_disc < MIN_PURE_DISC_SHARE * len(depth):
+        pixels = window(into_disc + plane.spacing.max())
+    return pixels
+
+
+def _fit_side(disc: DiscResult, pixels: EdgePixels, side: int, cortex_mm: float,
+              cortex_level: float):  # fmt: skip
+    """Surface curve of one endplate for a given cortex; the first guess is the marrow edge
+    moved by the cortex."""
+    start = np.array(disc.upper_coef if side > 0 else disc.lower_coef, dtype=float)
+    start[-1] -= side * cortex_mm
+    return fit_endplate(pixels, start, side, cortex_mm, cortex_level)
+
+
+def session_cortex_mm(plane: Plane, discs: list[DiscResult]) -> tuple[float, int]:
+    """Cortical endplate thickness that best explains every endplate of the session at once.
+
+    For each candidate thickness every endplate is fitted; each endplate's squared residuals
+    are scaled by its own best residual variance (noisy and clean endplates count alike), and
+    the sum over endplates is minimised (parabola through the best grid point). Returns the
+    thickness and the number of endplates it rests on (0: none fitted, thickness NaN).
+    """
+    curves = []
+    floor = RICIAN_FLOOR * plane.noise_sigma()
+    for disc in discs:
+        for side in (+1, -1):
+            pixels = _endplate_pixels(plane, disc, side)
+            fits = [_fit_side(disc, pixels, side, c, floor) for c in CORTEX_GRID_MM]
+            if all(f is not None for f in fits):
+                sse = np.array([f.sse for f in fits])
+                curves.append(sse / (sse.min() / max(fits[0].dof, 1)))
+    if not curves:
+        return float("nan"), 0
+    total = np.sum(curves, axis=0)
+    best = int(np.argmin(total))
+    if 0 < best < len(total) - 1:
+        a, b, c = total[best - 1 : best + 2]
+        step = CORTEX_GRID_MM[1] - CORTEX_GRID_MM[0]
+        shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) > 0 else 0.0
+        return float(CORTEX_GRID_MM[best] + shift * step), len(curves)
+    return float(CORTEX_GRID_MM[best]), len(curves)
+
+
+def refine_disc(plane: Plane, disc: DiscResult, cortex_mm: float) -> DiscResult:
+    """The disc's endplates refined on the raw pixels (``_refine_side``); a remnant's only
+    (upper) side alone."""
+    floor = RICIAN_FLOOR * plane.noise_sigma()
+    upper = _refine_side(plane, disc, +1, cortex_mm, floor)
+    if disc.lower_coef is None:
+        return replace(disc, upper_coef=upper)
+    refined = replace(
+        disc, upper_coef=upper, lower_coef=_refine_side(plane, disc, -1, cortex_mm, floor)
+    )
+    refined.height_mm = _mean_height(refined)
+    return refined
+
+
+# ------------------------------------------------------------------ the sacrum below S1
+
+S1_SEARCH_MM = (10.0, 45.0)  # S1's caudal endplate lies this far below its cranial one
+
+
+def locate_sacral_remnant(plane: Plane, l5s1: DiscResult) -> DiscResult:
+    """S1's caudal endplate (the fused S1-S2 remnant's cranial side), found from S1's own
+    cranial endplate: along S1's axis, the first step out of its marrow 10-45 mm below it.
+
+    Segmentations rarely give the remnant (SPINEPS and TotalSpineSeg label the sacrum as one),
+    and in a curved sacrum it is too thin to trace along the column, but S1 is one block of
+    marrow with that dark line at its caudal end. The result is a ``DiscResult`` for "S1-S2"
+    with only its upper (S1) surface."""
+    result = DiscResult("S1-S2")
+    if l5s1.status != "ok":
+        result.status, result.note = l5s1.status, f"L5-S1 {l5s1.note}".strip()
+        return result
+    base = l5s1.frame
+    u0 = l5s1.lower_mid_u if np.isfinite(l5s1.lower_mid_u) else l5s1.centre_u
+    angle = np.arctan(np.polyval(np.polyder(l5s1.lower_coef), u0))
+    ap = np.cos(angle) * base.ap + np.sin(angle) * base.up
+    up = -np.sin(angle) * base.ap + np.cos(angle) * base.up
+    frame = Frame(base.point(u0, np.polyval(l5s1.lower_coef, u0)), ap, up)
+    half = 0.3 * (l5s1.u_ant - l5s1.u_post)
+    u_values = np.linspace(-half, half, N_HEIGHT_PROFILES)
+    t = -np.arange(S1_SEARCH_MM[0] - 8.0, S1_SEARCH_MM[1] + 8.0, PROFILE_STEP_MM)
+    guess = -S1_SEARCH_MM[0]
+    profiles = [plane.profile(frame, u, t) for u in u_values]
+    edges = np.array([
+        marrow_boundary(t, values, guess, +1, plateau_mm=(2.0, 6.0),
+                        reach_mm=S1_SEARCH_MM[1] - S1_SEARCH_MM[0])
+        for values in profiles
+    ])  # fmt: skip
+    coef = _curve_if_enough(u_values, edges)
+    if coef is None:
+        cut = np.mean([np.isnan(values).any() for values in profiles]) > 0.4
+        result.status, result.note = (
+            ("not_in_fov", "S1's caudal end outside the field of view")
+            if cut
+            else ("failed", "S1's caudal endplate not found")
+        )
+        return result
+    result.frame, result.upper_coef = frame, coef
+    result.u_post, result.u_ant = l5s1.u_post - u0, l5s1.u_ant - u0
+    result.upper_walls = vertebra_walls(plane, result, +1)
+    return result
+
+
+def _refine_side(plane: Plane, disc: DiscResult, side: int, cortex_mm: float, floor: float):
+    """One endplate's surface: the partial-volume fit, else the marrow edge moved by the cortex."""
+    fit = _fit_side(disc, _endplate_pixels(plane, disc, side), side, cortex_mm, floor)
+    if fit is not None:
+        return fit.coef
+    coef = np.array(disc.upper_coef if side > 0 else disc.lower_coef, dtype=float)
+    coef[-1] -= side * cortex_mm
+    return coef
+
+
+# ------------------------------------------------------------------ statuses and distances
 
 
 def _missing_status(plane: Plane, label: int) -> tuple[str, str]:
@@ -229,48 +589,18 @@ def _missing_status(plane: Plane, label: int) -> tuple[str, str]:
     return "failed", "not found by the segmentation"
 
 
-def endplate_midpoint(plane: Plane, disc: DiscResult, vertebra_label: int, side: str):
-    """Point on one endplate surface at the middle of that endplate's AP extent.
-
-    side: "upper" for the vertebra above the disc (its caudal endplate), "lower" for the one
-    below. The AP extent is the vertebra's own, taken from its label next to the endplate; the
-    surface there comes from the disc's fitted endplate curve.
-    """
-    frame = disc.frame
-    coef = disc.upper_coef if side == "upper" else disc.lower_coef
-    points = plane.points_of(vertebra_label)
-    u_of = (points - frame.origin) @ frame.ap
-    t_of = (points - frame.origin) @ frame.up
-    near = np.abs(t_of - np.polyval(coef, u_of)) < 4.0
-    if near.sum() < 5:
+def endplate_midpoint(disc: DiscResult, side: str):
+    """Point on one endplate surface at the middle of that endplate's AP extent (None if the
+    vertebra's walls were not found). side: "upper" for the vertebra above the disc (its caudal
+    endplate), "lower" for the one below."""
+    coef, u_mid = (
+        (disc.upper_coef, disc.upper_mid_u)
+        if side == "upper"
+        else (disc.lower_coef, disc.lower_mid_u)
+    )
+    if coef is None or not np.isfinite(u_mid):
         return None
-    u_mid = (u_of[near].min() + u_of[near].max()) / 2
-    return frame.point(u_mid, np.polyval(coef, u_mid))
-
-
-def measure_session(
-    volume: Volume, labels: np.ndarray, cortex_mm: float = DEFAULT_CORTEX_MM
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-level disc and vertebra tables of one session.
-
-    cortex_mm: thickness of the cortical endplate, which is thinner than a pixel and invisible
-    against a dark disc; the endplate surface is placed that far in front of the marrow edge.
-    """
-    plane = Plane(volume, labels)
-    discs = {lvl: measure_disc(plane, lvl, cortex_mm) for lvl in LEVELS + ("L2-L3", "S1-S2")}
-    disc_rows = [
-        {
-            "level": lvl,
-            "height_mm": discs[lvl].height_mm,
-            "width_mm": discs[lvl].width_mm,
-            "pfirrmann_auto": np.nan,
-            "status": discs[lvl].status,
-            "note": discs[lvl].note,
-        }
-        for lvl in LEVELS
-    ]
-    vertebra_rows = [_intervertebral_distance(plane, discs, name) for name in VERTEBRAE]
-    return pd.DataFrame(disc_rows), pd.DataFrame(vertebra_rows)
+    return disc.frame.point(u_mid, np.polyval(coef, u_mid))
 
 
 def _neighbour_discs(name: str) -> tuple[str, str]:
@@ -282,8 +612,9 @@ def _neighbour_discs(name: str) -> tuple[str, str]:
 def _intervertebral_distance(plane: Plane, discs: dict, name: str) -> dict:
     above, below = _neighbour_discs(name)
     row = {"vertebra": name, "intervertebral_distance_mm": np.nan, "status": "ok", "note": ""}
-    label = VERTEBRA_LABELS[name]
-    if plane.touches_border(label) or any(discs[d].status == "not_in_fov" for d in (above,)):
+    # the endplates' own discs tell whether they lie in view (the body's label may touch the
+    # image edge elsewhere: a sacrum running out of a small field of view)
+    if "not_in_fov" in (discs[above].status, discs[below].status):
         row["status"], row["note"] = "not_in_fov", "an endplate is outside the field of view"
         return row
     needed = {above: discs[above].lower_coef, below: discs[below].upper_coef}
@@ -292,13 +623,87 @@ def _intervertebral_distance(plane: Plane, discs: dict, name: str) -> dict:
         row["status"] = "failed"
         row["note"] = "endplate not measured: " + "; ".join(f"{d} {discs[d].note}" for d in failed)
         return row
-    cranial = endplate_midpoint(plane, discs[above], label, "lower")
-    caudal = endplate_midpoint(plane, discs[below], label, "upper")
+    cranial = endplate_midpoint(discs[above], "lower")
+    caudal = endplate_midpoint(discs[below], "upper")
     if cranial is None or caudal is None:
         row["status"], row["note"] = "failed", "endplate midpoint not found"
         return row
     row["intervertebral_distance_mm"] = float(np.linalg.norm(cranial - caudal))
     return row
+
+
+# ------------------------------------------------------------------ one session
+
+
+def _csf_level(plane: Plane, disc: DiscResult) -> float:
+    """CSF signal beside the disc: the brightest tenth of the canal band behind it."""
+    u, t = np.meshgrid(disc.u_post - np.arange(2.0, 16.0, 0.5), [-2.0, 0.0, 2.0])
+    values = plane.sample_mm(disc.frame.point(u.ravel(), t.ravel()))
+    values = values[np.isfinite(values)]
+    return float(np.percentile(values, 90)) if values.size else float("nan")
+
+
+def _grade(plane: Plane, disc: DiscResult, neighbours: list[DiscResult]) -> dict:
+    """Pfirrmann features and automatic grade of a measured disc (``pfirrmann``)."""
+
+    def inside(u, t):
+        return (
+            (u > disc.u_post)
+            & (u < disc.u_ant)
+            & (t < np.polyval(disc.upper_coef, u))
+            & (t > np.polyval(disc.lower_coef, u))
+        )
+
+    features = pfirrmann.disc_features(plane.pixels(disc.frame, inside), disc,
+                                       _csf_level(plane, disc))  # fmt: skip
+    heights = [d.height_mm for d in neighbours if d.status == "ok" and d is not disc]
+    features["height_ratio"] = disc.height_mm / np.mean(heights) if heights else np.nan
+    return {**features, "pfirrmann_auto": pfirrmann.grade(features)}
+
+
+def measure_session(
+    volume: Volume,
+    labels: np.ndarray,
+    cortex_mm: float | str = "auto",
+    thickness_mm: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Per-level disc and vertebra tables of one session, and facts for its sidecar (with each
+    study disc's geometry, ``geometry_record``).
+
+    cortex_mm: thickness of the cortical endplate, thinner than a pixel; "auto" estimates it
+    from the session's own endplates (``session_cortex_mm``), a number fixes it.
+    thickness_mm: the slices' thickness (the DICOM SliceThickness), when not their spacing.
+    """
+    plane = Plane(volume, labels, thickness_mm=thickness_mm)
+    located = {level: locate_disc(plane, level) for level in DISC_LEVELS}
+    located["S1-S2"] = locate_sacral_remnant(plane, located["L5-S1"])
+    measured = [d for d in located.values() if d.status == "ok" and d.lower_coef is not None]
+    facts = {"MidsagittalSliceIndex": float(np.mean(plane.midline))}
+    if cortex_mm == "auto":
+        cortex, n_endplates = session_cortex_mm(plane, measured)
+        facts.update(CortexEstimated=True, EndplatesForCortex=n_endplates)
+        if not np.isfinite(cortex):
+            cortex = 0.5
+            facts["CortexNote"] = "no endplate fitted: 0.5 mm assumed"
+    else:
+        cortex = float(cortex_mm)
+        facts["CortexEstimated"] = False
+    facts["CortexMillimetres"] = cortex
+    discs = {
+        level: refine_disc(plane, d, cortex) if d.status == "ok" else d
+        for level, d in located.items()
+    }
+    disc_rows = []
+    for level in LEVELS:
+        disc = discs[level]
+        row = {"level": level, "height_mm": disc.height_mm, "width_mm": disc.width_mm,
+               "pfirrmann_auto": np.nan, "status": disc.status, "note": disc.note}  # fmt: skip
+        if disc.status == "ok":
+            row.update(_grade(plane, disc, [discs[lvl] for lvl in DISC_LEVELS]))
+        disc_rows.append(row)
+    vertebra_rows = [_intervertebral_distance(plane, discs, name) for name in VERTEBRAE]
+    facts["Discs"] = [geometry_record(plane, discs[level]) for level in LEVELS]
+    return pd.DataFrame(disc_rows), pd.DataFrame(vertebra_rows), facts
 
 
 def load_labels(path, volume: Volume) -> np.ndarray:

@@ -1,11 +1,13 @@
-"""Built-in segmentation: vertebral bodies and discs in the mid-sagittal plane, labelled from
+"""Built-in segmentation: vertebral bodies and discs on the mid-sagittal surface, labelled from
 the sacrum upwards.
 
 No trained weights: the vertebral column is straightened along the anterior wall of the spinal
-canal; in the straightened image vertebral bodies are runs of homogeneous marrow and discs are
-the runs between them. The lowest real disc (a fused S1-S2 remnant is thin) is L5-S1, so labels
-come from anatomy, not from position in the image. Labels follow SPINEPS: vertebra L1=20 ...
-L5=24, S1=26, disc below vertebra X = 100 + X.
+canal, continued below the thecal sac along the posterior wall of the sacrum; in the
+straightened image vertebral bodies are runs of homogeneous marrow and discs are the runs
+between them. Each gap's height is then measured like a disc's (``measure.locate_gap``): the
+fused sacral segments are separated by thin remnants, so the lowest gap of a real disc's height
+is L5-S1 and labels come from anatomy, not from position in the image. Label values follow
+SPINEPS (``labels.py``).
 """
 
 from __future__ import annotations
@@ -18,37 +20,37 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .midsagittal import Volume, find_canal, find_midline_x, plane_at, sample
+from .labels import (
+    NAMES_CAUDAL_TO_CRANIAL,
+    VERTEBRA_LABELS,
+    disc_label,
+    lookup_table,
+    scheme,
+    to_spineflow,
+)
+from .measure import Plane, locate_gap
+from .midsagittal import (
+    Volume,
+    canal_projection,
+    find_canal,
+    find_midline,
+    inside_mm,
+    plane_at,
+    sample,
+)
 
-VERTEBRA_LABELS = {
-    "T10": 17,
-    "T11": 18,
-    "T12": 19,
-    "L1": 20,
-    "L2": 21,
-    "L3": 22,
-    "L4": 23,
-    "L5": 24,
-    "S1": 26,
-    "S2": 27,
-}
-NAMES_CAUDAL_TO_CRANIAL = ("S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10")
-MIN_DISC_MM = 3.5  # thinner gaps between bodies are the fused sacral remnants
+# between marrow edges, a fused S1-S2 remnant with its two cortices is at most ~4.5 mm; the
+# thinnest lumbosacral disc of an adult (6 mm) with its cortices is well above; a "gap" taller
+# than the tallest disc (~16 mm with cortices) is not one disc but bodies the column crossed
+# obliquely (the curved sacrum)
+MIN_DISC_MM = 5.0
+MAX_DISC_MM = 18.0
 MIN_BODY_MM = 12.0
 COLUMN_DEPTH_MM = 60.0
 STEP_MM = 0.5
-
-
-def disc_label(upper: str) -> int:
-    return 100 + VERTEBRA_LABELS[upper]
-
-
-def lookup_table() -> list[tuple[int, str]]:
-    rows = [(label, name) for name, label in VERTEBRA_LABELS.items()]
-    names = list(VERTEBRA_LABELS)
-    for upper, lower in zip(names[:-1], names[1:]):
-        rows.append((disc_label(upper), f"{upper}-{lower}"))
-    return sorted(rows)
+S1_LABEL_MM = 25  # S1 is labelled this far down from its cranial endplate
+SACRAL_GAPS_CHECKED = 4  # gaps measured from the bottom of the column to find L5-S1
+PROVISIONAL_GAP = 200  # provisional label values while the anchor is not known
 
 
 @dataclass
@@ -66,15 +68,25 @@ class Column:
         return marrow_rows(self)
 
 
-def canal_front_curve(plane: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray]:
-    """Anterior wall of the canal as a smooth curve (points 1 mm apart) with anterior normals."""
-    canal = find_canal(plane, spacing_mm)
+def canal_front_curve(plane: np.ndarray, spacing_mm, near=None) -> tuple[np.ndarray, np.ndarray]:
+    """Anterior wall of the canal as a smooth curve (points 1 mm apart) with anterior normals.
+
+    Rows where the sac is much narrower than usual are dropped at both ends: at its blind end
+    (near S2) and where it leaves the image the front wall turns away from the vertebrae."""
+    canal = find_canal(plane, spacing_mm, near=near)
     rows = np.flatnonzero(canal.any(axis=0))
+    width = canal[:, rows].sum(axis=0)
+    wide = np.flatnonzero(width >= 0.6 * np.median(width))
+    rows = rows[wide[0] : wide[-1] + 1]
     front_y = np.array([np.flatnonzero(canal[:, k]).max() for k in rows]) * spacing_mm[0]
     z = rows * spacing_mm[1]
     window = max(3, int(round(12.0 / spacing_mm[1])) | 1)
     front_y = ndimage.gaussian_filter1d(ndimage.median_filter(front_y, window), 4.0)
-    points = np.column_stack([front_y, z])
+    return _resample_curve(np.column_stack([front_y, z]))
+
+
+def _resample_curve(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points 1 mm apart along a polyline, and unit normals pointing anterior (+y)."""
     arc = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
     even = np.arange(0, arc[-1], 1.0)
     points = np.column_stack(
@@ -82,17 +94,80 @@ def canal_front_curve(plane: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.nda
     )
     tangent = np.gradient(points, axis=0)
     tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
-    normals = np.column_stack([tangent[:, 1], -tangent[:, 0]])  # tangent rotated towards +y
-    normals *= np.sign(normals[:, :1] + 1e-12)
+    # the curve runs caudal -> cranial, so this rotation points anterior all along it, also
+    # where the sacrum turns backwards
+    normals = np.column_stack([tangent[:, 1], -tangent[:, 0]])
     return points, normals
 
 
-def straighten(plane: np.ndarray, spacing_mm) -> Column:
-    points, normals = canal_front_curve(plane, spacing_mm)
+def _sample_column(plane, spacing_mm, points, normals) -> Column:
     depth = np.arange(0.0, COLUMN_DEPTH_MM, STEP_MM)
     grid = points[:, None, :] + depth[None, :, None] * normals[:, None, :]
     image = sample(plane, spacing_mm, grid.reshape(-1, 2)).reshape(len(points), len(depth))
     return Column(points, normals, depth, image)
+
+
+def _marrow_edge_mm(profile: np.ndarray, depth: np.ndarray, level: float, tolerance: float):
+    """Depth where a profile (posterior -> anterior) enters a vertebral body: marrow for at
+    least 10 mm (NaN if it never does)."""
+    marrow = ndimage.uniform_filter1d((np.abs(profile - level) < tolerance).astype(float), 3)
+    run = int(round(10.0 / (depth[1] - depth[0])))
+    inside = ndimage.minimum_filter1d(marrow >= 0.6, run, origin=-(run // 2))
+    hits = np.flatnonzero(inside[: len(inside) - run])
+    return float(depth[hits[0]]) if len(hits) else float("nan")
+
+
+def extend_along_sacrum(plane, spacing_mm, column: Column, max_mm: float = 110.0) -> Column:
+    """Continue the column below the end of the thecal sac along the posterior wall of the
+    sacrum (its marrow edge), so that the sacral segments below S1 are part of the column: the
+    sac ends near S2, and without them the S1-S2 remnant would be the lowest "disc" in view.
+
+    The wall is followed where it is found within 4 mm of its predicted place; across remnant
+    discs (no marrow) the track coasts straight on; it bends by at most 2 degrees per mm."""
+    _, level_rows, tolerance = marrow_rows(column)
+    offsets = np.arange(-10.0, 30.0, 0.5)
+    points, normals = column.points_mm, column.normals
+    level = float(np.median(level_rows[:40]))
+    walls = np.array([_marrow_edge_mm(sample(plane, spacing_mm, p + offsets[:, None] * n),
+                                      offsets, level, tolerance)
+                      for p, n in zip(points[:30], normals[:30])])  # fmt: skip
+    if np.isfinite(walls).sum() < 10:
+        return column
+    wall = float(np.nanmedian(walls))  # depth of the sacral wall in front of the canal's curve
+    track = [points[0]]
+    tangent = points[0] - points[min(10, len(points) - 1)]
+    tangent /= np.linalg.norm(tangent)
+    missed, last_found = 0.0, 0
+    max_turn = np.radians(2.0)
+    for step in range(1, int(max_mm)):
+        normal = np.array([-tangent[1], tangent[0]])  # anterior; the tangent runs caudally
+        guess = track[-1] + tangent
+        if not inside_mm(plane.shape, spacing_mm, guess[None], margin_px=2)[0]:
+            break
+        profile = sample(plane, spacing_mm, guess + offsets[:, None] * normal)
+        edge = _marrow_edge_mm(profile, offsets, level, tolerance)
+        if np.isfinite(edge) and abs(edge - wall) < 4.0:
+            turn = np.clip(np.arctan2(0.3 * (edge - wall), 1.0), -max_turn, max_turn)
+            tangent = np.cos(turn) * tangent + np.sin(turn) * normal
+            missed, last_found = 0.0, step
+        else:
+            missed += 1.0
+            if missed > 8.0:
+                break
+        track.append(guess)
+    track = np.array(track[1 : last_found + 1])
+    if len(track) < 10:
+        return column
+    points, normals = _resample_curve(np.vstack([track[::-1], column.points_mm]))
+    return _sample_column(plane, spacing_mm, points, normals)
+
+
+def straighten(plane: np.ndarray, spacing_mm, canal=None) -> Column:
+    """The column along the canal (the component of the plane overlapping ``canal``, the
+    canal found across the slices, when given) and on down the sacrum."""
+    points, normals = canal_front_curve(plane, spacing_mm, near=canal)
+    column = _sample_column(plane, spacing_mm, points, normals)
+    return extend_along_sacrum(plane, spacing_mm, column)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -115,63 +190,51 @@ def marrow_rows(column: Column) -> tuple[np.ndarray, np.ndarray, float]:
     return ndimage.uniform_filter1d(likeness, 3), level, tolerance
 
 
-@dataclass
-class Level:
-    name: str  # vertebra name, or "UPPER-LOWER" for a disc
-    rows: tuple[int, int]  # row range in the straightened column
-
-
-def find_levels(column: Column) -> list[Level]:
-    """Bodies and discs along the column, labelled from the sacrum upwards."""
+def body_runs(column: Column) -> list[tuple[int, int]]:
+    """Row ranges of the vertebral bodies along the column, caudal to cranial; a body cut by
+    the end of the column is kept (shorter), so the disc next to it counts."""
     likeness, _, _ = column.marrow
     n_rows = len(likeness)
-    # a body cut by the end of the field of view is kept (shorter), so the disc below it counts
-    body_runs = [
+    runs = [
         r
         for r in _runs(likeness >= 0.5)
         if (r[1] - r[0]) >= MIN_BODY_MM or (r[0] == 0 or r[1] == n_rows)
     ]
-    if len(body_runs) < 2:
+    if len(runs) < 2:
         raise ValueError("fewer than two vertebral bodies found along the canal")
-    gaps = [(a[1], b[0]) for a, b in zip(body_runs[:-1], body_runs[1:])]
-    # merge bodies separated by a thin (fused) remnant: the sacrum counts as one block from S1 down
-    blocks = [list(body_runs[0])]
-    for gap, body in zip(gaps, body_runs[1:]):
-        if gap[1] - gap[0] < MIN_DISC_MM and len(blocks) == 1:
-            blocks[-1][1] = body[1]
-        else:
-            blocks.append(list(body))
-    if len(blocks) < 2:
-        raise ValueError("no disc above the sacrum found")
-    levels: list[Level] = []
-    names = NAMES_CAUDAL_TO_CRANIAL
-    for index, block in enumerate(blocks[: len(names)]):
-        levels.append(Level(names[index], (block[0], block[1])))
-        if index + 1 < len(blocks) and index + 1 < len(names):
-            upper = names[index + 1]
-            levels.append(Level(f"{upper}-{names[index]}", (block[1], blocks[index + 1][0])))
-    return levels
+    return runs
 
 
-def split_sacrum(column: Column, block_rows: tuple[int, int]):
-    """S1 rows, S1-S2 remnant rows and S2 rows of the sacral block (the block may hold S1 alone).
+@dataclass(frozen=True)
+class Labelling:
+    """Which label each body run and each gap above it gets (0: none)."""
 
-    Walking down from the block's top (the L5-S1 disc), past the first 12 mm of S1, the first
-    dip of marrow-likeness is the fused S1-S2 remnant; further dips (S2-S3) are not."""
-    likeness, _, _ = column.marrow
-    start, stop = block_rows
-    below_top = np.arange(stop - 12, max(start + 2, stop - 45), -1)
-    dipping = [row for row in below_top if likeness[row] < 0.85]
-    if not dipping:
-        return (start, stop), None, None
-    run = [dipping[0]]
-    for row in dipping[1:]:
-        if row != run[-1] - 1:
-            break
-        run.append(row)
-    weakest = int(min(run, key=lambda row: likeness[row]))
-    remnant = (weakest - 1, weakest + 2)
-    return (remnant[1], stop), remnant, (start, remnant[0])
+    body_values: list[int]
+    gap_values: list[int]  # gap k lies between body k and body k + 1
+
+
+def provisional_labelling(n_bodies: int) -> Labelling:
+    return Labelling(
+        list(range(1, n_bodies + 1)), [PROVISIONAL_GAP + k for k in range(n_bodies - 1)]
+    )
+
+
+def anatomical_labelling(n_bodies: int, anchor: int) -> tuple[Labelling, list[str]]:
+    """Names from the sacrum: body ``anchor`` is S1 (gap ``anchor`` is L5-S1); the sacrum
+    below it and bodies above T10 stay unlabelled (where the column turns down the curved
+    sacrum its rows cross the fused segments obliquely; S1's caudal end is found by the
+    measurement itself, ``measure.locate_sacral_remnant``)."""
+    names = ["" for _ in range(n_bodies)]
+    for k in range(anchor, n_bodies):
+        if k - anchor < len(NAMES_CAUDAL_TO_CRANIAL):
+            names[k] = NAMES_CAUDAL_TO_CRANIAL[k - anchor]
+    body_values = [VERTEBRA_LABELS[n] if n else 0 for n in names]
+    gap_values = [
+        disc_label(upper) if upper and lower else 0 for lower, upper in zip(names[:-1], names[1:])
+    ]
+    found = [n for n in names if n]
+    discs = [f"{u}-{lo}" for lo, u in zip(names[:-1], names[1:]) if u and lo]
+    return Labelling(body_values, gap_values), found + discs
 
 
 def body_extent_mm(column: Column, rows: tuple[int, int]) -> tuple[float, float]:
@@ -187,30 +250,21 @@ def body_extent_mm(column: Column, rows: tuple[int, int]) -> tuple[float, float]
     return column.depth_mm[start], column.depth_mm[stop - 1]
 
 
-def column_labels(column: Column, levels: list[Level]) -> np.ndarray:
-    """Label image of the straightened column: bodies and discs between their AP limits."""
+def column_labels(column: Column, runs: list[tuple[int, int]], labelling: Labelling) -> np.ndarray:
+    """Label image of the straightened column: bodies and the gaps between them, each between
+    its AP limits (a gap from the posterior wall to the mean front of its two bodies)."""
     labels = np.zeros(column.image.shape, np.int16)
-    extents = {}
-    bodies = [level for level in levels if "-" not in level.name]
-    discs = [level for level in levels if "-" in level.name]
-    if bodies and bodies[0].name == "S1":
-        s1_rows, remnant, s2_rows = split_sacrum(column, bodies[0].rows)
-        bodies[0] = Level("S1", s1_rows)
-        if remnant is not None:
-            bodies.append(Level("S2", s2_rows))
-            discs.append(Level("S1-S2", remnant))
-    for level in bodies:
-        extents[level.name] = body_extent_mm(column, level.rows)
-        band = (column.depth_mm >= extents[level.name][0]) & (
-            column.depth_mm <= extents[level.name][1]
-        )
-        labels[level.rows[0] : level.rows[1], band] = VERTEBRA_LABELS[level.name]
-    for level in discs:
-        upper, lower = level.name.split("-")
-        post = min(extents[upper][0], extents[lower][0])
-        front = (extents[upper][1] + extents[lower][1]) / 2
+    extents = [body_extent_mm(column, rows) for rows in runs]
+    for rows, extent, value in zip(runs, extents, labelling.body_values):
+        band = (column.depth_mm >= extent[0]) & (column.depth_mm <= extent[1])
+        labels[rows[0] : rows[1], band] = value
+    for k, value in enumerate(labelling.gap_values):
+        if not value:
+            continue
+        post = min(extents[k][0], extents[k + 1][0])
+        front = (extents[k][1] + extents[k + 1][1]) / 2
         band = (column.depth_mm >= post) & (column.depth_mm <= front)
-        labels[level.rows[0] : level.rows[1], band] = disc_label(upper)
+        labels[runs[k][1] : runs[k + 1][0], band] = value
     return labels
 
 
@@ -238,22 +292,62 @@ def plane_labels(plane_shape, spacing_mm, column: Column, labels: np.ndarray) ->
     return out.reshape(plane_shape)
 
 
+def extrude(labels2d: np.ndarray, midline: np.ndarray, shape, half_width_slices: int = 1):
+    """3D labels: the mid-sagittal labels in the slices around the midline of each row z."""
+    seg = np.zeros(shape, np.int16)
+    centre = np.rint(midline).astype(int)
+    for offset in range(-half_width_slices, half_width_slices + 1):
+        x = centre + offset
+        z = np.flatnonzero((x >= 0) & (x < shape[0]))
+        seg[x[z], :, z] = labels2d[:, z].T
+    return seg
+
+
+def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int, list[float]]:
+    """Index of the gap that is L5-S1: the lowest of a disc's height between marrow edges,
+    with a whole body below it.
+
+    Gaps from the bottom of the column are measured like discs (perpendicular to their own
+    endplates, so an oblique sacral remnant is not taken for thick); those thinner than
+    MIN_DISC_MM are fused sacral remnants, those taller than MAX_DISC_MM no single disc. The body
+    below L5-S1 (S1) must be a whole body unless the image itself cuts it. Returns the index
+    and the heights measured."""
+    labelling = provisional_labelling(len(runs))
+    labels2d = plane_labels(volume.data.shape[1:], volume.plane_spacing_mm, column,
+                            column_labels(column, runs, labelling))  # fmt: skip
+    plane = Plane(volume, extrude(labels2d, midline, volume.data.shape), midline)
+    heights = []
+    for k in range(min(SACRAL_GAPS_CHECKED, len(runs) - 1)):
+        height = locate_gap(plane, labelling.gap_values[k], labelling.body_values[k + 1])
+        if not np.isfinite(height):  # cut by the image or unmeasurable: its length in the column
+            height = float(runs[k + 1][0] - runs[k][1])
+        heights.append(round(height, 2))
+        below_whole = runs[k][1] - runs[k][0] >= MIN_BODY_MM or plane.touches_border(
+            labelling.body_values[k]
+        )
+        if MIN_DISC_MM <= height <= MAX_DISC_MM and below_whole:
+            return k, heights
+    return 0, heights
+
+
 def segment_volume(volume: Volume, half_width_slices: int = 1) -> tuple[np.ndarray, dict]:
-    """3D label map (labels in the slices around the mid-sagittal plane) and facts about it."""
-    x_mid = find_midline_x(volume)
-    plane = plane_at(volume, x_mid)
+    """3D label map (labels in the slices around the mid-sagittal surface) and facts about it."""
+    canal = canal_projection(volume)
+    midline = find_midline(volume, canal)
+    plane = plane_at(volume, midline)
     spacing = volume.plane_spacing_mm
-    column = straighten(plane, spacing)
-    levels = find_levels(column)
-    labels2d = plane_labels(plane.shape, spacing, column, column_labels(column, levels))
-    seg = np.zeros(volume.data.shape, np.int16)
-    centre = int(round(x_mid))
-    for x in range(centre - half_width_slices, centre + half_width_slices + 1):
-        if 0 <= x < seg.shape[0]:
-            seg[x] = labels2d
+    column = straighten(plane, spacing, canal)
+    runs = body_runs(column)
+    anchor, heights = find_anchor(volume, midline, column, runs)
+    labelling, names = anatomical_labelling(len(runs), anchor)
+    # S1's label: its cranial part only, the rest of the run may be further sacrum
+    runs[anchor] = (max(runs[anchor][0], runs[anchor][1] - S1_LABEL_MM), runs[anchor][1])
+    labels2d = plane_labels(plane.shape, spacing, column, column_labels(column, runs, labelling))
+    seg = extrude(labels2d, midline, volume.data.shape, half_width_slices)
     facts = {
-        "MidsagittalSliceIndex": x_mid,
-        "LevelsFound": [level.name for level in levels],
+        "MidsagittalSliceIndex": float(np.mean(midline)),
+        "LevelsFound": names,
+        "SacralGapHeightsMillimetres": heights,
     }
     return seg, facts
 
@@ -270,3 +364,35 @@ def write_dseg(seg: np.ndarray, volume: Volume, reference_path, out_path) -> Non
     image.set_data_dtype(np.int16)
     image.header["descrip"] = b"spineflow dseg"
     nib.save(image, str(out_path))
+
+
+def from_external(volume: Volume, path, scheme_spec) -> tuple[np.ndarray, dict]:
+    """Another tool's label map of this session in spineflow's values, on the image's grid.
+
+    The map is read in its own orientation and resolution and sampled at the image's voxel
+    centres (nearest neighbour, in scanner coordinates); its values are translated with a
+    label scheme (``labels.scheme``: "spineps", "totalspineseg", "spineflow" or a mapping)."""
+    mapping = scheme(scheme_spec)
+    image = nib.load(str(path))
+    source = np.asarray(image.dataobj)
+    if source.ndim != 3:
+        raise ValueError(f"{path}: expected a 3D label map, got shape {source.shape}")
+    target = np.indices(volume.data.shape).reshape(3, -1).T
+    world = nib.affines.apply_affine(volume.affine, target)
+    index = np.rint(nib.affines.apply_affine(np.linalg.inv(image.affine), world)).astype(int)
+    inside = np.all((index >= 0) & (index < np.array(source.shape)), axis=1)
+    sampled = np.zeros(len(index), source.dtype)
+    sampled[inside] = source[tuple(index[inside].T)]
+    labels, whole_sacrum = to_spineflow(sampled.reshape(volume.data.shape), mapping)
+    if not labels.any():
+        raise ValueError(
+            f"{path}: no vertebra or disc of the label scheme on the image "
+            f"(values found: {sorted(np.unique(source).tolist())[:20]})"
+        )
+    names = {value: name for value, name in lookup_table()}
+    found = [names[v] for v in sorted(np.unique(labels)) if v in names]
+    return labels, {
+        "LabelScheme": scheme_spec if isinstance(scheme_spec, str) else "custom",
+        "WholeSacrumLabel": whole_sacrum,
+        "LevelsFound": found,
+    }

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from . import __version__, cohort, convert, measure, segment
+from . import __version__, cohort, convert, longitudinal, measure, segment
 from .dicom_index import load_index
+from .labels import VERTEBRA_LABELS, lookup_table
 from .midsagittal import load_canonical
 from .preprocess import n4_bias_correct, write_sidecar
-from .register import register_rigid
+from .register import register_levels, register_rigid
 
 log = logging.getLogger(__name__)
 
@@ -54,40 +56,83 @@ def bias_correct(in_path, out_path, field_path, sidecar_path, params, threads):
     write_sidecar(sidecar_path, {"Sources": [str(in_path)], "N4": facts})
 
 
-def segment_session(image_path, dseg_path, dseg_tsv, sidecar_path):
+def segment_session(image_path, dseg_path, dseg_tsv, sidecar_path, method="builtin",
+                    external_path=None, label_scheme="spineps", raw_sidecar=None):  # fmt: skip
+    """The session's label map in spineflow's values: the built-in segmentation, or another
+    tool's map translated (``segment.from_external``)."""
     volume = load_canonical(image_path)
-    labels, facts = segment.segment_volume(volume)
+    if method == "external":
+        labels, facts = segment.from_external(volume, external_path, label_scheme)
+        facts.update(Method="external", Sources=[str(image_path), str(external_path)])
+    else:
+        labels, facts = segment.segment_volume(volume)
+        facts.update(Method="spineflow builtin", Sources=[str(image_path)])
     segment.write_dseg(labels, volume, image_path, dseg_path)
-    table = pd.DataFrame(segment.lookup_table(), columns=["index", "name"])
+    table = pd.DataFrame(lookup_table(), columns=["index", "name"])
     table.to_csv(dseg_tsv, sep="\t", index=False)
-    write_sidecar(
-        sidecar_path, {"Sources": [str(image_path)], "Method": "spineflow builtin", **facts}
-    )
+    write_sidecar(sidecar_path, facts)
 
 
-def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv, cortex_mm):
+def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv, sidecar_path, cortex_mm,
+                    raw_sidecar=None):  # fmt: skip
+    """Disc and vertebra tables of one session, and a sidecar with how they were measured and
+    the disc geometry the longitudinal step carries between sessions."""
     volume = load_canonical(image_path)
     labels = measure.load_labels(dseg_path, volume)
-    discs, vertebrae = measure.measure_session(volume, labels, cortex_mm)
+    thickness = _slice_thickness_mm(raw_sidecar)
+    discs, vertebrae, facts = measure.measure_session(volume, labels, cortex_mm, thickness)
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)
+    write_sidecar(sidecar_path, {"Sources": [str(image_path), str(dseg_path)], **facts})
 
 
-def register_sessions(fixed, moving, out_tfm, out_image, sidecar_path, params, threads):
+def _slice_thickness_mm(raw_sidecar) -> float | None:
+    if raw_sidecar and Path(raw_sidecar).exists():
+        return json.loads(Path(raw_sidecar).read_text()).get("SliceThickness")
+    return None
+
+
+def register_sessions(fixed, moving, fixed_dseg, moving_dseg, out_tfm, level_tfms, out_image,
+                      sidecar_path, params, threads):  # fmt: skip
+    """Whole-field rigid registration of ses-2 to ses-1 (started from the two label maps), then
+    one rigid refinement per vertebra (``register.register_levels``)."""
     facts = register_rigid(
         fixed,
         moving,
         out_tfm,
         out_image,
+        fixed_dseg=fixed_dseg,
+        moving_dseg=moving_dseg,
         sampling_fraction=params["sampling_fraction"],
         iterations=params["iterations"],
         threads=threads,
     )
-    write_sidecar(sidecar_path, {"Sources": [str(fixed), str(moving)], "Registration": facts})
+    levels = register_levels(fixed, moving, fixed_dseg, out_tfm, level_tfms, VERTEBRA_LABELS,
+                             moving_dseg=moving_dseg, threads=threads)  # fmt: skip
+    write_sidecar(
+        sidecar_path,
+        {"Sources": [str(fixed), str(moving)], "Registration": facts, "PerVertebra": levels},
+    )
 
 
-def group_tables(per_session, failures, discs_tsv, vertebrae_tsv, longitudinal_tsv, deriv_root):
+def longitudinal_heights(sidecar_ses1, sidecar_ses2, level_tfms: dict, out_tsv):
+    """Per disc: the change through the per-vertebra transforms and the longitudinal heights."""
+    records = [
+        {d["level"]: d for d in json.loads(Path(p).read_text())["Discs"]}
+        for p in (sidecar_ses1, sidecar_ses2)
+    ]
+    transforms = {name: longitudinal.read_transform(path) for name, path in level_tfms.items()}
+    cohort.write_tsv(longitudinal.participant_heights(*records, transforms), out_tsv)
+
+
+def group_tables(per_session, failures, discs_tsv, vertebrae_tsv, longitudinal_tsv, deriv_root,
+                 per_participant=(), pair_failures=()):  # fmt: skip
+    """The cohort tables; ``per_participant``: (participant_id, path) of the longitudinal
+    heights, which replace the sessions' own heights of participants measured twice;
+    ``pair_failures``: participants whose registration failed (their heights stay each
+    session's own, with a note)."""
     discs = cohort.assemble(per_session["discs"], "discs", failures)
+    discs = cohort.with_longitudinal_heights(discs, per_participant, pair_failures)
     vertebrae = cohort.assemble(per_session["vertebrae"], "vertebrae", failures)
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)

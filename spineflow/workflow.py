@@ -20,6 +20,8 @@ from .dicom_index import load_or_build, select_series
 log = logging.getLogger(__name__)
 
 SUBJECT, SESSION = "{subject}", "{session}"
+# the vertebrae around the study's discs, each registered on its own between sessions
+REGISTERED_VERTEBRAE = ("L2", "L3", "L4", "L5", "S1")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class Paths:
         """Per-session measure tables (kind: discs | vertebrae) of (subject, session) labels."""
         return [self.derived(rule, ".tsv", sub=s, ses=ses, suffix=kind) for s, ses in sessions]
 
-    def xfm(self, sub=SUBJECT) -> str:
+    def xfm(self, sub=SUBJECT, desc: str | None = None) -> str:
+        """ses-2 -> ses-1 rigid transform: the whole field, or one vertebra's (desc)."""
         return bids(
             self.deriv,
             datatype="anat",
@@ -71,9 +74,13 @@ class Paths:
             from_="ses2",
             to="ses1",
             mode="image",
+            desc=desc,
             suffix="xfm",
             extension=".tfm",
         )
+
+    def level_xfms(self, sub=SUBJECT) -> dict[str, str]:
+        return {name: self.xfm(sub, desc=name) for name in REGISTERED_VERTEBRAE}
 
     def log(self, step: str, sub=SUBJECT, ses: str | None = SESSION, ext=".log") -> str:
         return bids(
@@ -90,7 +97,8 @@ class Paths:
             subject_dir=False,
         )
 
-    def failure_record(self, sub: str, ses: str) -> Path:
+    def failure_record(self, sub: str, ses: str | None) -> Path:
+        """A failed job's record: of a session, or (ses None) of a participant's pair."""
         return Path(
             bids(
                 self.failures_dir,
@@ -104,6 +112,20 @@ class Paths:
 
     def group(self, name: str) -> str:
         return str(group_dir(self.output_dir) / name)
+
+
+def external_labels(config: dict, subject: str, session: str) -> list[str]:
+    """The existing label map of a session when segmentation.method is external (else none)."""
+    segmentation = config["segmentation"]
+    if segmentation["method"] != "external":
+        return []
+    pattern = segmentation["external"]
+    if "{subject}" not in pattern or "{session}" not in pattern:
+        raise ValueError(
+            "config segmentation.external must give each session's label map with {subject} "
+            f"and {{session}} in it, got {pattern!r}"
+        )
+    return [pattern.format(subject=subject, session=session)]
 
 
 def geometry_rule(config: dict) -> dict:

@@ -1,7 +1,7 @@
 """Geometry on analytic label maps whose answer is known exactly.
 
 A straight stack of rectangular vertebral bodies (flat endplates) separated by discs of known
-heights, with a bright canal behind them, rendered with partial volume (4 x 4 in-plane
+heights, with a bright canal behind them, rendered with partial volume (16 x 16 in-plane
 supersampling of the analytic shapes) on a 3.3 x 1.09375 x 1.09375 mm grid, canonical RAS
 [x, y, z]. Labels come from the same analytic shapes. Truth: disc height = gap between the
 bodies, disc width = body depth + 2 bulges, intervertebral distance = body height.
@@ -18,11 +18,12 @@ from spineflow.segment import VERTEBRA_LABELS, disc_label
 
 SPACING = (3.3, 1.09375, 1.09375)
 SHAPE = (7, 160, 200)
-SUPERSAMPLE = 4
-HEIGHT_TOLERANCE_MM = 0.35
-DISTANCE_TOLERANCE_MM = 0.5
+SUPERSAMPLE = 16
+HEIGHT_TOLERANCE_MM = 0.1  # issue 3: |bias| <= 0.1 mm, SD <= 0.15 mm per disc
+DISTANCE_TOLERANCE_MM = 0.1
+WIDTH_TOLERANCE_MM = 0.25
 
-MARROW, DISC, CANAL, CORTEX = 0.36, 0.17, 1.0, 0.04
+MARROW, DISC, CANAL, CORTEX = 0.36, 0.17, 1.0, 0.0
 LIGAMENT, ANTERIOR, POSTERIOR = 0.05, 0.45, 0.3
 DEPTH_MM = 34.0  # AP extent of every body; posterior walls at a = 0
 BULGE_MM = 1.0
@@ -128,8 +129,8 @@ def _z_of(s: float) -> float:
 
 
 def _measure(angle_deg=0.0, n_z=SHAPE[2], cortex_mm=0.0):
-    # the pipeline is told the cortical thickness it cannot resolve (config endplate_cortex_mm)
-    discs, vertebrae = measure_session(*phantom(angle_deg, n_z, cortex_mm), cortex_mm=cortex_mm)
+    # the pipeline estimates the cortical thickness itself (config endplate_cortex_mm: auto)
+    discs, vertebrae, _ = measure_session(*phantom(angle_deg, n_z, cortex_mm), cortex_mm="auto")
     return discs.set_index("level"), vertebrae.set_index("vertebra")
 
 
@@ -163,14 +164,15 @@ def _check_all(discs, vertebrae):
     for level in ("L3-L4", "L4-L5", "L5-S1"):
         row = discs.loc[level]
         assert row["status"] == "ok", (level, row["note"])
-        assert row["width_mm"] == pytest.approx(DEPTH_MM + 2 * BULGE_MM, abs=1.0), level
+        assert row["width_mm"] == pytest.approx(DEPTH_MM + 2 * BULGE_MM, abs=WIDTH_TOLERANCE_MM), (
+            level
+        )
     for name in ("L3", "L4", "L5", "S1"):
         assert vertebrae.loc[name, "status"] == "ok", (name, vertebrae.loc[name, "note"])
     heights = discs.loc[["L3-L4", "L4-L5", "L5-S1"], "height_mm"]
     height_errors = heights - heights.index.map(DISC_HEIGHTS)
     distances = vertebrae.loc[["L3", "L4", "L5", "S1"], "intervertebral_distance_mm"]
     distance_errors = distances - [BODY_S[n][1] - BODY_S[n][0] for n in distances.index]
-    # issue 2 asks 0.5 mm per disc; the partial-volume edge model holds 0.35 mm here
     assert np.all(np.abs(height_errors) < HEIGHT_TOLERANCE_MM), (
         f"disc height errors (mm):\n{height_errors}"
     )
@@ -179,23 +181,32 @@ def _check_all(discs, vertebrae):
     )
 
 
-# cortex 0: the phantom of the brief; 0.5 mm: a dark cortical shell, as edges.fit_edge assumes
+# cortex 0: no cortical shell; 0.5 mm: a signal-free cortical shell whose thickness the
+# pipeline estimates from the endplates themselves
 CORTICES = pytest.mark.parametrize("cortex_mm", [0.0, 0.5], ids=["no_cortex", "cortex_0.5"])
+# "Straight" is 2 degrees off the pixel grid: on a noise-free edge lying exactly along the grid
+# every pixel row has the same sub-pixel phase and a thin cortex cannot be told from a shifted
+# edge; any real endplate (curved, tilted, noisy) samples many phases.
+STRAIGHT_DEG, TILTED_DEG = 2.0, 20.0
+
+
+def test_grid_aligned_stack_without_cortex_matches_the_truth():
+    _check_all(*_cached(0.0, 0.0))
 
 
 @CORTICES
 def test_straight_stack_measures_match_the_truth(cortex_mm):
-    _check_all(*_cached(0.0, cortex_mm))
+    _check_all(*_cached(STRAIGHT_DEG, cortex_mm))
 
 
 @CORTICES
 def test_tilted_stack_measures_match_the_truth(cortex_mm):
-    _check_all(*_cached(20.0, cortex_mm))
+    _check_all(*_cached(TILTED_DEG, cortex_mm))
 
 
 @CORTICES
 def test_tilt_does_not_change_the_answers(cortex_mm):
-    straight, tilted = _cached(0.0, cortex_mm), _cached(20.0, cortex_mm)
+    straight, tilted = _cached(STRAIGHT_DEG, cortex_mm), _cached(TILTED_DEG, cortex_mm)
     for table, column, tolerance in (
         (0, "height_mm", HEIGHT_TOLERANCE_MM),
         (1, "intervertebral_distance_mm", DISTANCE_TOLERANCE_MM),
@@ -204,7 +215,7 @@ def test_tilt_does_not_change_the_answers(cortex_mm):
         assert np.all(np.isfinite(a)) and np.all(np.isfinite(b))
         assert np.all(np.abs(a - b) < tolerance), f"straight - tilted:\n{a - b}"
     widths = straight[0]["width_mm"] - tilted[0]["width_mm"]
-    assert np.all(np.abs(widths) < 0.5)
+    assert np.all(np.abs(widths) < WIDTH_TOLERANCE_MM)
 
 
 def test_top_cutting_l3_body_marks_l3_not_in_fov():

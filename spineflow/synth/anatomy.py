@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 LUMBAR_NAMES = ("T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")
-SACRAL_NAMES = ("S1", "S2", "S3")
+SACRAL_NAMES = ("S1", "S2", "S3", "S4")
 CORNER_RADIUS_MM = 2.0
 
 
@@ -31,6 +31,7 @@ class Vertebra:
     concavity_cranial_mm: float  # depth of the cranial endplate's central concavity
     concavity_caudal_mm: float
     cortex_mm: float  # thickness of the dark cortical shell
+    centre_r: float = 0.0  # lateral (coronal) offset of the body from the anatomy's midline
 
     @property
     def up(self) -> np.ndarray:
@@ -44,7 +45,7 @@ class Vertebra:
         """(u, v, w): anterior, cranial and right-lateral coordinates in the body's frame."""
         da, ds = a - self.centre_as[0], s - self.centre_as[1]
         c, n = np.cos(self.tilt_rad), np.sin(self.tilt_rad)
-        return da * c - ds * n, da * n + ds * c, r
+        return da * c - ds * n, da * n + ds * c, r - self.centre_r
 
     def footprint_r2(self, u, w):
         return (2 * u / self.depth_mm) ** 2 + (2 * w / self.width_mm) ** 2
@@ -110,11 +111,15 @@ class Disc:
     def width_mm(self) -> float:
         return (self.upper.width_mm + self.lower.width_mm) / 2
 
+    @property
+    def centre_r(self) -> float:
+        return (self.upper.centre_r + self.lower.centre_r) / 2
+
     def mid_local(self, r, a, s):
         origin = self.mid_origin_as
         da, ds = a - origin[0], s - origin[1]
         c, n = np.cos(self.mid_tilt_rad), np.sin(self.mid_tilt_rad)
-        return da * c - ds * n, da * n + ds * c, r
+        return da * c - ds * n, da * n + ds * c, r - self.centre_r
 
     @property
     def half_extent_mm(self) -> float:
@@ -139,6 +144,12 @@ class Spine:
 
     def disc(self, level: str) -> Disc:
         return next(d for d in self.discs if d.level == level)
+
+    def midline_r(self, s) -> np.ndarray:
+        """Lateral position of the spine's midline at height s (a scoliotic curve, if any)."""
+        order = np.argsort([v.centre_as[1] for v in self.vertebrae])
+        heights = np.array([self.vertebrae[i].centre_as[1] for i in order])
+        return np.interp(s, heights, [self.vertebrae[i].centre_r for i in order])
 
 
 def _unit(angle_rad: float) -> np.ndarray:
@@ -208,6 +219,7 @@ def _make_body(name, centre_as, tilt_rad, params, anchor=False) -> Vertebra:
         concavity_cranial_mm=size["concavity_cranial_mm"],
         concavity_caudal_mm=size["concavity_caudal_mm"],
         cortex_mm=params["cortex_mm"],
+        centre_r=float(params.get("lateral_mm", {}).get(name, 0.0)),
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -63,6 +63,8 @@ INSTITUTIONS = (
 )
 STUDY_LEVELS = ("L3-L4", "L4-L5", "L5-S1")
 STUDY_VERTEBRAE = ("L3", "L4", "L5", "S1")
+# patient pose in the scanner (deg about r, a, s): pitch in the sagittal plane is the largest
+MAX_ROTATION_DEG = (10.0, 4.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class CohortOptions:
     missing_timepoint2_share: float = 3 / 28
     cut_l3l4_share: float = 9 / 56  # of scans: the study had 9 of 53
     snr_range: tuple[float, float] = (10.0, 40.0)
-    supersample: int = 2
+    supersample: int = 4
     workers: int = 2
 
 
@@ -116,6 +118,7 @@ def _generate_participant(plan: dict) -> dict:
         params2 = sampling.timepoint2_params(rng, params1, change)
         sessions.append(("ses-2", params2, int(rng.integers(133, 147))))  # ~20 weeks
     cut_session = int(rng.integers(0, len(sessions))) if plan["cut_l3l4"] else -1
+    protocol = _protocol(rng)
     first_day = date(2025, 1, 6) + timedelta(days=int(rng.integers(0, 300)))
     disc_rows, vertebra_rows, scan_rows = [], [], []
     phi = _phi_of_person(person)
@@ -123,8 +126,13 @@ def _generate_participant(plan: dict) -> dict:
         spine = anatomy.build_spine(params)
         snr = rng.uniform(*options.snr_range)
         scene = sampling.sample_scene(rng, spine, snr)
-        contrast = sampling.sample_contrast(rng, render.PD_FS)
-        rotation, translation, geometry, fov = _place_scan(rng, spine, k == cut_session)
+        contrast = sampling.sample_contrast(rng, render.PD_FS, fat_range=(0.04, 0.3))
+        rotation, translation, geometry, fov = _place_scan(rng, spine, k == cut_session, protocol)
+        # the SNR is that of L4's marrow as received, under the bias field
+        l4 = spine.vertebra("L4")
+        field = render.bias_field(_to_scanner(l4.centre_as, rotation, translation)[None], scene)
+        scene["noise_sigma"] *= float(field[0])
+        _write_anatomy(Path(plan["out"]), plan["participant_id"], session_id, params, fov)
         study = _study_info(rng, person, first_day + timedelta(days=day))
         phi += [study.accession, study.study_date]
         folder = Path(plan["out"]) / "dicom" / f"ST{rng.integers(0, 16**5):05X}"
@@ -154,7 +162,9 @@ def _generate_participant(plan: dict) -> dict:
                     "status": statuses[level],
                     "planted_change_mm": change.get(level, 0.0) if session_id == "ses-2" else 0.0,
                     "centre_scanner_ras": json.dumps(
-                        _to_scanner(disc.mid_origin_as, rotation, translation).round(3).tolist()
+                        _to_scanner(disc.mid_origin_as, rotation, translation, disc.centre_r)
+                        .round(3)
+                        .tolist()
                     ),
                 }
             )
@@ -178,6 +188,12 @@ def _generate_participant(plan: dict) -> dict:
                 "translation_mm": json.dumps(np.round(fov["translation_mm"], 3).tolist()),
                 "midline_offset_mm": round(fov["midline_offset_mm"], 3),
                 "n_slices": len(geometry.slice_centres),
+                "fov_mm": round(protocol.fov_mm, 1),
+                "pixel_mm": round(protocol.pixel_mm, 4),
+                "slice_spacing_mm": round(protocol.thickness_mm + protocol.gap_mm, 3),
+                "cortex_mm": round(params["cortex_mm"], 3),
+                "bias_ap_gradient": round(scene["bias"]["ap_gradient"], 3),
+                "fat_signal": round(contrast["fat"], 3),
                 "fov_top_cuts": fov["top_cuts"],
             }
         )
@@ -258,21 +274,82 @@ def _study_info(rng, person, day: date) -> StudyInfo:
     )
 
 
-def _to_scanner(point_as, rotation, translation) -> np.ndarray:
-    point = np.array([0.0, point_as[0], point_as[1]])
+def _to_scanner(point_as, rotation, translation, r_mm: float = 0.0) -> np.ndarray:
+    point = np.array([r_mm, point_as[0], point_as[1]])
     return render.anatomy_to_scanner(point[None, :], rotation, translation)[0]
 
 
-def _sagittal_geometry(rng) -> tuple[render.SliceGeometry, float]:
-    n_slices = int(rng.integers(15, 20))
-    offset = rng.uniform(-1.65, 1.65)  # where the midline falls between slices
-    r = offset + (np.arange(n_slices) - (n_slices - 1) / 2) * 3.3
-    centres = np.stack([r, np.zeros(n_slices), np.zeros(n_slices)], axis=1)
+def anatomy_path(out: Path, participant_id: str, session_id: str) -> Path:
+    return Path(out) / "truth" / "anatomy" / f"{participant_id}_{session_id}.json"
+
+
+def _write_anatomy(out: Path, participant_id, session_id, params: dict, fov: dict) -> None:
+    """What rebuilds this scan's anatomy and pose (truth label maps on any grid)."""
+    record = {
+        "params": params,
+        "rotation_deg": np.asarray(fov["rotation_deg"]).tolist(),
+        "translation_mm": np.asarray(fov["translation_mm"]).tolist(),
+    }
+    path = anatomy_path(out, participant_id, session_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, default=float))
+
+
+def truth_label_map(out: Path, participant_id: str, session_id: str, reference_nifti):
+    """Truth labels (SPINEPS values) on the grid of a NIfTI image of that scan, as nibabel."""
+    import nibabel as nib
+
+    record = json.loads(anatomy_path(out, participant_id, session_id).read_text())
+    spine = anatomy.build_spine(record["params"])
+    rotation, translation = render.pose_matrix(record["rotation_deg"], record["translation_mm"])
+    reference = nib.load(str(reference_nifti))
+    ijk = np.indices(reference.shape[:3]).reshape(3, -1).T
+    scanner = nib.affines.apply_affine(reference.affine, ijk)
+    anat = render.scanner_to_anatomy(scanner, rotation, translation)
+    labels = render.structure_labels(spine, anat[:, 0], anat[:, 1], anat[:, 2])
+    return nib.Nifti1Image(labels.reshape(reference.shape[:3]), reference.affine)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A participant's sagittal protocol (the same at both visits)."""
+
+    fov_mm: float
+    matrix: int
+    thickness_mm: float
+    gap_mm: float
+    n_slices: int
+
+    @property
+    def pixel_mm(self) -> float:
+        return self.fov_mm / self.matrix
+
+
+STUDY_PROTOCOL = Protocol(sampling.FOV_MM, sampling.MATRIX, 3.0, 0.3, 17)
+
+
+def _protocol(rng) -> Protocol:
+    """Half the cohort on the study's protocol, half on others: fields of view from little
+    more than L3-S1 to the thoracolumbar junction, other pixels, slices and gaps."""
+    if rng.uniform() < 0.5:
+        return replace(STUDY_PROTOCOL, n_slices=int(rng.integers(15, 20)))
+    fov_mm = rng.uniform(200, 380)
+    matrix = 2 * int(round(fov_mm / rng.uniform(0.85, 1.25) / 2))
+    thickness_mm, gap_mm = rng.uniform(3.0, 4.0), rng.uniform(0.0, 0.8)
+    n_slices = int(np.ceil(2 * rng.uniform(25, 32) / (thickness_mm + gap_mm))) | 1
+    return Protocol(fov_mm, matrix, thickness_mm, gap_mm, n_slices)
+
+
+def _sagittal_geometry(rng, protocol: Protocol) -> tuple[render.SliceGeometry, float]:
+    spacing = protocol.thickness_mm + protocol.gap_mm
+    offset = rng.uniform(-spacing / 2, spacing / 2)  # where the midline falls between slices
+    r = offset + (np.arange(protocol.n_slices) - (protocol.n_slices - 1) / 2) * spacing
+    centres = np.stack([r, np.zeros_like(r), np.zeros_like(r)], axis=1)
     geometry = render.SliceGeometry(
-        rows=sampling.MATRIX,
-        cols=sampling.MATRIX,
-        pixel_mm=sampling.FOV_MM / sampling.MATRIX,
-        thickness_mm=3.0,
+        rows=protocol.matrix,
+        cols=protocol.matrix,
+        pixel_mm=protocol.pixel_mm,
+        thickness_mm=protocol.thickness_mm,
         slice_centres=centres,
         row_dir=np.array([0.0, -1.0, 0.0]),  # columns run anterior -> posterior
         col_dir=np.array([0.0, 0.0, -1.0]),  # rows run superior -> inferior
@@ -280,22 +357,27 @@ def _sagittal_geometry(rng) -> tuple[render.SliceGeometry, float]:
     return geometry, offset
 
 
+def _rim_points(vertebra, surface: str) -> np.ndarray:
+    """(r, a, s) points of one endplate across its AP extent in the body's mid-sagittal plane."""
+    points_as = vertebra.rim_points_as(surface)
+    return np.column_stack([np.full(len(points_as), vertebra.centre_r), points_as])
+
+
 def _endplate_rims(spine) -> dict[str, np.ndarray]:
     """Mid-sagittal rim points that decide whether each study structure is in the field."""
     rims = {}
     for name in STUDY_VERTEBRAE:
         v = spine.vertebra(name)
-        rims[name] = np.vstack([v.rim_points_as("cranial"), v.rim_points_as("caudal")])
+        rims[name] = np.vstack([_rim_points(v, "cranial"), _rim_points(v, "caudal")])
     for level in STUDY_LEVELS:
         d = spine.disc(level)
-        rims[level] = np.vstack([d.upper.rim_points_as("caudal"), d.lower.rim_points_as("cranial")])
+        rims[level] = np.vstack([_rim_points(d.upper, "caudal"), _rim_points(d.lower, "cranial")])
     return rims
 
 
-def _inplane_margin_mm(points_as, rotation, translation, geometry) -> np.ndarray:
+def _inplane_margin_mm(points_ras, rotation, translation, geometry) -> np.ndarray:
     """Signed distance of each point inside the image rectangle (negative: outside)."""
-    points = np.column_stack([np.zeros(len(points_as)), points_as])
-    scanner = render.anatomy_to_scanner(points, rotation, translation)
+    scanner = render.anatomy_to_scanner(points_ras, rotation, translation)
     half = geometry.pixel_mm * geometry.rows / 2
     return np.minimum(half - np.abs(scanner[:, 1]), half - np.abs(scanner[:, 2]))
 
@@ -308,32 +390,35 @@ def _fov_status(spine, rotation, translation, geometry) -> dict[str, str]:
     return statuses
 
 
-def _place_scan(rng, spine, cut_l3l4: bool):
-    """Pose the patient and the field of view; with cut_l3l4 the top edge cuts L3 or L3-L4.
+def _place_scan(rng, spine, cut_l3l4: bool, protocol: Protocol):
+    """Pose the patient and the field of view; with cut_l3l4 the top edge cuts L3 or L3-L4,
+    otherwise L3 to S1 lie whole inside it, anywhere in a field that may reach far beyond.
 
     Edges closer than 3 mm to a deciding endplate are redrawn so the truth is unambiguous.
     """
-    for _ in range(200):
-        geometry, offset = _sagittal_geometry(rng)
-        rotation_deg, shift = sampling.sample_pose(rng, 3.0, 8.0)
+    half = protocol.fov_mm / 2
+    l3, l4, s1 = (spine.vertebra(n) for n in ("L3", "L4", "S1"))
+    top_s = l3.rim_points_as("cranial")[:, 1].max()
+    bottom_s = s1.rim_points_as("caudal")[:, 1].min()
+    for _ in range(400):
+        geometry, offset = _sagittal_geometry(rng, protocol)
+        rotation_deg, shift = sampling.sample_pose(rng, MAX_ROTATION_DEG, 8.0)
         rotation, _ = render.pose_matrix(rotation_deg, (0, 0, 0))
-        l4 = np.asarray(spine.vertebra("L4").centre_as)
-        half = sampling.FOV_MM / 2
         if cut_l3l4:
-            top_s = rng.uniform(
-                spine.vertebra("L4").centre_as[1], spine.vertebra("L3").centre_as[1]
-            )
-            target_s = top_s - half
+            target_s = rng.uniform(l4.centre_as[1], l3.centre_as[1]) - half
         else:
-            target_s = l4[1] + rng.uniform(-25, 25)
-        target = np.array([0.0, l4[0] - rng.uniform(30, 60), target_s])
+            low, high = top_s + 8 - half, bottom_s - 8 + half
+            target_s = rng.uniform(low, high) if low < high else (low + high) / 2
+        target = np.array([spine.midline_r(target_s), l4.centre_as[0] - rng.uniform(30, 60),
+                           target_s])  # fmt: skip
         translation = -(rotation @ target) + shift
         margins = [
             _inplane_margin_mm(rims, rotation, translation, geometry)
             for rims in _endplate_rims(spine).values()
         ]
         ambiguous = any(((m > -3) & (m < 3)).any() for m in margins)
-        if not ambiguous:
+        whole = cut_l3l4 or all((m > 0).all() for m in margins)
+        if whole and not ambiguous:
             fov = {
                 "rotation_deg": rotation_deg,
                 "translation_mm": translation,
@@ -374,9 +459,7 @@ def _write_study(folder, spine, scene, contrast, rotation, translation, geometry
     write_series(
         folder / "SE002", t1, geometry, study, SeriesInfo(2, "t1_tse_sag", 650, 9.8, ""), rng
     )
-    pd_fs = render.render_volume(
-        spine, scene, geometry, rotation, translation, contrast, rng, ss, 3
-    )
+    pd_fs = render.render_volume(spine, scene, geometry, rotation, translation, contrast, rng, ss)
     write_series(
         folder / "SE003",
         pd_fs,
@@ -408,7 +491,8 @@ def _localizer_geometries() -> list[render.SliceGeometry]:
 
 
 def _axial_geometry(spine, rotation, translation) -> render.SliceGeometry:
-    centre = _to_scanner(spine.disc("L4-L5").mid_origin_as, rotation, translation)
+    disc = spine.disc("L4-L5")
+    centre = _to_scanner(disc.mid_origin_as, rotation, translation, disc.centre_r)
     offsets = (np.arange(5) - 2) * 4.4
     centres = centre + np.outer(offsets, [0, 0, 1.0])
     return render.SliceGeometry(

@@ -37,14 +37,18 @@ BODY_SIZE = {
     "S1": (28, 37, 50),
     "S2": (22, 30, 40),
     "S3": (16, 23, 30),
+    "S4": (12, 17, 22),
 }
+# lateral (scoliotic) offset of each body per mm of a participant's coronal curve amplitude
+SCOLIOSIS_SHAPE = {"L5": 0.35, "L4": 0.75, "L3": 1.0, "L2": 0.9, "L1": 0.6, "T12": 0.3, "T11": 0.1}
 FOV_MM = 350.0
 MATRIX = 320
 
 
 def sample_participant(rng: np.random.Generator) -> dict:
     """Anatomy parameters (timepoint 1), scene and demographic-linked sizes of one person."""
-    size = rng.uniform(0.85, 1.15)
+    size = rng.uniform(0.8, 1.2)
+    scoliosis_mm = rng.uniform(-4, 4)  # a mild coronal curve, largest at L3
     lordosis = rng.uniform(15, 50)
     body = {}
     for name in LUMBAR_NAMES + SACRAL_NAMES:
@@ -74,12 +78,16 @@ def sample_participant(rng: np.random.Generator) -> dict:
         "body": body,
         "pfirrmann": grades,
         "bulge_mm": rng.uniform(0.3, 1.5),
-        "cortex_mm": rng.uniform(0.4, 0.6),  # lumbar cortical endplates: ~0.4-0.6 mm
+        # lumbar cortical endplates: ~0.3-0.9 mm, thinner than a pixel and never told to the
+        # pipeline, which must cope with all of them
+        "cortex_mm": rng.uniform(0.3, 0.9),
+        "lateral_mm": {name: k * scoliosis_mm for name, k in SCOLIOSIS_SHAPE.items()},
         "sacral_curve_deg": rng.uniform(12, 25),
         "sacral_remnant_mm": rng.uniform(1.0, 2.5),
         "canal_ap_mm": rng.uniform(13, 18) * size,
         "canal_lr_mm": rng.uniform(18, 24) * size,
-        "ligament_gap_mm": rng.uniform(1.0, 2.5),
+        "ligament_gap_mm": rng.uniform(1.0, 2.5),  # posterior longitudinal ligament
+        "all_mm": rng.uniform(1.5, 3.0),  # anterior longitudinal ligament
         "cord_radius_mm": rng.uniform(4.0, 5.0),
     }
     return params
@@ -111,6 +119,7 @@ def sample_scene(rng: np.random.Generator, spine, snr: float) -> dict:
     ]
     for vessel in vessels:
         vessel.update({"split_s_mm": split, "top_s_mm": 1e9})
+    strength = rng.uniform(0.3, 2.0)  # receive-field fall-off: from a body coil to a tight array
     return {
         "trunk_centre_offset_mm": rng.uniform(20, 60),
         "trunk_semi_ap_mm": rng.uniform(105, 160),
@@ -119,29 +128,66 @@ def sample_scene(rng: np.random.Generator, spine, snr: float) -> dict:
         "canal_ap_mm": spine.canal_ap_mm,
         "psoas_offset_mm": rng.uniform(17, 24),
         "psoas_top_s_mm": s_of["T12"],
+        "sacral_tip_s_mm": s_of["S4"],
         "bowel": bowel,
         "vessels": vessels,
         "marrow_texture": rng.uniform(0.02, 0.08),
+        "pelvis": _pelvis(rng, spine),
         "bias": {
-            "ap_gradient": rng.uniform(0.1, 0.9),
+            "ap_gradient": strength * rng.uniform(0.1, 0.9),
             "a0_mm": rng.uniform(-40, 0),
-            "si_curvature": rng.uniform(-0.5, 0.0),
-            "lr_gradient": rng.uniform(-0.15, 0.15),
-            "si_gradient": rng.uniform(-0.3, 0.3),
+            "si_curvature": strength * rng.uniform(-0.5, 0.0),
+            "lr_gradient": strength * rng.uniform(-0.15, 0.15),
+            "si_gradient": strength * rng.uniform(-0.3, 0.3),
         },
         "snr": snr,
         "noise_sigma": 0.36 / snr,  # SNR of vertebral marrow
     }
 
 
-def sample_contrast(rng: np.random.Generator, base: dict) -> dict:
+def _pelvis(rng: np.random.Generator, spine) -> list[dict]:
+    """Bladder (urine: bright), pubic symphysis and posterior iliac bones (marrow), placed
+    around the sacrum in the anatomy frame."""
+    tip = spine.vertebra("S4")
+    front_a = tip.centre_as[0] + tip.depth_mm / 2
+    bladder = {
+        "tissue": "urine",
+        "centre_ras": (rng.normal(0, 5), front_a + rng.uniform(45, 80), tip.centre_as[1]
+                       - rng.uniform(-10, 30)),
+        "radii_mm": (rng.uniform(35, 55), rng.uniform(20, 40), rng.uniform(20, 40)),
+    }  # fmt: skip
+    pubis = {
+        "tissue": "marrow",
+        "centre_ras": (0.0, bladder["centre_ras"][1] + bladder["radii_mm"][1] + 12,
+                       bladder["centre_ras"][2] - bladder["radii_mm"][2] - 5),
+        "radii_mm": (18.0, 9.0, 22.0),
+    }  # fmt: skip
+    s1 = spine.vertebra("S1")
+    ilia = [
+        {
+            "tissue": "marrow",
+            "centre_ras": (side * rng.uniform(55, 70), s1.centre_as[0] - 20, s1.centre_as[1] - 15),
+            "radii_mm": (12.0, 30.0, 45.0),
+        }
+        for side in (-1, 1)
+    ]
+    return [bladder, pubis, *ilia]
+
+
+def sample_contrast(
+    rng: np.random.Generator, base: dict, spread: float = 0.2, fat_range=None
+) -> dict:
+    """Tissue signals jittered independently by up to +-spread (scanners, coils, sequences);
+    fat_range draws the fat signal itself (how well fat suppression worked)."""
     contrast = copy.deepcopy(base)
     for key, value in base.items():
         if isinstance(value, dict):
-            factor = rng.uniform(0.9, 1.1)
+            factor = rng.uniform(1 - spread / 2, 1 + spread / 2)
             contrast[key] = {g: v * factor for g, v in value.items()}
         else:
-            contrast[key] = value * rng.uniform(0.88, 1.12)
+            contrast[key] = value * rng.uniform(1 - spread, 1 + spread)
+    if fat_range is not None:
+        contrast["fat"] = rng.uniform(*fat_range)
     return contrast
 
 
@@ -150,13 +196,14 @@ def timepoint2_params(rng: np.random.Generator, params: dict, change_mm: dict) -
     later = copy.deepcopy(params)
     for lvl in LUMBAR_LEVELS:
         later["disc_height_mm"][lvl] = params["disc_height_mm"][lvl] + change_mm.get(lvl, 0.0)
-        later["disc_wedge_deg"][lvl] = params["disc_wedge_deg"][lvl] + rng.normal(0, 0.8)
-    later["sacral_slope_deg"] = params["sacral_slope_deg"] + rng.normal(0, 1.5)
+        later["disc_wedge_deg"][lvl] = params["disc_wedge_deg"][lvl] + rng.normal(0, 1.5)
+    later["sacral_slope_deg"] = params["sacral_slope_deg"] + rng.normal(0, 3.0)
     return later
 
 
-def sample_pose(rng: np.random.Generator, max_rotation_deg: float, max_shift_mm: float):
-    rotation = rng.uniform(-max_rotation_deg, max_rotation_deg, size=3)
+def sample_pose(rng: np.random.Generator, max_rotation_deg, max_shift_mm: float):
+    """Rotation (deg about r, a, s: pitch in the sagittal plane, roll, yaw) and shift (mm)."""
+    rotation = rng.uniform(-1, 1, size=3) * np.asarray(max_rotation_deg, dtype=float)
     shift = rng.normal(0, 1, size=3)
     shift *= rng.uniform(0, max_shift_mm) / max(np.linalg.norm(shift), 1e-9)
     return rotation, shift

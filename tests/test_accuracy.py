@@ -1,0 +1,48 @@
+"""Accuracy of the whole pipeline on the tiny fixed-seed cohort, against the phantom's truth.
+
+Labels and statuses are held to issue 3's targets. The measurement figures are held to the
+bounds the pipeline meets today (REGRESSION_BOUNDS, looser than issue 3's targets, which
+``spineflow accuracy`` reports on a larger cohort): a change that makes them worse fails CI.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spineflow.evaluate import TARGETS, evaluate, format_report, target_figures
+
+REGRESSION_BOUNDS = {
+    ("height_mm", "abs_bias"): 0.4,
+    ("height_mm", "sd"): 0.4,
+    ("width_mm", "sd"): 1.0,
+    ("intervertebral_distance_mm", "sd"): 1.0,
+    ("height_change_mm", "sd"): 0.5,
+}
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run):
+    cohort, output, process, _ = tiny_run
+    assert process.returncode == 0, process.stderr[-3000:]
+    report = evaluate(output, cohort / "truth")
+    print(format_report(report))
+    return report
+
+
+def test_every_disc_label_sits_at_its_true_level(report):
+    assert report["labels_right"] >= TARGETS["labels_right"]["min"], report["labels_wrong"]
+
+
+def test_statuses_agree_with_the_truth_every_time(report):
+    """not_in_fov exactly when the field of view cuts a structure, ok when it is whole."""
+    for kind, share in report["status_agreement"].items():
+        table = report[kind]
+        wrong = table[table["status"] != table["status_true"]]
+        assert share >= TARGETS["status_agreement"]["min"], (kind, wrong.to_dict("records"))
+
+
+@pytest.mark.parametrize("measure,figure", sorted(REGRESSION_BOUNDS))
+def test_measurement_errors_stay_within_the_bounds(report, measure, figure):
+    value = target_figures(report)[measure][figure]
+    assert np.isfinite(value) and value <= REGRESSION_BOUNDS[(measure, figure)], value
