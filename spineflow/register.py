@@ -138,15 +138,21 @@ def register_rigid(
     ``out_resampled`` (moving resampled onto the fixed grid, float32, fixed's NIfTI header).
     Reproducible for a given seed (single-threaded; more threads may change the last digits).
     With both sessions' label maps (``fixed_dseg``, ``moving_dseg``) the spines are first put
-    on each other (the mean shift of the vertebrae both show: the fields of view of two visits
-    may lie centimetres apart) and only the spine and 15 mm around it drive the metric (the
-    bowel and the pelvis move on their own). Returns facts for the JSON sidecar.
+    on each other (``label_transform``: the fields of view of two visits may lie centimetres
+    apart), only the spine and 15 mm around it drive the metric (the bowel and the pelvis move
+    on their own), and the result is checked against the labels (``_checked_against_labels``).
+    Returns facts for the JSON sidecar.
     """
     n_threads = set_itk_threads(threads)
     fixed = sitk.ReadImage(str(fixed_path), sitk.sitkFloat32)
     moving = sitk.ReadImage(str(moving_path), sitk.sitkFloat32)
     fixed_mask = spine_mask(fixed_dseg, fixed, 15.0) if fixed_dseg else None
-    initial = label_transform(fixed_dseg, moving_dseg) if fixed_dseg and moving_dseg else None
+    centroids = (
+        (_label_centroids(fixed_dseg), _label_centroids(moving_dseg))
+        if fixed_dseg and moving_dseg
+        else None
+    )
+    initial = label_transform(*centroids) if centroids else None
     if initial is not None:
         transform = sitk.Euler3DTransform(initial)  # a copy: the registration works in place
     else:  # image centres (not intensity moments: sessions may differ in field of view)
@@ -179,7 +185,7 @@ def register_rigid(
 
     quality = {}
     if initial is not None:
-        transform, quality = _checked_against_labels(transform, initial, fixed_dseg, moving_dseg)
+        transform, quality = _checked_against_labels(transform, initial, *centroids)
     Path(out_tfm).parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteTransform(transform, str(out_tfm))
     resampled = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
@@ -217,11 +223,11 @@ def _label_centroids(dseg_path) -> dict[int, np.ndarray]:
     return {label: np.array(stats.GetCentroid(label)) for label in stats.GetLabels()}
 
 
-def label_transform(fixed_dseg, moving_dseg) -> sitk.Euler3DTransform | None:
-    """Rigid transform (fixed -> moving) that best puts the centroids of the structures labelled
-    in both sessions on each other (least squares; they trace the curved spine, so pitch and
-    shift are well defined), or their mean shift when fewer than three are shared."""
-    fixed, moving = _label_centroids(fixed_dseg), _label_centroids(moving_dseg)
+def label_transform(fixed: dict, moving: dict) -> sitk.Euler3DTransform | None:
+    """Rigid transform (fixed -> moving) that best puts the centroids (``_label_centroids``) of
+    the structures labelled in both sessions on each other (least squares; they trace the
+    curved spine, so pitch and shift are well defined), or their mean shift when fewer than
+    three are shared."""
     common = sorted(set(fixed) & set(moving))
     if not common:
         return None
@@ -243,21 +249,20 @@ def label_transform(fixed_dseg, moving_dseg) -> sitk.Euler3DTransform | None:
     return transform
 
 
-def label_residual_mm(transform: sitk.Transform, fixed_dseg, moving_dseg) -> float:
+def label_residual_mm(transform: sitk.Transform, fixed: dict, moving: dict) -> float:
     """Median distance (mm) between the moving session's label centroids and the fixed
     session's mapped by the transform: a registration check independent of the image metric."""
-    fixed, moving = _label_centroids(fixed_dseg), _label_centroids(moving_dseg)
     common = sorted(set(fixed) & set(moving))
     mapped = [np.array(transform.TransformPoint(tuple(fixed[label]))) for label in common]
     return float(np.median([np.linalg.norm(m - moving[lab]) for m, lab in zip(mapped, common)]))
 
 
-def _checked_against_labels(transform, initial, fixed_dseg, moving_dseg):
+def _checked_against_labels(transform, initial, fixed: dict, moving: dict):
     """The image registration unless it put the labelled spines further apart than the labels'
     own fit did, by more than LABEL_SLACK_MM (it slid along the spine, which looks alike level
     after level): then the label fit, and the sidecar says so."""
-    after = label_residual_mm(transform, fixed_dseg, moving_dseg)
-    before = label_residual_mm(initial, fixed_dseg, moving_dseg)
+    after = label_residual_mm(transform, fixed, moving)
+    before = label_residual_mm(initial, fixed, moving)
     facts = {"LabelResidualMillimetres": after, "InitialLabelResidualMillimetres": before}
     if after > before + LABEL_SLACK_MM:
         facts["Fallback"] = "image registration moved away from the labels: label fit kept"
