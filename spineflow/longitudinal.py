@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from .measure import CENTRAL_SHARE, Frame
 from .register import lps_to_ras, ras_to_lps
 
 # points along each endplate carried between sessions (frame u, every 0.5 mm)
@@ -42,35 +43,28 @@ def _map(transform: sitk.Transform, points_ras: np.ndarray) -> np.ndarray:
     return lps_to_ras(np.array([transform.TransformPoint(tuple(map(float, p))) for p in points]))
 
 
-def _frame(record: dict):
-    return tuple(np.asarray(record[k], dtype=float) for k in ("origin_ras", "ap_ras", "up_ras"))
+def _frame(record: dict) -> Frame:
+    """The disc's frame in scanner RAS mm (``measure.geometry_record``)."""
+    return Frame(*(np.asarray(record[k], dtype=float) for k in ("origin_ras", "ap_ras", "up_ras")))
 
 
 def _window(record: dict) -> np.ndarray:
-    """The central 80 % of the disc in the record's frame (as ``measure.DiscResult``)."""
+    """The central share of the disc in the record's frame (as ``measure.DiscResult``)."""
     centre = (record["upper_mid_u"] + record["lower_mid_u"]) / 2
-    half = 0.8 * (record["u_ant"] - record["u_post"]) / 2
+    half = CENTRAL_SHARE * (record["u_ant"] - record["u_post"]) / 2
     return np.linspace(centre - half, centre + half, 201)
 
 
 def endplate_points(record: dict, side: str) -> np.ndarray:
     """Scanner RAS points along one endplate (side "upper" or "lower") of a measured disc."""
-    origin, ap, up = _frame(record)
     u = np.arange(record["u_post"], record["u_ant"] + 1e-9, CURVE_STEP_MM)
-    t = np.polyval(record[f"{side}_coef"], u)
-    return origin + np.outer(u, ap) + np.outer(t, up)
-
-
-def _in_frame(record: dict, points_ras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    origin, ap, up = _frame(record)
-    relative = points_ras - origin
-    return relative @ ap, relative @ up
+    return _frame(record).point(u, np.polyval(record[f"{side}_coef"], u))
 
 
 def carried_height_mm(record: dict, upper_to_lower: sitk.Transform) -> float:
     """Height of the disc in the record's frame and window after moving the upper vertebra's
     endplate by ``upper_to_lower`` (its motion relative to the lower vertebra)."""
-    u, t = _in_frame(record, _map(upper_to_lower, endplate_points(record, "upper")))
+    u, t = _frame(record).coordinates(_map(upper_to_lower, endplate_points(record, "upper")))
     upper = np.polyfit(u, t, len(record["upper_coef"]) - 1)
     window = _window(record)
     return float(np.mean(np.polyval(upper, window) - np.polyval(record["lower_coef"], window)))

@@ -15,6 +15,7 @@ the image itself:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import nibabel as nib
 import numpy as np
@@ -136,6 +137,7 @@ class Plane:
         x = np.interp(k, np.arange(len(self.midline)), self.midline)
         return nib.affines.apply_affine(self.volume.affine, np.column_stack([x, j, k]))
 
+    @cached_property
     def noise_sigma(self) -> float:
         """Image noise (SD) inside the vertebral bodies, from each pixel's difference to the
         mean of its four neighbours in its own slice (texture and edges excluded by eroding the
@@ -274,7 +276,7 @@ def _edges_on_side(plane, frame, u_values, guesses, other_side, side):
             mid = (guesses[k] + other_side[k]) / 2
             t = np.arange(mid, guess + side * 9.0, side * PROFILE_STEP_MM)
             edges[k] = fit_edge(t, plane.profile(frame, u, t), guess, side, 0.0)
-        if np.isfinite(edges).sum() >= 0.6 * len(edges):
+        if _found_in_most(edges):
             break
     return edges
 
@@ -293,10 +295,13 @@ def _robust_curve(u: np.ndarray, t: np.ndarray, degree: int = 2):
 
 
 def _curve_if_enough(u_values: np.ndarray, edges: np.ndarray):
-    """The endplate curve, when at least 60 % of the profiles found the edge."""
-    if np.isfinite(edges).sum() < 0.6 * len(edges):
-        return None
-    return _robust_curve(u_values, edges)
+    """The endplate curve, when most profiles found the edge (``_found_in_most``)."""
+    return _robust_curve(u_values, edges) if _found_in_most(edges) else None
+
+
+def _found_in_most(edges: np.ndarray) -> bool:
+    """Whether at least 60 % of the profiles found the edge."""
+    return bool(np.isfinite(edges).sum() >= 0.6 * len(edges))
 
 
 def _reframe(frame: Frame, coefs: list[np.ndarray], centre_u: float) -> tuple[Frame, list]:
@@ -439,8 +444,7 @@ def _endplate_pixels(plane: Plane, disc: DiscResult, side: int) -> EdgePixels:
     give, into the bone up to BONE_WINDOW_MM, into the disc up to DISC_WINDOW_MM (and 40 % of
     its height), or a pixel further where that holds too few pixels wholly in the disc: they
     set the disc's level (an endplate along the pixel grid puts a whole row just short)."""
-    coef = np.array(disc.upper_coef if side > 0 else disc.lower_coef, dtype=float)
-    coef[-1] -= side * TYPICAL_CORTEX_MM
+    coef = _surface_guess(disc, side, TYPICAL_CORTEX_MM)
     u = disc.central_u
     height = disc.height_mm if np.isfinite(disc.height_mm) else 0.0  # a remnant: thin
     into_disc = float(np.clip(0.4 * height, 1.0, DISC_WINDOW_MM))
@@ -464,11 +468,17 @@ def _endplate_pixels(plane: Plane, disc: DiscResult, side: int) -> EdgePixels:
 
 def _fit_side(disc: DiscResult, pixels: EdgePixels, side: int, cortex_mm: float,
               cortex_level: float):  # fmt: skip
-    """Surface curve of one endplate for a given cortex; the first guess is the marrow edge
-    moved by the cortex."""
-    start = np.array(disc.upper_coef if side > 0 else disc.lower_coef, dtype=float)
-    start[-1] -= side * cortex_mm
+    """Surface curve of one endplate for a given cortex, from ``_surface_guess``."""
+    start = _surface_guess(disc, side, cortex_mm)
     return fit_endplate(pixels, start, side, cortex_mm, cortex_level)
+
+
+def _surface_guess(disc: DiscResult, side: int, cortex_mm: float) -> np.ndarray:
+    """The endplate's marrow edge moved towards the disc by the cortex: where its surface lies
+    for that cortex (side +1: the upper vertebra's)."""
+    coef = np.array(disc.upper_coef if side > 0 else disc.lower_coef, dtype=float)
+    coef[-1] -= side * cortex_mm
+    return coef
 
 
 def session_cortex_mm(plane: Plane, discs: list[DiscResult]) -> tuple[float, int]:
@@ -480,7 +490,7 @@ def session_cortex_mm(plane: Plane, discs: list[DiscResult]) -> tuple[float, int
     thickness and the number of endplates it rests on (0: none fitted, thickness NaN).
     """
     curves = []
-    floor = RICIAN_FLOOR * plane.noise_sigma()
+    floor = RICIAN_FLOOR * plane.noise_sigma
     for disc in discs:
         for side in (+1, -1):
             pixels = _endplate_pixels(plane, disc, side)
@@ -503,7 +513,7 @@ def session_cortex_mm(plane: Plane, discs: list[DiscResult]) -> tuple[float, int
 def refine_disc(plane: Plane, disc: DiscResult, cortex_mm: float) -> DiscResult:
     """The disc's endplates refined on the raw pixels (``_refine_side``); a remnant's only
     (upper) side alone."""
-    floor = RICIAN_FLOOR * plane.noise_sigma()
+    floor = RICIAN_FLOOR * plane.noise_sigma
     upper = _refine_side(plane, disc, +1, cortex_mm, floor)
     if disc.lower_coef is None:
         return replace(disc, upper_coef=upper)
@@ -565,11 +575,7 @@ def locate_sacral_remnant(plane: Plane, l5s1: DiscResult) -> DiscResult:
 def _refine_side(plane: Plane, disc: DiscResult, side: int, cortex_mm: float, floor: float):
     """One endplate's surface: the partial-volume fit, else the marrow edge moved by the cortex."""
     fit = _fit_side(disc, _endplate_pixels(plane, disc, side), side, cortex_mm, floor)
-    if fit is not None:
-        return fit.coef
-    coef = np.array(disc.upper_coef if side > 0 else disc.lower_coef, dtype=float)
-    coef[-1] -= side * cortex_mm
-    return coef
+    return fit.coef if fit is not None else _surface_guess(disc, side, cortex_mm)
 
 
 # ------------------------------------------------------------------ statuses and distances

@@ -211,11 +211,6 @@ def register_rigid(
 # ---------------------------------------------------------------- from the label maps
 
 
-def _centre_of(image: sitk.Image) -> np.ndarray:
-    return np.array(image.TransformContinuousIndexToPhysicalPoint(
-        [(n - 1) / 2 for n in image.GetSize()]))  # fmt: skip
-
-
 def _label_centroids(dseg_path) -> dict[int, np.ndarray]:
     """LPS centroid of every vertebra and disc label of a label map."""
     stats = sitk.LabelShapeStatisticsImageFilter()
@@ -271,33 +266,32 @@ def _checked_against_labels(transform, initial, fixed: dict, moving: dict):
 
 
 def spine_mask(dseg_path, reference: sitk.Image, margin_mm: float) -> sitk.Image | None:
-    """The labelled spine widened by margin_mm in the sagittal plane, on the reference grid."""
-    labels = sitk.ReadImage(str(dseg_path))
-    spine = sitk.Cast(labels > 0, sitk.sitkUInt8)
-    if not sitk.GetArrayViewFromImage(spine).any():
+    """The labelled spine widened by margin_mm in the sagittal plane and by two slices either
+    way, on the reference grid (None if nothing is labelled)."""
+    return _widened(sitk.ReadImage(str(dseg_path)) > 0, reference, margin_mm, slices=2)
+
+
+def _widened(region: sitk.Image, reference: sitk.Image, margin_mm: float, slices: int):
+    """A label region dilated by margin_mm in-plane and by ``slices`` along the thick slice axis
+    (the labels sit on the mid-sagittal slices), resampled onto the reference grid; None if the
+    region is empty."""
+    region = sitk.Cast(region, sitk.sitkUInt8)
+    if not sitk.GetArrayViewFromImage(region).any():
         return None
-    radius = [max(1, int(round(margin_mm / s))) for s in spine.GetSpacing()]
-    radius[int(np.argmax(spine.GetSpacing()))] = 2  # the labels sit on the mid-sagittal slices
-    mask = sitk.BinaryDilate(spine, radius)
+    radius = [max(1, int(round(margin_mm / s))) for s in region.GetSpacing()]
+    radius[int(np.argmax(region.GetSpacing()))] = slices
+    mask = sitk.BinaryDilate(region, radius)
     return sitk.Resample(mask, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
 
 
 # ---------------------------------------------------------------- per-level refinement
 
 
-def vertebra_mask(dseg_path: str | Path, label: int, reference: sitk.Image, margin_mm=3.0):
+def vertebra_mask(dseg: sitk.Image, label: int, reference: sitk.Image, margin_mm=3.0):
     """Mask (uint8, on the reference grid) of one vertebra for a masked registration: its label,
     widened by margin_mm in the sagittal plane (its endplates and walls, the edges that pin
-    it, lie on the border) and spread to the neighbouring slices."""
-    dseg = sitk.ReadImage(str(dseg_path))
-    body = sitk.Cast(dseg == label, sitk.sitkUInt8)
-    if not sitk.GetArrayViewFromImage(body).any():
-        return None
-    radius = [max(1, int(round(margin_mm / s))) for s in body.GetSpacing()]
-    thick = int(np.argmax(body.GetSpacing()))
-    radius[thick] = 1  # one slice either way: the labels sit on the mid-sagittal slices
-    mask = sitk.BinaryDilate(body, radius)
-    return sitk.Resample(mask, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    it, lie on the border) and by one slice either way."""
+    return _widened(dseg == label, reference, margin_mm, slices=1)
 
 
 def _chain_order(names: list[str], start: str) -> list[tuple[str, str | None]]:
@@ -430,13 +424,14 @@ def register_levels(
     centroids = (
         (_label_centroids(fixed_dseg), _label_centroids(moving_dseg)) if moving_dseg else ({}, {})
     )
+    fixed_labels = sitk.ReadImage(str(fixed_dseg))
     names = list(out_tfms)
     refined: dict[str, sitk.Euler3DTransform] = {}
     facts = {}
     for name, neighbour in _chain_order(names, names[len(names) // 2]):
         initial = _onto_centroids(refined[neighbour] if neighbour else whole, labels[name],
                                   *centroids)  # fmt: skip
-        mask = vertebra_mask(fixed_dseg, labels[name], fixed)
+        mask = vertebra_mask(fixed_labels, labels[name], fixed)
         if mask is None:
             refined[name], facts[name] = (
                 initial,
