@@ -8,6 +8,7 @@ import os
 
 from snakemake.utils import min_version, validate
 
+from spineflow.stats_report import output_files
 from spineflow.workflow import (
     Paths,
     external_labels,
@@ -59,6 +60,9 @@ SUBJECTS_WITH_PAIR = sorted(
     & {s for s, ses in SESSIONS if ses == "2"}
     - {label(f["participant_id"], "sub") for f in PAIR_FAILURES}
 )
+# optional statistics inputs (config keys): reads, adjudication, weight per visit
+STATS_INPUT_KEYS = ("reads_tsv", "adjudication_tsv", "sessions_tsv")
+STATS_OUTPUTS = [PATHS.group(n) for n in output_files(bool(config["reads_tsv"]))]
 SERIES_KEY = {
     (label(r.participant_id, "sub"), label(r.session_id, "ses")): r.series_key
     for r in RUNNABLE.itertuples()
@@ -76,6 +80,12 @@ include: "rules/segment.smk"
 include: "rules/measure.smk"
 include: "rules/register.smk"
 include: "rules/cohort.smk"
+include: "rules/stats.smk"
+
+
+# the target only collects outputs: it never goes to the cluster
+localrules:
+    all,
 
 
 rule all:
@@ -83,4 +93,4 @@ rule all:
     input:
         PATHS.group("discs.tsv"),
         PATHS.group("vertebrae.tsv"),
-        PATHS.group("longitudinal.tsv"),
+        STATS_OUTPUTS,

@@ -1,4 +1,6 @@
-# Group tables (discs.tsv, vertebrae.tsv), the paired longitudinal table, dataset description.
+# Group tables (discs.tsv, vertebrae.tsv) and the derivatives' dataset description.
+# Inputs are paths, never rules.<rule>.output: with a rule reference Snakemake hashes the whole
+# input list once per input file, quadratic in the cohort (minutes at 10,000 participants).
 
 
 rule group_tables:
@@ -11,11 +13,10 @@ rule group_tables:
             )
             for s in SUBJECTS_WITH_PAIR
         ],
-        bids=rules.bids_metadata.output.participants,
+        bids=PATHS.participants_tsv,
     output:
         discs=PATHS.group("discs.tsv"),
         vertebrae=PATHS.group("vertebrae.tsv"),
-        longitudinal=PATHS.group("longitudinal.tsv"),
         description=PATHS.deriv / "dataset_description.json",
     log:
         PATHS.log("grouptables", sub=None, ses=None),

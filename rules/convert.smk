@@ -12,6 +12,8 @@ rule convert:
         PATHS.log("convert"),
     benchmark:
         PATHS.benchmark("convert")
+    group:
+        "participant"
     conda:
         "../envs/imaging.yaml"
     threads: 1
@@ -31,7 +33,7 @@ rule bids_metadata:
         index=ancient(PATHS.index_dir / "series.tsv"),
     output:
         description=PATHS.raw / "dataset_description.json",
-        participants=PATHS.raw / "participants.tsv",
+        participants=PATHS.participants_tsv,
         sessions=[
             f"{PATHS.raw}/sub-{s}/sub-{s}_sessions.tsv"
             for s in sorted({s for s, _ in SESSIONS})

@@ -16,6 +16,8 @@ rule measure:
         PATHS.log("measure"),
     benchmark:
         PATHS.benchmark("measure")
+    group:
+        "participant"
     conda:
         "../envs/imaging.yaml"
     threads: 1
@@ -40,6 +42,8 @@ rule longitudinal:
         PATHS.log("longitudinal", ses=None),
     benchmark:
         PATHS.benchmark("longitudinal", ses=None)
+    group:
+        "participant"
     conda:
         "../envs/imaging.yaml"
     threads: 1

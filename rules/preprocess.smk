@@ -12,6 +12,8 @@ rule n4:
         PATHS.log("n4"),
     benchmark:
         PATHS.benchmark("n4")
+    group:
+        "participant"
     conda:
         "../envs/imaging.yaml"
     threads: 1

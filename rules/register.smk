@@ -17,6 +17,8 @@ rule register:
         PATHS.log("register", ses=None),
     benchmark:
         PATHS.benchmark("register", ses=None)
+    group:
+        "participant"
     conda:
         "../envs/imaging.yaml"
     threads: 2

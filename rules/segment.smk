@@ -14,6 +14,8 @@ rule segment:
         PATHS.log("segment"),
     benchmark:
         PATHS.benchmark("segment")
+    group:
+        "participant"
     conda:
         "../envs/imaging.yaml"
     threads: 1

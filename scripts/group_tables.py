@@ -15,7 +15,6 @@ run(
     failures=smk.params.failures,
     discs_tsv=smk.output.discs,
     vertebrae_tsv=smk.output.vertebrae,
-    longitudinal_tsv=smk.output.longitudinal,
     deriv_root=Path(smk.output.description).parent,
     per_participant=list(zip(smk.params.participants, smk.input.longitudinal)),
     pair_failures=smk.params.pair_failures,

@@ -28,6 +28,9 @@ def demo_config(cohort_dir: Path, output_dir: Path) -> dict:
         "dicom_dir": str(cohort_dir / "dicom"),
         "participants_tsv": str(cohort_dir / "participants.tsv"),
         "id_map": str(cohort_dir / "id_map.tsv"),
+        "reads_tsv": str(cohort_dir / "reads.tsv"),
+        "adjudication_tsv": str(cohort_dir / "adjudication.tsv"),
+        "sessions_tsv": str(cohort_dir / "sessions.tsv"),
         "output_dir": str(output_dir),
     }
 
@@ -66,7 +69,7 @@ def _generate_and_run(root: Path, participants: int, seed: int, cores: int, extr
         code = run_workflow(config, root, cores, extra)
     total_s = time.monotonic() - started
     tables = group_dir(output_dir)
-    print(f"\ncohort tables: {tables}/discs.tsv, vertebrae.tsv, longitudinal.tsv")
+    print(f"\ncohort tables: {tables}/discs.tsv, vertebrae.tsv; statistics: {tables}/statistics.md")
     if (tables / "discs.tsv").exists():
         print(format_report(evaluate(output_dir, cohort_dir / "truth")))
     print(f"wall time: synthetic cohort {synth_s:.0f} s, total {total_s:.0f} s")
@@ -89,6 +92,14 @@ def _accuracy(args) -> int:
     return _generate_and_run(
         Path(args.dir).resolve(), args.participants, args.seed, args.cores, args.snakemake_args
     )
+
+
+def _scale(args) -> int:
+    """The scale benchmark: dry runs of the whole DAG for cohorts of the given sizes."""
+    from .scale import benchmark  # Snakemake itself runs in a child process
+
+    benchmark(args.participants, Path(args.dir).resolve(), args.profile, args.batches)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -120,7 +131,18 @@ def main(argv=None) -> int:
     accuracy.add_argument(
         "snakemake_args", nargs=argparse.REMAINDER, help="anything after -- goes to snakemake"
     )
+    scale = sub.add_parser(
+        "scale", help="scale benchmark: time a dry run of the DAG for big synthetic cohorts"
+    )
+    scale.add_argument("--participants", type=int, nargs="+", default=[1000, 10000])
+    scale.add_argument("--dir", default="scale-benchmark")
+    scale.add_argument("--profile", default="slurm", help="a folder of profiles/")
+    scale.add_argument(
+        "--batches", type=int, default=1, help="plan the first of B batches (--batch)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "scale":
+        return _scale(args)
     if args.command == "synth":
         _synth(args)
         return 0

@@ -1,4 +1,4 @@
-"""Cohort tables: per-session measure tables -> group tables, and the paired (ses-1 vs ses-2) test.
+"""Cohort tables: per-session measure tables -> group tables (statistics: spineflow.statistics).
 
 Public tables (see DESIGN.md, "Public interface"):
 
@@ -13,7 +13,6 @@ structure whose status is ``ok``; ``assemble`` enforces this whatever the input 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from spineflow import LEVELS, VERTEBRAE
 from spineflow.bids import derivatives_root, raw_root
@@ -53,29 +51,6 @@ KINDS = {
 }
 DISC_COLUMNS = KINDS["discs"].columns
 VERTEBRA_COLUMNS = KINDS["vertebrae"].columns
-# measures tested between timepoints: (table, measure); pfirrmann grades are ordinal, not here
-LONGITUDINAL_MEASURES = (
-    ("discs", "height_mm"),
-    ("discs", "width_mm"),
-    ("vertebrae", "intervertebral_distance_mm"),
-)
-LONGITUDINAL_COLUMNS = (
-    "measure",
-    "level",
-    "n_pairs",
-    "n_excluded",
-    "mean_ses1",
-    "mean_ses2",
-    "mean_change",
-    "sd_change",
-    "t_statistic",
-    "p_value",
-    "ci95_low",
-    "ci95_high",
-    "note",
-)
-# changes closer together than this (mm) count as identical: no variance to test against
-_ZERO_SPREAD_MM = 1e-9
 
 
 # --- identifiers and ordering -------------------------------------------------------------
@@ -334,86 +309,3 @@ def write_derivatives_description(deriv_root: str | Path, version: str) -> str:
     }
     atomic_write_text(path, json.dumps(content, indent=2) + "\n")
     return str(path)
-
-
-# --- longitudinal: paired ses-1 vs ses-2 ----------------------------------------------------
-
-
-def paired_test(ses1: Sequence[float], ses2: Sequence[float]) -> dict:
-    """Paired t-test of ses2 - ses1 with a t-distribution 95 % CI of the mean change."""
-    ses1, ses2 = np.asarray(ses1, dtype=float), np.asarray(ses2, dtype=float)
-    change = ses2 - ses1
-    n = len(change)
-    row = {
-        "n_pairs": n,
-        "mean_ses1": float(ses1.mean()) if n else math.nan,
-        "mean_ses2": float(ses2.mean()) if n else math.nan,
-        "mean_change": float(change.mean()) if n else math.nan,
-        "sd_change": float(change.std(ddof=1)) if n >= 2 else math.nan,
-        "t_statistic": math.nan,
-        "p_value": math.nan,
-        "ci95_low": math.nan,
-        "ci95_high": math.nan,
-        "note": "",
-    }
-    if n == 0:
-        row["note"] = "no pairs: no participant has status ok at both ses-1 and ses-2"
-    elif n == 1:
-        row["note"] = "only 1 pair: a paired t-test needs at least 2"
-    elif np.ptp(change) <= _ZERO_SPREAD_MM:
-        # every participant changed by the same amount: sd 0, t undefined (or +-inf)
-        row["sd_change"] = 0.0
-        row["note"] = "no variation in change"
-    else:
-        result = stats.ttest_rel(ses2, ses1)
-        low, high = result.confidence_interval(confidence_level=0.95)
-        row.update(
-            t_statistic=float(result.statistic),
-            p_value=float(result.pvalue),
-            ci95_low=float(low),
-            ci95_high=float(high),
-        )
-    return row
-
-
-def _valid_values(table: pd.DataFrame, key: str, name: str, measure: str, session: str):
-    rows = table[(table[key] == name) & (table["session_id"] == session)]
-    rows = rows[(rows["status"] == "ok") & pd.to_numeric(rows[measure]).notna()]
-    return pd.to_numeric(rows.set_index("participant_id")[measure]).astype(float)
-
-
-def longitudinal(discs: pd.DataFrame, vertebrae: pd.DataFrame) -> pd.DataFrame:
-    """Paired ses-1 vs ses-2 comparison per measure and level (no pooling over levels).
-
-    A pair is a participant with status ok (and a value) at both ses-1 and ses-2 for that
-    level. ``n_excluded`` counts participants with any row for the level but no pair (no
-    ses-2, not_in_fov or failed at either session). Other sessions (ses-3 ...) are ignored.
-    """
-    rows = []
-    for table_name, measure in LONGITUDINAL_MEASURES:
-        spec = KINDS[table_name]
-        table = discs if table_name == "discs" else vertebrae
-        missing = {"participant_id", "session_id", spec.key, "status", measure} - set(table)
-        if missing:
-            raise ValueError(f"{table_name} table lacks column(s) {sorted(missing)}")
-        table = table.assign(
-            participant_id=table["participant_id"].map(lambda v: _prefixed(v, "sub")),
-            session_id=table["session_id"].map(lambda v: _prefixed(v, "ses")),
-        )
-        duplicated = table.duplicated(["participant_id", "session_id", spec.key])
-        if duplicated.any():
-            raise ValueError(
-                f"{table_name} table has repeated rows: "
-                f"{table.loc[duplicated, ['participant_id', 'session_id', spec.key]].values}"
-            )
-        for name in spec.order:
-            ses1 = _valid_values(table, spec.key, name, measure, SESSION_1)
-            ses2 = _valid_values(table, spec.key, name, measure, SESSION_2)
-            paired = sorted(set(ses1.index) & set(ses2.index), key=_natural_key)
-            anyone = set(table.loc[table[spec.key] == name, "participant_id"])
-            row = {"measure": measure, "level": name}
-            row.update(paired_test(ses1[paired].to_numpy(), ses2[paired].to_numpy()))
-            row["n_excluded"] = len(anyone - set(paired))
-            rows.append(row)
-    result = pd.DataFrame(rows, columns=list(LONGITUDINAL_COLUMNS))
-    return result.astype({"n_pairs": "int64", "n_excluded": "int64"})

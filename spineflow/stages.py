@@ -125,7 +125,7 @@ def longitudinal_heights(sidecar_ses1, sidecar_ses2, level_tfms: dict, out_tsv):
     cohort.write_tsv(longitudinal.participant_heights(*records, transforms), out_tsv)
 
 
-def group_tables(per_session, failures, discs_tsv, vertebrae_tsv, longitudinal_tsv, deriv_root,
+def group_tables(per_session, failures, discs_tsv, vertebrae_tsv, deriv_root,
                  per_participant=(), pair_failures=()):  # fmt: skip
     """The cohort tables; ``per_participant``: (participant_id, path) of the longitudinal
     heights, which replace the sessions' own heights of participants measured twice;
@@ -136,5 +136,4 @@ def group_tables(per_session, failures, discs_tsv, vertebrae_tsv, longitudinal_t
     vertebrae = cohort.assemble(per_session["vertebrae"], "vertebrae", failures)
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)
-    cohort.write_tsv(cohort.longitudinal(discs, vertebrae), longitudinal_tsv)
     cohort.write_derivatives_description(deriv_root, __version__)

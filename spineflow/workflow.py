@@ -110,6 +110,11 @@ class Paths:
             )
         )
 
+    @property
+    def participants_tsv(self) -> Path:
+        """The raw dataset's participants.tsv (written by rule bids_metadata)."""
+        return self.raw / "participants.tsv"
+
     def group(self, name: str) -> str:
         return str(group_dir(self.output_dir) / name)
 

@@ -4,9 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pydicom
 import pytest
 
-from spineflow.cli import snakemake_command
+from spineflow.cli import demo_config, snakemake_command
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,12 +34,19 @@ def tiny_run(tiny_cohort, tmp_path_factory):
     """The whole workflow on the tiny cohort; returns (cohort dir, output dir, process)."""
     work = tmp_path_factory.mktemp("run")
     output = work / "output"
-    config = {
-        "dicom_dir": str(tiny_cohort / "dicom"),
-        "participants_tsv": str(tiny_cohort / "participants.tsv"),
-        "id_map": str(tiny_cohort / "id_map.tsv"),
-        "output_dir": str(output),
-    }
+    config = demo_config(tiny_cohort, output)  # with the cohort's reads and visit weights
     process = run_snakemake(config, work)
     yield tiny_cohort, output, process, work
     shutil.rmtree(work / ".snakemake", ignore_errors=True)
+
+
+def break_geometry_series(dicom_dir, patient_id):
+    """Truncate the pixel data of one participant's sagittal PD files (headers stay readable)."""
+    broken = 0
+    for path in dicom_dir.rglob("IM*"):
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        if header.PatientID == patient_id and header.SeriesDescription == "pd_tse_fs_sag":
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) - 150_000])
+            broken += 1
+    assert broken > 0

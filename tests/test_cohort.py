@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
-from statsmodels.stats.weightstats import DescrStatsW
 
-from spineflow import cohort
+from spineflow import cohort, statistics
 from spineflow.bids import bids, derivatives_root, group_dir
 
 DISC_HEADER = ["level", "height_mm", "width_mm", "pfirrmann_auto", "status", "note"]
@@ -230,153 +226,21 @@ def test_derivatives_description(tmp_path):
     assert (root / content["DatasetLinks"]["raw"]).resolve() == (tmp_path / "bids").resolve()
 
 
-# --- longitudinal ----------------------------------------------------------------------------
+# --- the group tables feed the statistics ---------------------------------------------------
 
 
-def _long_tables(records):
-    """records: (participant, session, level, height_mm, status) -> (discs, vertebrae) tables."""
-    discs = pd.DataFrame(
-        [
-            {
-                "participant_id": sub,
-                "session_id": ses,
-                "level": level,
-                "height_mm": height,
-                "width_mm": np.nan if height is None else 40.0,
-                "pfirrmann_auto": np.nan,
-                "status": status,
-                "note": "",
-            }
-            for sub, ses, level, height, status in records
-        ]
-    )
-    vertebrae = pd.DataFrame(columns=list(cohort.VERTEBRA_COLUMNS))
-    return discs, vertebrae
+def _table3(discs, vertebrae):
+    grades, source = statistics.grades(discs, None)
+    tables = {"discs": discs, "vertebrae": vertebrae, "grades": grades}
+    people = pd.DataFrame(index=pd.Index([], name="participant_id"))
+    result = statistics.table3(tables, people, statistics.Settings(), source)
+    return result[result["group"] == "all"]
 
 
 def _row(result, measure="height_mm", level="L4-L5"):
     row = result[(result["measure"] == measure) & (result["level"] == level)]
     assert len(row) == 1
     return row.iloc[0]
-
-
-def test_longitudinal_shape_and_columns():
-    discs, vertebrae = _long_tables([("sub-01", "ses-1", "L4-L5", 10.0, "ok")])
-    result = cohort.longitudinal(discs, vertebrae)
-    assert list(result.columns) == list(cohort.LONGITUDINAL_COLUMNS)
-    assert len(result) == 3 + 3 + 4  # height, width per disc level; distance per vertebra
-    assert (
-        list(result["measure"])
-        == ["height_mm"] * 3 + ["width_mm"] * 3 + ["intervertebral_distance_mm"] * 4
-    )
-
-
-def test_longitudinal_against_statsmodels():
-    rng = np.random.default_rng(7)
-    before = rng.normal(10.0, 1.0, 12)
-    after = before + rng.normal(0.15, 0.1, 12)
-    records = [(f"sub-{i + 1:02d}", "ses-1", "L4-L5", b, "ok") for i, b in enumerate(before)]
-    records += [(f"sub-{i + 1:02d}", "ses-2", "L4-L5", a, "ok") for i, a in enumerate(after)]
-    row = _row(cohort.longitudinal(*_long_tables(records)))
-    diff = after - before
-    t, p, _ = DescrStatsW(diff).ttest_mean(0)
-    low, high = DescrStatsW(diff).tconfint_mean(alpha=0.05)
-    assert row["n_pairs"] == 12 and row["n_excluded"] == 0
-    assert row["mean_change"] == pytest.approx(diff.mean())
-    assert row["sd_change"] == pytest.approx(diff.std(ddof=1))
-    assert row["t_statistic"] == pytest.approx(t)
-    assert row["p_value"] == pytest.approx(p)
-    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((low, high))
-    assert row["note"] == ""
-
-
-def test_longitudinal_closed_form_three_pairs():
-    # ses-1 = 10, 11, 12; ses-2 = 11, 13, 15  ->  changes d = 1, 2, 3
-    # mean d = 2; sd = sqrt(((1-2)^2 + 0 + (3-2)^2) / 2) = 1; se = 1 / sqrt(3)
-    # t = 2 / (1/sqrt(3)) = 2 sqrt(3) = 3.4641016...; df = 2
-    # t-distribution with 2 df: P(|T| > t) = 1 - t / sqrt(2 + t^2) = 1 - 2sqrt3 / sqrt(14)
-    #   = 1 - 0.9258201 = 0.0741799
-    # CI: t_{0.975, 2} = 4.30265273; 2 -+ 4.30265273 / sqrt(3) = 2 -+ 2.48413771
-    records = []
-    for sub, (b, a) in zip(
-        ("sub-1", "sub-2", "sub-3"), ((10, 11), (11, 13), (12, 15)), strict=True
-    ):
-        records += [(sub, "ses-1", "L4-L5", b, "ok"), (sub, "ses-2", "L4-L5", a, "ok")]
-    row = _row(cohort.longitudinal(*_long_tables(records)))
-    assert (row["mean_ses1"], row["mean_ses2"], row["mean_change"]) == (11.0, 13.0, 2.0)
-    assert row["sd_change"] == pytest.approx(1.0)
-    assert row["t_statistic"] == pytest.approx(2 * math.sqrt(3))
-    assert row["p_value"] == pytest.approx(1 - 2 * math.sqrt(3) / math.sqrt(14))
-    assert row["p_value"] == pytest.approx(0.0741799, abs=1e-7)
-    assert row["ci95_low"] == pytest.approx(2 - 2.48413771, abs=1e-7)
-    assert row["ci95_high"] == pytest.approx(2 + 2.48413771, abs=1e-7)
-    assert stats.t.ppf(0.975, 2) == pytest.approx(4.30265273)  # the quantile used above
-
-
-def test_missing_second_timepoint_excluded_not_paired():
-    records = []
-    for i, (b, a) in enumerate(((10.0, 10.5), (11.0, 11.2), (12.0, 12.9)), start=1):
-        records += [
-            (f"sub-{i}", "ses-1", "L4-L5", b, "ok"),
-            (f"sub-{i}", "ses-2", "L4-L5", a, "ok"),
-        ]
-    records += [("sub-4", "ses-1", "L4-L5", 30.0, "ok")]  # never came back
-    row = _row(cohort.longitudinal(*_long_tables(records)))
-    assert row["n_pairs"] == 3
-    assert row["n_excluded"] == 1
-    assert row["mean_ses1"] == pytest.approx(11.0)  # sub-4's 30 mm is not in the paired mean
-
-
-def test_not_in_fov_at_one_session_excludes_the_pair():
-    records = []
-    for i, (b, a) in enumerate(((10.0, 10.5), (11.0, 11.2), (12.0, 12.9)), start=1):
-        records += [
-            (f"sub-{i}", "ses-1", "L3-L4", b, "ok"),
-            (f"sub-{i}", "ses-2", "L3-L4", a, "ok"),
-        ]
-    # height given despite not_in_fov: must not be used
-    records += [
-        ("sub-4", "ses-1", "L3-L4", 9.0, "ok"),
-        ("sub-4", "ses-2", "L3-L4", 99.0, "not_in_fov"),
-    ]
-    records += [("sub-5", "ses-1", "L3-L4", None, "failed"), ("sub-5", "ses-2", "L3-L4", 9.0, "ok")]
-    row = _row(cohort.longitudinal(*_long_tables(records)), level="L3-L4")
-    assert row["n_pairs"] == 3 and row["n_excluded"] == 2
-    assert row["mean_change"] == pytest.approx((0.5 + 0.2 + 0.9) / 3)
-
-
-def test_one_pair_gives_nan_statistics_with_note():
-    records = [
-        ("sub-1", "ses-1", "L5-S1", 10.0, "ok"),
-        ("sub-1", "ses-2", "L5-S1", 10.4, "ok"),
-        ("sub-2", "ses-1", "L5-S1", 11.0, "ok"),
-    ]
-    result = cohort.longitudinal(*_long_tables(records))
-    row = _row(result, level="L5-S1")
-    assert row["n_pairs"] == 1 and row["n_excluded"] == 1
-    assert row["mean_change"] == pytest.approx(0.4)
-    for column in ("sd_change", "t_statistic", "p_value", "ci95_low", "ci95_high"):
-        assert math.isnan(row[column]), column
-    assert "1 pair" in row["note"]
-    empty = _row(result, measure="intervertebral_distance_mm", level="L3")
-    assert empty["n_pairs"] == 0 and empty["n_excluded"] == 0
-    assert math.isnan(empty["mean_change"]) and "no pairs" in empty["note"]
-
-
-@pytest.mark.parametrize("change", [0.0, 0.3])
-def test_identical_changes_defined_behaviour(change):
-    records = []
-    for i, b in enumerate((10.0, 10.7, 12.1), start=1):
-        records += [
-            (f"sub-{i}", "ses-1", "L4-L5", b, "ok"),
-            (f"sub-{i}", "ses-2", "L4-L5", b + change, "ok"),
-        ]
-    row = _row(cohort.longitudinal(*_long_tables(records)))
-    assert row["n_pairs"] == 3
-    assert row["mean_change"] == pytest.approx(change)
-    assert row["sd_change"] == 0.0
-    assert math.isnan(row["t_statistic"]) and math.isnan(row["p_value"])
-    assert row["note"] == "no variation in change"
 
 
 def test_longitudinal_reads_assembled_tables(tmp_path):
@@ -393,9 +257,9 @@ def test_longitudinal_reads_assembled_tables(tmp_path):
     discs = cohort.assemble(per_session, "discs")
     failure = {"participant_id": "03", "session_id": "1", "stage": "segment", "message": "oom"}
     vertebrae = cohort.assemble(vert, "vertebrae", [failure])
-    result = cohort.longitudinal(discs, vertebrae)
+    result = _table3(discs, vertebrae)
     row = _row(result, level="L3-L4")
     assert row["n_pairs"] == 2 and row["mean_change"] == pytest.approx(0.15)
     l3 = _row(result, measure="intervertebral_distance_mm", level="L3")
-    assert l3["n_pairs"] == 2 and l3["n_excluded"] == 1
-    assert l3["note"] == "no variation in change"  # both 25.0 -> 25.0
+    assert l3["n_pairs"] == 2 and l3["n_no_ses2"] == 1  # sub-03 failed at ses-1, has no ses-2
+    assert l3["note"] == "no variation in change: tests undefined"  # both 25.0 -> 25.0

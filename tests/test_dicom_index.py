@@ -209,3 +209,32 @@ def test_load_or_build_uses_cache_until_dicom_changes(tmp_path, monkeypatch):
     # A different salt also invalidates the cache (participant labels change).
     salted, _ = load_or_build(dicom, index, salt="other")
     assert set(salted["participant_id"]) != set(rebuilt["participant_id"])
+
+
+def test_repeated_series_rank_by_number_not_by_text():
+    # series numbers come back from the cached index as text: "10" must beat "9"
+    row = {
+        "participant_id": "sub-01",
+        "session_id": "ses-1",
+        "series_description": "pd_sag",
+        "orientation": "sagittal",
+        "status": "ok",
+        "note": "",
+    }
+    series = pd.DataFrame(
+        [
+            {**row, "series_key": "a", "series_number": "9"},
+            {**row, "series_key": "b", "series_number": "10"},
+        ]
+    )
+    rules = [
+        {
+            "name": "pd",
+            "datatype": "anat",
+            "suffix": "PDw",
+            "geometry": True,
+            "criteria": {"orientation": "^sagittal$", "series_description": "(?i)(pd)"},
+        }
+    ]
+    chosen = select_series(series, rules)
+    assert list(chosen["series_key"]) == ["b"] and "kept series 10" in chosen.iloc[0]["note"]

@@ -3,23 +3,10 @@
 import shutil
 
 import pandas as pd
-import pydicom
 import pytest
-from conftest import run_snakemake
+from conftest import break_geometry_series, run_snakemake
 
 pytestmark = pytest.mark.e2e
-
-
-def _break_geometry_series(dicom_dir, patient_id):
-    """Truncate the pixel data of one participant's sagittal PD files (headers stay readable)."""
-    broken = 0
-    for path in dicom_dir.rglob("IM*"):
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-        if header.PatientID == patient_id and header.SeriesDescription == "pd_tse_fs_sag":
-            data = path.read_bytes()
-            path.write_bytes(data[: len(data) - 150_000])
-            broken += 1
-    assert broken > 0
 
 
 def test_broken_participant_fails_alone_and_is_reported(tiny_cohort, tmp_path):
@@ -27,7 +14,7 @@ def test_broken_participant_fails_alone_and_is_reported(tiny_cohort, tmp_path):
     shutil.copytree(tiny_cohort / "dicom", dicom)
     id_map = pd.read_csv(tiny_cohort / "id_map.tsv", sep="\t", dtype=str)
     victim = id_map.iloc[0]
-    _break_geometry_series(dicom, victim["dicom_patient_id"])
+    break_geometry_series(dicom, victim["dicom_patient_id"])
     output = tmp_path / "output"
     config = {
         "dicom_dir": str(dicom),

@@ -84,17 +84,23 @@ def test_no_phi_anywhere_in_the_outputs(result):
     assert leaks == [], leaks[:10]
 
 
-def test_longitudinal_table_counts_pairs(result):
+def test_statistics_count_pairs_and_use_the_reads(result):
     _, output, _ = result
-    table = pd.read_csv(
-        output / "derivatives" / "spineflow" / "group" / "longitudinal.tsv",
-        sep="\t",
-        na_values="n/a",
-    )
-    heights = table[table["measure"] == "height_mm"].set_index("level")
-    # 3 participants have both sessions; the cut scan removes one pair at L3-L4 at most
+    group = output / "derivatives" / "spineflow" / "group"
+    table = pd.read_csv(group / "table3_change.tsv", sep="\t", na_values="n/a")
+    heights = table[(table["measure"] == "height_mm") & (table["group"] == "all")]
+    heights = heights.set_index("level")
+    # 3 participants have both sessions, 1 never came back (the cut scan may remove L3-L4)
     assert heights.loc["L4-L5", "n_pairs"] == 3
-    assert heights.loc["L4-L5", "n_excluded"] == 1
+    assert heights.loc["L4-L5", "n_no_ses2"] == 1
+    assert heights.loc["overall", "n_pairs"] == 3
+    stats = json.loads((group / "stats.json").read_text())
+    assert stats["grade_source"] == "consensus of the radiologists' reads"
+    assert stats["double_reading"]["n_discs_double_read"] > 0
+    prevalence = pd.read_csv(group / "table2_prevalence.tsv", sep="\t").set_index("level")
+    assert prevalence.loc["any", "n_assessed"] == 4  # every participant, once
+    assert "Table 3" in (group / "statistics.md").read_text()
+    assert "<table" in (group / "statistics.html").read_text()
 
 
 def test_derivatives_dataset_description(result):

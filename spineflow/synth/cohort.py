@@ -4,6 +4,8 @@ Layout written under ``out``::
 
     dicom/<study folder>/<series folder>/IM...   real MR DICOM, opaque names, plus a stray file
     participants.tsv                            demographics (participant_id, sex, age, ...)
+    sessions.tsv                                weight at each visit (for the change in BMI)
+    reads.tsv, adjudication.tsv                 two radiologists' grades and findings
     id_map.tsv                                  dicom_patient_id -> participant_id
     truth/discs.tsv, truth/vertebrae.tsv        geometry from the continuous anatomy
     truth/sessions.tsv                          per scan: pose, SNR, field of view
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 from pydicom.uid import generate_uid
 
-from . import anatomy, render, sampling
+from . import anatomy, reads, render, sampling
 from .dicomio import SeriesInfo, StudyInfo, write_series
 
 FIRST_NAMES = (
@@ -103,7 +105,7 @@ def generate_cohort(out: str | Path, options: CohortOptions = CohortOptions()) -
     ]
     with ProcessPoolExecutor(max_workers=max(1, options.workers)) as pool:
         results = list(pool.map(_generate_participant, plans))
-    _write_tables(out, results)
+    _write_tables(out, results, options.seed)
     return out
 
 
@@ -500,7 +502,7 @@ def _axial_geometry(spine, rotation, translation) -> render.SliceGeometry:
     )
 
 
-def _write_tables(out: Path, results: list[dict]) -> None:
+def _write_tables(out: Path, results: list[dict], seed: int) -> None:
     people = pd.DataFrame([r["person"] for r in results])
     columns = ["participant_id", "sex", "age", "height_cm", "weight_kg", "group", "finish_time_min"]
     people[columns].to_csv(out / "participants.tsv", sep="\t", index=False, na_rep="n/a")
@@ -513,5 +515,7 @@ def _write_tables(out: Path, results: list[dict]) -> None:
         pd.DataFrame(rows).to_csv(
             out / "truth" / f"{name}.tsv", sep="\t", index=False, float_format="%.4f"
         )
+    truth_discs = pd.DataFrame([row for r in results for row in r["discs"]])
+    reads.write(out, people, truth_discs, seed)
     phi = sorted({s for r in results for s in r["phi"]})
     pd.DataFrame({"phi": phi}).to_csv(out / "truth" / "phi.tsv", sep="\t", index=False)

@@ -1,0 +1,55 @@
+"""The scale benchmark's cohort and its count of cluster jobs; a real dry run of a small
+cohort with the Slurm profile shows the grouping: one cluster job per participant."""
+
+from __future__ import annotations
+
+import pytest
+
+from spineflow import scale
+from spineflow.dicom_index import select_series
+from spineflow.workflow import Paths, session_plan
+
+
+def test_synthetic_index_has_the_sessions_a_scanner_writes(tmp_path):
+    series, files = scale.synthetic_index(25)
+    assert series["participant_id"].nunique() == 25
+    sessions = series[["participant_id", "session_id"]].drop_duplicates()
+    assert len(sessions) == 25 * 2 - 25 // scale.WITHOUT_SES2_EVERY
+    assert len(files) == series["n_files"].sum()
+    config = {**scale.write_cohort(tmp_path, 25), "series": _default_series()}
+    plan = session_plan(config, Paths(config["output_dir"]))  # the cached index is taken
+    assert len(plan) == len(sessions) and (plan["status"] == "ok").all()
+    chosen = select_series(series, config["series"])
+    assert set(chosen["series_key"]) == set(plan["series_key"])
+    described = series.set_index("series_key")["series_description"]
+    assert (described[plan["series_key"]] == "pd_tse_fs_sag").all()
+
+
+def _default_series():
+    import yaml
+
+    return yaml.safe_load((scale.REPO / "config" / "config.yaml").read_text())["series"]
+
+
+def test_cluster_jobs_counts_groups_and_ungrouped_rules():
+    log = "\n".join(
+        [
+            "[Sun Nov 22 23:28:33 2026] Group job participant (jobs in lexicogr. order):",
+            "    rule convert:",
+            "    rule n4:",
+            "[Sun Nov 22 23:28:33 2026] Group job participant (jobs in lexicogr. order):",
+            "rule group_tables:",
+            "rule statistics:",
+            "rule all:",
+            "localrule other:",
+        ]
+    )
+    assert scale.cluster_jobs(log) == 4
+
+
+@pytest.mark.e2e
+def test_dry_run_gives_one_cluster_job_per_participant(tmp_path):
+    config = scale.write_cohort(tmp_path, 30)
+    result = scale.dry_run(tmp_path, config, "slurm")
+    assert result["cluster_jobs"] == 30 + 3  # + BIDS metadata, group tables, statistics
+    assert result["jobs"] > 30 * 8  # the rules themselves are all there
