@@ -27,9 +27,10 @@ from spineflow.cohort import NA, _prefixed
 ITEM = ["participant_id", "session_id", "level"]
 READ_COLUMNS = ["reader", *ITEM, "pfirrmann"]
 GRADES = (1, 2, 3, 4, 5)
-# Landis & Koch (1977), the scale the study quotes: (upper bound, band), first match wins
+# Landis & Koch (1977), the scale the study quotes: (upper bound, band), first match wins;
+# below 0 is less than chance, 0.000 itself slight
 KAPPA_BANDS = (
-    (0.0, "less than chance agreement"),
+    (-0.0005, "less than chance agreement"),
     (0.2, "slight agreement"),
     (0.4, "fair agreement"),
     (0.6, "moderate agreement"),
@@ -153,18 +154,16 @@ def kappa_row(ratings_a, ratings_b, categories, weighted: bool) -> dict:
     if np.isclose(expected, 1.0):
         row["note"] = "kappa undefined: both readers gave every item the same score"
         return _with_bands(row)
-    if weighted:
-        result = cohens_kappa(table, weights=np.arange(len(categories)), wt="quadratic")
-    else:
-        result = cohens_kappa(table)
-    # the asymptotic interval can pass 1 (or -1), where kappa cannot
-    row.update(
-        kappa=float(result.kappa),
-        se=float(result.std_kappa),
-        ci95_low=max(-1.0, float(result.kappa_low)),
-        ci95_high=min(1.0, float(result.kappa_upp)),
-    )
-    if n < 10:
+    weights = {"weights": np.arange(len(categories)), "wt": "quadratic"} if weighted else {}
+    with np.errstate(invalid="ignore"):  # a variance estimate below 0 is handled below
+        result = cohens_kappa(table, **weights)
+    row.update(kappa=float(result.kappa), se=float(result.std_kappa))
+    if np.isfinite(row["se"]):  # the asymptotic interval can pass 1 (or -1); kappa cannot
+        row["ci95_low"] = max(-1.0, float(result.kappa_low))
+        row["ci95_high"] = min(1.0, float(result.kappa_upp))
+    else:  # the variance estimate fell below 0 (e.g. perfect agreement): no interval
+        row["note"] = "no confidence interval: the variance estimate is undefined"
+    if n < 10 and not row["note"]:
         row["note"] = f"only {n} items: the CI is rough"
     return _with_bands(row)
 
@@ -206,10 +205,10 @@ def agreement(reads: pd.DataFrame) -> pd.DataFrame:
             {
                 "variable": "pfirrmann",
                 "weighting": "none",
-                "reader_a": readers[0],
+                "reader_a": readers[0] if readers else "",
                 "reader_b": "",
                 "n_items": 0,
-                "note": "only one reader: no agreement",
+                "note": "fewer than two readers: no agreement",
             }
         )
     return pd.DataFrame(rows, columns=list(AGREEMENT_COLUMNS))

@@ -509,10 +509,8 @@ def select_series(series: pd.DataFrame, rules: list[dict]) -> pd.DataFrame:
     keys = ["participant_id", "session_id", "rule"]
     size = candidates.groupby(keys, sort=False)["series_key"].transform("size")
     repeated = [_choose_one(g) for _, g in candidates[size > 1].groupby(keys, sort=False)]
-    chosen = pd.concat(
-        [candidates[size == 1], pd.DataFrame(repeated, columns=SELECTION_COLUMNS)],
-        ignore_index=True,
-    )[SELECTION_COLUMNS]
+    parts = [candidates[size == 1]] + ([pd.DataFrame(repeated)] if repeated else [])
+    chosen = pd.concat(parts, ignore_index=True)[SELECTION_COLUMNS]  # no empty part: dtypes stay
     return _sort_by_session(chosen, ["rule"]).reset_index(drop=True)
 
 

@@ -272,8 +272,9 @@ def _wilcoxon(change: np.ndarray) -> tuple[float, str]:
         return math.nan, "Wilcoxon undefined: no non-zero change"
     exact = len(change) < 50 and len(nonzero) == len(change)
     exact = exact and len(np.unique(np.abs(nonzero))) == len(nonzero)
-    result = stats.wilcoxon(change, zero_method="wilcox", correction=not exact,
-                            method="exact" if exact else "approx")  # fmt: skip
+    result = stats.wilcoxon(
+        change, zero_method="wilcox", correction=not exact, method="exact" if exact else "approx"
+    )
     return float(result.pvalue), ""
 
 
@@ -310,11 +311,21 @@ def table2(grade_table: pd.DataFrame, participant_ids: Sequence[str], source: st
         row["n_degenerated"] = int((graded > 1).sum())
         row["percent_degenerated"] = 100.0 * row["n_degenerated"] / n if n else math.nan
         row["grade_source"] = source
-        row["note"] = (
-            f"{row['n_not_assessed']} of {len(everyone)} not assessable, not in the denominator"
+        notes = (
+            [f"{row['n_not_assessed']} of {len(everyone)} not assessable, not in the denominator"]
             if row["n_not_assessed"]
-            else ""
+            else []
         )
+        if level == "any":
+            # grade 1 on the levels seen, but a level unseen: "not degenerated" is a lower bound
+            seen = values.groupby("participant_id")["level"].nunique()
+            unsure = int(((graded == 1) & (seen.reindex(graded.index) < len(LEVELS))).sum())
+            if unsure:
+                notes.append(
+                    f"{unsure} graded 1 with a level not assessable: the share "
+                    "degenerated may be higher"
+                )
+        row["note"] = "; ".join(notes)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -326,7 +337,8 @@ def _participant_groups(people: pd.DataFrame) -> dict[str, set]:
     groups = {ALL: set(people.index)}
     if "group" in people:
         for name in sorted(people["group"].dropna().unique()):
-            groups[str(name)] = set(people.index[people["group"] == name])
+            if str(name) != ALL:  # a group called "all" is not the whole cohort
+                groups[str(name)] = set(people.index[people["group"] == name])
     return groups
 
 
@@ -350,7 +362,7 @@ def table3(tables: dict, people: pd.DataFrame, settings: Settings, grade_source:
     without a ses-2 are counted in ``n_no_ses2``; others in the group without a pair for the
     level (not in the field of view or failed at either session) in ``n_excluded``."""
     rows = []
-    sessions_of = _sessions_scanned(tables["discs"], tables["vertebrae"])
+    sessions_of = _sessions_scanned(tables["discs"], tables["vertebrae"], tables["grades"])
     for name, (table_name, key, _) in MEASURES.items():
         pairs = paired_values(tables[table_name], key, name)
         order = VERTEBRAE if key == "vertebra" else LEVELS

@@ -174,7 +174,7 @@ def _table3_view(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _inference_view(table: pd.DataFrame) -> pd.DataFrame:
+def _inference_view(table: pd.DataFrame, power: float, detectable: float) -> pd.DataFrame:
     """Beyond the study: equivalence, effect size, rank test, detectable change, power."""
     return pd.DataFrame(
         [
@@ -186,8 +186,8 @@ def _inference_view(table: pd.DataFrame) -> pd.DataFrame:
                 "dz [95 % CI]": _interval(r.dz, r.dz_ci95_low, r.dz_ci95_high),
                 "Wilcoxon p": fmt_p(r.wilcoxon_p),
                 "MDC95": fmt(r.mdc95),
-                "MDD (80 % power)": fmt(r.mdd),
-                "Power for 0.2 mm": fmt(r.power_target),
+                f"MDD ({power:.0%} power)": fmt(r.mdd),
+                f"Power for {detectable:g} mm": fmt(r.power_target),
             }
             for r in table.itertuples()
         ]
@@ -291,7 +291,9 @@ def sections_for(result: dict) -> list[tuple[str, str, pd.DataFrame]]:
             "of change (one participant); MDD = smallest mean change detectable with "
             f"{settings['power']:.0%} power; power to detect a mean change of "
             f"{settings['detectable_change_mm']:g} mm. All from the observed SDs.",
-            _inference_view(tables["table3_change"]),
+            _inference_view(
+                tables["table3_change"], settings["power"], settings["detectable_change_mm"]
+            ),
         ),
         (
             TABLE_FILES["table4_subgroups"],

@@ -11,6 +11,7 @@ proctrack/linuxproc and task/none.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -24,6 +25,23 @@ PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd", "mariadb
 DB_PORT = 3316  # MariaDB for slurmdbd only, on loopback
 DB_PASSWORD = "spineflow-test"
 CLUSTER = "spineflow"
+TOOLS = (
+    "slurmctld",
+    "slurmd",
+    "slurmdbd",
+    "sbatch",
+    "sacct",
+    "sacctmgr",
+    "sinfo",
+    "scancel",
+    "squeue",
+    "munged",
+    "munge",
+    "unmunge",
+    "mariadbd",
+    "mariadb",
+    "mariadb-install-db",
+)
 CONFIG_DIR = Path("/etc/slurm")
 CONFIG_FILES = ("slurm.conf", "slurmdbd.conf")
 
@@ -34,9 +52,7 @@ class SlurmUnavailable(RuntimeError):
 
 def install() -> None:
     """Debian's packages, without starting anything (there is no init system here)."""
-    if all(
-        shutil.which(tool) for tool in ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
-    ):
+    if all(shutil.which(tool) for tool in TOOLS):
         return
     if os.geteuid() != 0:
         raise SlurmUnavailable("installing Slurm needs root (apt-get), and this is not root")
@@ -107,7 +123,15 @@ class Cluster:
         return "\n".join(texts)
 
     def stop(self) -> None:
-        """Stop exactly the daemons this cluster started, newest first, by PID."""
+        """Cancel what is still queued or running (job processes outlive slurmd), then stop
+        exactly the daemons this cluster started, newest first, by PID."""
+        if "slurmctld" in self.processes and self.processes["slurmctld"].poll() is None:
+            self.run(
+                "scancel", "--full", f"--user={pwd.getpwuid(os.geteuid()).pw_name}", check=False
+            )
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and self.run("squeue", "-h", check=False).stdout:
+                time.sleep(1)
         for name in reversed(list(self.processes)):
             process = self.processes[name]
             if process.poll() is None:
@@ -128,17 +152,20 @@ class Cluster:
         self.replaced.clear()
 
 
+def _host() -> str:
+    """The short host name: what slurmd and slurmctld match their names against."""
+    return socket.gethostname().split(".")[0]
+
+
 def _node_line() -> str:
-    """This machine as slurmd sees it (CPUs, memory), named by its hostname."""
+    """This machine as slurmd sees it (CPUs, memory), under its short host name."""
     described = subprocess.run(["slurmd", "-C"], capture_output=True, text=True).stdout
     first = described.splitlines()[0]
-    return first.replace(
-        f"NodeName={first.split()[0].split('=')[1]}", f"NodeName={socket.gethostname()}"
-    )
+    return first.replace(f"NodeName={first.split()[0].split('=')[1]}", f"NodeName={_host()}")
 
 
 def _write_configs(cluster: Cluster) -> None:
-    root, host = cluster.root, socket.gethostname()
+    root, host = cluster.root, _host()
     for folder in ("state", "spool"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     CONFIG_DIR.mkdir(parents=True, exist_ok=True)
@@ -222,11 +249,21 @@ def _start_munge(cluster: Cluster) -> None:
         subprocess.run(["mungekey", "--create", "--keyfile", str(key)], check=True)
         shutil.chown(key, "munge", "munge")
         key.chmod(0o400)
+    if _munge_works():  # a munged of the machine's already runs: use it, leave it be
+        return
     run_dir = Path("/run/munge")
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.chown(run_dir, "munge", "munge")
-    cluster._start("munged", ["munged", "--foreground"], user="munge")
-    cluster._wait("munge", lambda: (run_dir / "munge.socket.2").exists())
+    cluster._start("munged", ["munged", "--foreground", "--force"], user="munge")
+    cluster._wait("munge", _munge_works)
+
+
+def _munge_works() -> bool:
+    """A credential encoded and decoded: munged is up (a stale socket file is not)."""
+    encoded = subprocess.run(["munge", "-n"], capture_output=True)
+    if encoded.returncode != 0:
+        return False
+    return subprocess.run(["unmunge"], input=encoded.stdout, capture_output=True).returncode == 0
 
 
 def _start_database(cluster: Cluster) -> None:
@@ -242,6 +279,7 @@ def _start_database(cluster: Cluster) -> None:
     subprocess.run(
         [
             "mariadb-install-db",
+            "--no-defaults",
             "--user=mysql",
             f"--datadir={data}",
             "--auth-root-authentication-method=socket",
@@ -254,6 +292,7 @@ def _start_database(cluster: Cluster) -> None:
         "mariadbd",
         [
             "mariadbd",
+            "--no-defaults",
             "--user=mysql",
             f"--datadir={data}",
             f"--socket={socket_path}",

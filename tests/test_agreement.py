@@ -58,7 +58,8 @@ def test_quadratic_weighted_kappa_closed_form():
         (0.7, "substantial agreement"),
         (0.81, "almost perfect agreement"),
         (0.999, "almost perfect agreement"),
-        (0.6004, "moderate agreement"),  # printed 0.600: the band of what the reader sees
+        (0.6004, "moderate agreement"),
+        (0.0, "slight agreement"),  # printed 0.600: the band of what the reader sees
         (0.9996, "perfect agreement"),
     ],
 )
@@ -190,3 +191,17 @@ def test_synthetic_reads_disagree_realistically():
     assert len(adjudication) > 0
     again, _ = synth_reads.reads_tables(truth, seed=3)
     pd.testing.assert_frame_equal(reads, again)
+
+
+def test_perfect_agreement_has_no_made_up_interval():
+    # statsmodels' variance estimate is undefined here: no CI rather than [-1, 1]
+    grades = [1, 2, 2, 2, 2, 3, 3]
+    row = agreement.kappa_row(grades, grades, [1, 2, 3, 4, 5], weighted=False)
+    assert row["kappa"] == pytest.approx(1.0) and row["band"] == "perfect agreement"
+    assert math.isnan(row["ci95_low"]) and math.isnan(row["ci95_high"])
+    assert row["band_ci95_low"] == "" and "no confidence interval" in row["note"]
+
+
+def test_a_reads_table_without_rows_gives_a_note_not_an_error():
+    table = agreement.agreement(_reads([]))
+    assert "fewer than two readers" in table.iloc[0]["note"]

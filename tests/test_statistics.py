@@ -301,6 +301,8 @@ def test_table2_prevalence_denominators_and_any_row():
     anyone = table.loc["any"]  # highest grades 3, 1, 5
     assert [anyone[f"grade_{g}"] for g in range(1, 6)] == [1, 0, 1, 0, 1]
     assert anyone["n_degenerated"] == 2 and anyone["n_assessed"] == 3
+    # sub-2: grade 1 where seen, L3-L4 unseen: "not degenerated" is only a lower bound
+    assert "1 graded 1 with a level not assessable" in anyone["note"]
     assert (table["grade_source"] == "automatic grade (pfirrmann_auto)").all()
 
 
