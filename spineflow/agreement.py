@@ -22,7 +22,7 @@ import pandas as pd
 from statsmodels.stats.inter_rater import cohens_kappa
 
 from spineflow import LEVELS
-from spineflow.cohort import NA, _prefixed
+from spineflow.cohort import read_text_tsv, with_bids_ids
 
 ITEM = ["participant_id", "session_id", "level"]
 READ_COLUMNS = ["reader", *ITEM, "pfirrmann"]
@@ -75,9 +75,7 @@ def _normalised(table: pd.DataFrame, path, required: list[str]) -> pd.DataFrame:
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise ReadsError(f"{path}: missing column(s) {missing}; it has {list(table.columns)}")
-    table = table.copy()
-    table["participant_id"] = table["participant_id"].map(lambda v: _prefixed(v, "sub"))
-    table["session_id"] = table["session_id"].map(lambda v: _prefixed(v, "ses"))
+    table = with_bids_ids(table)
     table["level"] = table["level"].astype(str).str.strip().str.replace("–", "-")
     unknown = sorted(set(table["level"]) - set(LEVELS))
     if unknown:
@@ -98,7 +96,7 @@ def _normalised(table: pd.DataFrame, path, required: list[str]) -> pd.DataFrame:
 
 def read_reads(path: str | Path) -> pd.DataFrame:
     """The reads table, checked (``ReadsError`` names the file and the problem)."""
-    table = pd.read_csv(path, sep="\t", na_values=[NA, ""], keep_default_na=False, dtype=str)
+    table = read_text_tsv(path)
     table = _normalised(table, path, READ_COLUMNS)
     table["reader"] = table["reader"].str.strip()
     return table
@@ -108,7 +106,7 @@ def read_adjudication(path: str | Path | None) -> pd.DataFrame:
     """The adjudicated grades (empty without a file)."""
     if not path:
         return pd.DataFrame(columns=[*ITEM, "pfirrmann"])
-    table = pd.read_csv(path, sep="\t", na_values=[NA, ""], keep_default_na=False, dtype=str)
+    table = read_text_tsv(path)
     return _normalised(table, path, [*ITEM, "pfirrmann"])
 
 

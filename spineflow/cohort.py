@@ -61,6 +61,21 @@ def _prefixed(value, prefix: str) -> str:
     return text if text.startswith(prefix + "-") else f"{prefix}-{text}"
 
 
+def with_bids_ids(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy with participant_id and session_id (where present) as sub-XX and ses-X."""
+    ids = {
+        column: table[column].map(lambda v, p=prefix: _prefixed(v, p))
+        for column, prefix in (("participant_id", "sub"), ("session_id", "ses"))
+        if column in table
+    }
+    return table.assign(**ids)
+
+
+def read_text_tsv(path: str | Path) -> pd.DataFrame:
+    """A BIDS-style TSV as text: n/a and empty cells missing, nothing else converted."""
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[NA, ""])
+
+
 def _natural_key(text: str) -> tuple:
     """'sub-2' < 'sub-10', 'ses-2' < 'ses-10' (digit runs compare as numbers)."""
     return tuple(
@@ -88,7 +103,7 @@ def _sorted(table: pd.DataFrame, kind: _Kind) -> pd.DataFrame:
 
 def _read_session_table(path: str | Path, kind: _Kind, participant_id: str, session_id: str):
     try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=[NA, ""])
+        table = read_text_tsv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ValueError(f"{path}: cannot read {kind.key} table: {error}") from error
     required = [kind.key, *kind.measures, "status", "note"]

@@ -1,10 +1,32 @@
-"""Atomic file writes: a reader (or a killed job) never sees half a file."""
+"""Atomic file writes (a reader, or a killed job, never sees half a file) and JSON-ready
+values."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
+
+
+def jsonable(value):
+    """numpy scalars/arrays, paths and tuples to plain JSON types; NaN and inf to None (JSON
+    has neither), also inside numpy scalars."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def atomic_write_bytes(path: str | Path, payload: bytes) -> None:

@@ -11,7 +11,6 @@ re-derives the affine from an orthonormalised direction matrix and can change it
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+
+from .fileio import jsonable
 
 THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 
@@ -75,27 +76,10 @@ def write_like(reference_path: str | Path, image: sitk.Image, out_path: str | Pa
     nib.save(out, str(out_path))
 
 
-def _jsonable(value):
-    """numpy scalars/arrays, paths and tuples to plain JSON types."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN/inf
-    return value
-
-
 def write_sidecar(path: str | Path, facts: dict) -> None:
     """Write a BIDS-derivatives-style JSON sidecar (sorted keys, 2-space indent, UTF-8)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_jsonable(facts), indent=2, sort_keys=True, ensure_ascii=False)
+    text = json.dumps(jsonable(facts), indent=2, sort_keys=True, ensure_ascii=False)
     Path(path).write_text(text + "\n", encoding="utf-8")
 
 

@@ -14,16 +14,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
+from .cli import REPO, snakemake_command
 from .dicom_index import FINGERPRINT_JSON, fingerprint, save_index
 
-REPO = Path(__file__).resolve().parent.parent
 # (description, orientation, files, rows, pixel mm, slice mm, status, note)
 SESSION_SERIES = (
     (
@@ -103,22 +101,9 @@ def write_cohort(root: Path, n_participants: int) -> dict:
 
 def dry_run(root: Path, config: dict, profile: str, extra=()) -> dict:
     """Time ``snakemake -n`` with the profile; its wall time, peak memory, job counts."""
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(root),
-        "--configfile",
-        str(root / "config.yaml"),
-        "--profile",
-        str(REPO / "profiles" / profile),
-        "--dry-run",
-        *extra,
-    ]
+    command = snakemake_command(
+        config, root, 2, "--profile", str(REPO / "profiles" / profile), "--dry-run", *extra
+    )
     log_path = root / "dryrun.log"
     started = time.monotonic()
     with open(log_path, "w") as log:

@@ -30,7 +30,7 @@ from statsmodels.stats.weightstats import ttost_paired
 
 from spineflow import LEVELS, VERTEBRAE
 from spineflow.agreement import GRADES
-from spineflow.cohort import SESSION_1, SESSION_2, _prefixed
+from spineflow.cohort import SESSION_1, SESSION_2, _prefixed, with_bids_ids
 
 # measure -> (table, key column, unit); Pfirrmann grades are ordinal, tested like the study
 MEASURES = {
@@ -76,8 +76,7 @@ def participants_table(participants: pd.DataFrame, sessions: pd.DataFrame | None
     """One row per participant: the demographics, BMI at ses-1 (weight_kg of the sessions
     table when given, else of the participants table) and its change to ses-2 (needs the
     sessions table), age and BMI groups added later by ``with_groups``."""
-    people = participants.copy()
-    people["participant_id"] = people["participant_id"].map(lambda v: _prefixed(v, "sub"))
+    people = with_bids_ids(participants)
     for column in ("age", "height_cm", "weight_kg", "finish_time_min"):
         if column in people:
             people[column] = pd.to_numeric(people[column], errors="coerce")
@@ -86,11 +85,13 @@ def participants_table(participants: pd.DataFrame, sessions: pd.DataFrame | None
     people["bmi"] = weight / height_m**2
     people["bmi_change"] = np.nan
     if sessions is not None and len(sessions):
-        visits = sessions.assign(
-            participant_id=sessions["participant_id"].map(lambda v: _prefixed(v, "sub")),
-            session_id=sessions["session_id"].map(lambda v: _prefixed(v, "ses")),
-            weight_kg=pd.to_numeric(sessions["weight_kg"], errors="coerce"),
-        ).pivot_table(index="participant_id", columns="session_id", values="weight_kg")
+        visits = (
+            with_bids_ids(sessions)
+            .assign(
+                weight_kg=pd.to_numeric(sessions["weight_kg"], errors="coerce"),
+            )
+            .pivot_table(index="participant_id", columns="session_id", values="weight_kg")
+        )
         weights = people["participant_id"].map
         height2 = height_m**2
         if SESSION_1 in visits:
@@ -131,11 +132,7 @@ def grades(discs: pd.DataFrame, consensus: pd.DataFrame | None) -> tuple[pd.Data
 
 def _values(table: pd.DataFrame, key: str, measure: str) -> pd.DataFrame:
     """participant_id x session_id x structure -> value, status ok only."""
-    table = table.assign(
-        participant_id=table["participant_id"].map(lambda v: _prefixed(v, "sub")),
-        session_id=table["session_id"].map(lambda v: _prefixed(v, "ses")),
-        value=pd.to_numeric(table[measure], errors="coerce"),
-    )
+    table = with_bids_ids(table).assign(value=pd.to_numeric(table[measure], errors="coerce"))
     table = table[(table["status"] == "ok") & table["value"].notna()]
     return table.rename(columns={key: "level"})[["participant_id", "session_id", "level", "value"]]
 
@@ -150,6 +147,21 @@ def paired_values(table: pd.DataFrame, key: str, measure: str) -> pd.DataFrame:
         if session not in wide:
             wide[session] = np.nan
     return wide[[SESSION_1, SESSION_2]].reset_index()
+
+
+def measure_pairs(tables: dict) -> dict[str, pd.DataFrame]:
+    """``paired_values`` of every measure, from tables {discs, vertebrae, grades}: computed
+    once, read by Table 3, the per-participant changes and the mixed model."""
+    return {
+        name: paired_values(tables[table_name], key, name)
+        for name, (table_name, key, _) in MEASURES.items()
+    }
+
+
+def baseline_grades(grade_table: pd.DataFrame) -> pd.DataFrame:
+    """The Pfirrmann grades at ses-1 (participant_id, level, value), status ok only."""
+    values = _values(grade_table, "level", "pfirrmann")
+    return values[values["session_id"] == SESSION_1]
 
 
 # --- one paired comparison ----------------------------------------------------------------
@@ -296,8 +308,7 @@ def table2(grade_table: pd.DataFrame, participant_ids: Sequence[str], source: st
     levels): counts of grades 1-5, n (%) degenerated (grade > 1) of the assessed discs; levels
     not assessable (not in the field of view, failed, not graded) are left out of the
     denominator and counted."""
-    values = _values(grade_table, "level", "pfirrmann")
-    values = values[values["session_id"] == SESSION_1]
+    values = baseline_grades(grade_table)
     everyone = {_prefixed(p, "sub") for p in participant_ids}
     rows = []
     for level in (*LEVELS, "any"):
@@ -350,21 +361,21 @@ def participant_changes(pairs: pd.DataFrame) -> pd.DataFrame:
 
 def _sessions_scanned(*tables: pd.DataFrame) -> dict[str, set]:
     """participant_id -> the sessions the imaging tables list (measured, cut or failed)."""
-    both = pd.concat([t[["participant_id", "session_id"]] for t in tables])
-    ids = both["participant_id"].map(lambda v: _prefixed(v, "sub"))
-    sessions = both["session_id"].map(lambda v: _prefixed(v, "ses"))
-    return sessions.groupby(ids).agg(set).to_dict()
+    both = with_bids_ids(pd.concat([t[["participant_id", "session_id"]] for t in tables]))
+    return both.groupby("participant_id")["session_id"].agg(set).to_dict()
 
 
-def table3(tables: dict, people: pd.DataFrame, settings: Settings, grade_source: str):
+def table3(
+    tables: dict, pairs_of: dict, people: pd.DataFrame, settings: Settings, grade_source: str
+):
     """For each measure, group (all, then each value of the participants' group) and level
     (overall, then each level): the paired summary, plus who is left out and why. Participants
     without a ses-2 are counted in ``n_no_ses2``; others in the group without a pair for the
     level (not in the field of view or failed at either session) in ``n_excluded``."""
     rows = []
     sessions_of = _sessions_scanned(tables["discs"], tables["vertebrae"], tables["grades"])
-    for name, (table_name, key, _) in MEASURES.items():
-        pairs = paired_values(tables[table_name], key, name)
+    for name, (_, key, _) in MEASURES.items():
+        pairs = pairs_of[name]
         order = VERTEBRAE if key == "vertebra" else LEVELS
         for group, members in _participant_groups(people).items():
             if group == ALL:  # everyone imaged counts, listed in participants.tsv or not
@@ -503,16 +514,15 @@ def _compare_by(frame: pd.DataFrame, by: str, measures: Sequence[str], compariso
     return rows
 
 
-def per_participant(tables: dict, people: pd.DataFrame) -> pd.DataFrame:
+def per_participant(pairs_of: dict, grade_table: pd.DataFrame, people: pd.DataFrame):
     """One row per participant: demographics, groups, the overall change of each measure,
     the highest Pfirrmann grade at ses-1 and whether any disc is degenerated (grade > 1)."""
     frame = people.copy()
-    for name, (table_name, key, _) in MEASURES.items():
-        changes = participant_changes(paired_values(tables[table_name], key, name))
+    for name, pairs in pairs_of.items():
+        changes = participant_changes(pairs)
         frame[f"{name}_change"] = (changes[SESSION_2] - changes[SESSION_1]).reindex(frame.index)
-    baseline = _values(tables["grades"], "level", "pfirrmann")
-    baseline = baseline[baseline["session_id"] == SESSION_1].groupby("participant_id")["value"]
-    frame["highest_grade_ses1"] = baseline.max().reindex(frame.index)
+    highest = baseline_grades(grade_table).groupby("participant_id")["value"].max()
+    frame["highest_grade_ses1"] = highest.reindex(frame.index)
     frame["degeneration_ses1"] = np.where(
         frame["highest_grade_ses1"].isna(),
         None,
@@ -556,15 +566,15 @@ def comparisons(frame: pd.DataFrame) -> pd.DataFrame:
 # --- mixed model --------------------------------------------------------------------------
 
 
-def mixed_model(tables: dict, people: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+def mixed_model(pairs_of: dict, people: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """Per continuous measure: change ~ level (fixed) + covariates, with a random intercept
     per participant (statsmodels MixedLM, REML). Covariates missing for everyone or constant
     are left out, participants missing one are dropped; both are said in the note."""
     rows = []
-    for name, (table_name, key, unit) in MEASURES.items():
+    for name, (_, _, unit) in MEASURES.items():
         if unit != "mm":
             continue
-        pairs = paired_values(tables[table_name], key, name).dropna(subset=[SESSION_1, SESSION_2])
+        pairs = pairs_of[name].dropna(subset=[SESSION_1, SESSION_2])
         data = pairs.assign(change=pairs[SESSION_2] - pairs[SESSION_1])
         data = data.join(people, on="participant_id")
         rows += _fit_mixed(name, data, settings.covariates)

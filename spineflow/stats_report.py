@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import pandas as pd
 from spineflow import __version__, agreement
 from spineflow import statistics as st
 from spineflow.cohort import NA, write_tsv
-from spineflow.fileio import atomic_write_text
+from spineflow.fileio import atomic_write_text, jsonable
 
 TABLE_FILES = {
     "table2_prevalence": "Table 2. Pfirrmann grades at timepoint 1",
@@ -68,11 +67,12 @@ def compute(
     everyone = sorted(set(people.index) | set(discs["participant_id"]))
     tables = {"discs": discs, "vertebrae": vertebrae, "grades": grade_table}
     results["table2_prevalence"] = st.table2(grade_table, everyone, source)
-    results["table3_change"] = st.table3(tables, people, settings, source)
-    frame = st.per_participant(tables, people)
+    pairs_of = st.measure_pairs(tables)
+    results["table3_change"] = st.table3(tables, pairs_of, people, settings, source)
+    frame = st.per_participant(pairs_of, grade_table, people)
     results["table4_subgroups"] = st.table4(frame, settings)
     results["comparisons"] = st.comparisons(frame)
-    results["mixed_model"] = st.mixed_model(tables, people, settings)
+    results["mixed_model"] = st.mixed_model(pairs_of, people, settings)
     return {"tables": results, "facts": facts}
 
 
@@ -85,7 +85,7 @@ def write(result: dict, out_dir) -> dict[str, str]:
         write_tsv(table, paths[name], significant=P_COLUMNS)
     payload = {
         "spineflow_version": __version__,
-        **_plain(result["facts"]),
+        **jsonable(result["facts"]),
         **{name: _records(t) for name, t in result["tables"].items()},
     }
     paths["json"] = str(out_dir / RENDERINGS[0])
@@ -101,20 +101,7 @@ def write(result: dict, out_dir) -> dict[str, str]:
 def _records(table: pd.DataFrame) -> list[dict]:
     """JSON records: NaN as null, numpy scalars as Python ones."""
     clean = table.astype(object).where(table.notna(), None)
-    return [{k: _plain(v) for k, v in row.items()} for row in clean.to_dict("records")]
-
-
-def _plain(value):
-    """JSON-ready: NaN as None, numpy scalars as Python ones, through dicts and lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return [jsonable(row) for row in clean.to_dict("records")]
 
 
 # --- formatting for people -------------------------------------------------------------------

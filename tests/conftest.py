@@ -12,11 +12,17 @@ from spineflow.cli import demo_config, snakemake_command
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_snakemake(config: dict, workdir: Path, *extra: str) -> subprocess.CompletedProcess:
-    """The real workflow, as a user runs it (a fresh Snakemake process)."""
+def run_snakemake(
+    config: dict, workdir: Path, *extra: str, env: dict | None = None, timeout=None
+) -> subprocess.CompletedProcess:
+    """The real workflow, as a user runs it (a fresh Snakemake process); ``env``: variables
+    to set besides the user's."""
     command = snakemake_command(config, workdir, 2, *extra)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+    path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, **(env or {})}
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=workdir, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")

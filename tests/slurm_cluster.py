@@ -85,12 +85,8 @@ class Cluster:
     cleanup: list[Path] = field(default_factory=list)  # folders outside root to remove
     replaced: dict[str, bytes | None] = field(default_factory=dict)  # /etc/slurm as found
 
-    @property
-    def env(self) -> dict[str, str]:
-        return dict(os.environ)
-
     def run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(command, env=self.env, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True)
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)}: {result.stderr or result.stdout}")
         return result
@@ -100,7 +96,7 @@ class Cluster:
         if user:
             command = ["runuser", "-u", user, "--", *command]
         self.processes[name] = subprocess.Popen(
-            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def _wait(self, what: str, ready, timeout_s: float = 60.0) -> None:

@@ -233,7 +233,8 @@ def _table3(discs, vertebrae):
     grades, source = statistics.grades(discs, None)
     tables = {"discs": discs, "vertebrae": vertebrae, "grades": grades}
     people = pd.DataFrame(index=pd.Index([], name="participant_id"))
-    result = statistics.table3(tables, people, statistics.Settings(), source)
+    pairs_of = statistics.measure_pairs(tables)
+    result = statistics.table3(tables, pairs_of, people, statistics.Settings(), source)
     return result[result["group"] == "all"]
 
 

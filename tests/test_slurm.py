@@ -8,15 +8,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import slurm_cluster
-from conftest import REPO, break_geometry_series
+from conftest import REPO, break_geometry_series, run_snakemake
 
-from spineflow.cli import demo_config, snakemake_command
+from spineflow.cli import demo_config
 
 pytestmark = pytest.mark.e2e
 MEASURES = ("height_mm", "width_mm", "intervertebral_distance_mm")
@@ -34,26 +33,23 @@ def slurm(tmp_path_factory):
     cluster.stop()
 
 
-def _run_on_slurm(cluster, config: dict, work: Path) -> subprocess.CompletedProcess:
-    """The cluster profile as a user runs it; the first status check after 5 s, not 20."""
-    command = snakemake_command(
+def _run_on_slurm(config: dict, work: Path) -> subprocess.CompletedProcess:
+    """The cluster profile as a user runs it, the account from the environment (the
+    configuration is where Slurm looks: /etc/slurm); the first status check after 5 s."""
+    profile = str(REPO / "profiles" / "slurm")
+    return run_snakemake(
         config,
         work,
-        2,
         "--profile",
-        str(REPO / "profiles" / "slurm"),
+        profile,
+        "--slurm-keep-successful-logs",
         "--slurm-init-seconds-before-status-checks",
         "5",
-        "--slurm-keep-successful-logs",
         "--latency-wait",
         "5",
+        env={"SBATCH_ACCOUNT": "root"},
+        timeout=1500,
     )
-    env = {
-        **cluster.env,
-        "SBATCH_ACCOUNT": "root",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-    }
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=work, timeout=1500)
 
 
 def _group_table(output: Path, name: str) -> pd.DataFrame:
@@ -74,8 +70,8 @@ def slurm_run(slurm, tiny_cohort, tmp_path_factory):
     victim = pd.read_csv(tiny_cohort / "id_map.tsv", sep="\t", dtype=str).iloc[0]
     break_geometry_series(root / "dicom", victim["dicom_patient_id"])
     config = {**demo_config(tiny_cohort, root / "output"), "dicom_dir": str(root / "dicom")}
-    first = _run_on_slurm(slurm, config, root / "work")
-    second = _run_on_slurm(slurm, config, root / "work")
+    first = _run_on_slurm(config, root / "work")
+    second = _run_on_slurm(config, root / "work")
     return root / "output", victim["participant_id"], first, second
 
 

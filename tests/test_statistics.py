@@ -58,11 +58,17 @@ def _people(rows=()):
     return st.with_groups(st.participants_table(frame, None), SETTINGS)
 
 
-def _table3(discs, people=None, vertebrae=NO_VERTEBRAE):
+def _tables(discs, vertebrae=NO_VERTEBRAE):
+    """The statistics' inputs from hand-made tables: (tables, their pairs, grade source)."""
     grades, source = st.grades(discs, None)
     tables = {"discs": discs, "vertebrae": vertebrae, "grades": grades}
+    return tables, st.measure_pairs(tables), source
+
+
+def _table3(discs, people=None, vertebrae=NO_VERTEBRAE):
+    tables, pairs_of, source = _tables(discs, vertebrae)
     people = _people() if people is None else people
-    return st.table3(tables, people, SETTINGS, source)
+    return st.table3(tables, pairs_of, people, SETTINGS, source)
 
 
 def _row(result, measure="height_mm", level="L4-L5", group="all"):
@@ -347,12 +353,9 @@ def test_table4_and_comparisons_on_a_hand_made_cohort():
             (sub, "ses-1", "L4-L5", before, "ok", 1 + i % 3),
             (sub, "ses-2", "L4-L5", before - 0.1 * (i % 2), "ok", 1 + i % 3),
         ]
-    discs = _discs(records)
-    grades, _ = st.grades(discs, None)
+    tables, pairs_of, _ = _tables(_discs(records))
     people = _people(rows)
-    frame = st.per_participant(
-        {"discs": discs, "vertebrae": NO_VERTEBRAE, "grades": grades}, people
-    )
+    frame = st.per_participant(pairs_of, tables["grades"], people)
     table4 = st.table4(frame, SETTINGS)
     sex = table4[(table4["grouping"] == "sex") & (table4["measure"] == "height_mm_change")].iloc[0]
     finishers = frame[frame["group"] == "finisher"]
@@ -387,12 +390,9 @@ def test_mixed_model_matches_anova_on_balanced_data():
                 (f"sub-{i:02d}", "ses-1", level, 10.0, "ok"),
                 (f"sub-{i:02d}", "ses-2", level, 10.0 + change[i, j], "ok"),
             ]
-    discs = _discs(records)
-    grades, _ = st.grades(discs, None)
+    _, pairs_of, _ = _tables(_discs(records))
     settings = st.Settings(covariates=())
-    model = st.mixed_model(
-        {"discs": discs, "vertebrae": NO_VERTEBRAE, "grades": grades}, _people(), settings
-    )
+    model = st.mixed_model(pairs_of, _people(), settings)
     height = model[model["measure"] == "height_mm"].set_index("term")
     means = change.mean(axis=0)
     assert height.loc["Intercept", "coefficient"] == pytest.approx(means[0], abs=1e-5)
@@ -409,11 +409,8 @@ def test_mixed_model_matches_anova_on_balanced_data():
 
 
 def test_mixed_model_too_few_participants_is_a_note():
-    discs = _discs(_pairs([10.0, 11.0], [10.1, 11.3]))
-    grades, _ = st.grades(discs, None)
-    model = st.mixed_model(
-        {"discs": discs, "vertebrae": NO_VERTEBRAE, "grades": grades}, _people(), SETTINGS
-    )
+    _, pairs_of, _ = _tables(_discs(_pairs([10.0, 11.0], [10.1, 11.3])))
+    model = st.mixed_model(pairs_of, _people(), SETTINGS)
     assert "too few participants" in model.iloc[0]["note"]
 
 
