@@ -79,6 +79,11 @@ class DiscResult:
     features: dict = field(default_factory=dict)
 
     @property
+    def has_both_endplates(self) -> bool:
+        """Whether both surfaces are located (not a far endplate, ``locate_far_endplate``)."""
+        return self.upper_coef is not None and self.lower_coef is not None
+
+    @property
     def upper_mid_u(self) -> float:
         """Middle of the upper vertebra's caudal endplate: between its walls, or between the
         disc's own ends where a wall was not found (the disc lies centred on its vertebrae)."""
@@ -511,64 +516,79 @@ def session_cortex_mm(plane: Plane, discs: list[DiscResult]) -> tuple[float, int
 
 
 def refine_disc(plane: Plane, disc: DiscResult, cortex_mm: float) -> DiscResult:
-    """The disc's endplates refined on the raw pixels (``_refine_side``); a remnant's only
-    (upper) side alone."""
+    """The disc's endplates refined on the raw pixels (``_refine_side``); a far endplate
+    (``locate_far_endplate``) has one side only."""
     floor = RICIAN_FLOOR * plane.noise_sigma
-    upper = _refine_side(plane, disc, +1, cortex_mm, floor)
-    if disc.lower_coef is None:
-        return replace(disc, upper_coef=upper)
-    refined = replace(
-        disc, upper_coef=upper, lower_coef=_refine_side(plane, disc, -1, cortex_mm, floor)
-    )
-    refined.height_mm = _mean_height(refined)
+    sides = {+1: "upper_coef", -1: "lower_coef"}
+    refined = replace(disc, **{
+        name: _refine_side(plane, disc, side, cortex_mm, floor)
+        for side, name in sides.items() if getattr(disc, name) is not None
+    })  # fmt: skip
+    if refined.has_both_endplates:
+        refined.height_mm = _mean_height(refined)
     return refined
 
 
-# ------------------------------------------------------------------ the sacrum below S1
+# ------------------------------------------------------------------ a vertebra's far endplate
 
-S1_SEARCH_MM = (10.0, 45.0)  # S1's caudal endplate lies this far below its cranial one
+# a vertebral body's far endplate lies this far from its endplate at the disc (S1 to the S1-S2
+# remnant, L3 to L2-L3: lumbar bodies are 20-35 mm tall, S1 a little less)
+BODY_SEARCH_MM = (10.0, 45.0)
+# the far endplates found from a body, per side of the disc: the level they stand for, the
+# structure's name in notes
+FAR_ENDPLATES = {-1: ("S1-S2", "S1's caudal"), +1: ("L2-L3", "L3's cranial")}
 
 
-def locate_sacral_remnant(plane: Plane, l5s1: DiscResult) -> DiscResult:
-    """S1's caudal endplate (the fused S1-S2 remnant's cranial side), found from S1's own
-    cranial endplate: along S1's axis, the first step out of its marrow 10-45 mm below it.
+def locate_far_endplate(plane: Plane, disc: DiscResult, side: int) -> DiscResult:
+    """The other endplate of the vertebra on one side of a measured disc (side -1: S1 below
+    L5-S1, its caudal endplate, the S1-S2 remnant's cranial side; +1: L3 above L3-L4, its
+    cranial endplate, L2-L3's caudal side): along the body's axis, the first step out of its
+    marrow BODY_SEARCH_MM from the disc.
 
-    Segmentations rarely give the remnant (SPINEPS and TotalSpineSeg label the sacrum as one),
-    and in a curved sacrum it is too thin to trace along the column, but S1 is one block of
-    marrow with that dark line at its caudal end. The result is a ``DiscResult`` for "S1-S2"
-    with only its upper (S1) surface."""
-    result = DiscResult("S1-S2")
-    if l5s1.status != "ok":
-        result.status, result.note = l5s1.status, f"L5-S1 {l5s1.note}".strip()
+    Segmentations rarely give the sacral remnant (SPINEPS and TotalSpineSeg label the sacrum as
+    one), and in a curved sacrum it is too thin to trace along the column; and where the field
+    of view ends inside the L2-L3 disc, L3's cranial endplate is in view without a disc to
+    locate it by. Either way the body is one block of marrow with the endplate at its far end.
+    The result is a ``DiscResult`` of that level with only the body's surface."""
+    level, name = FAR_ENDPLATES[side]
+    result = DiscResult(level)
+    if disc.status != "ok":
+        result.status, result.note = disc.status, f"{disc.level} {disc.note}".strip()
         return result
-    base = l5s1.frame
-    u0 = l5s1.lower_mid_u if np.isfinite(l5s1.lower_mid_u) else l5s1.centre_u
-    angle = np.arctan(np.polyval(np.polyder(l5s1.lower_coef), u0))
+    coef = disc.lower_coef if side < 0 else disc.upper_coef
+    u0 = disc.lower_mid_u if side < 0 else disc.upper_mid_u
+    u0 = u0 if np.isfinite(u0) else disc.centre_u
+    base = disc.frame
+    angle = np.arctan(np.polyval(np.polyder(coef), u0))
     ap = np.cos(angle) * base.ap + np.sin(angle) * base.up
     up = -np.sin(angle) * base.ap + np.cos(angle) * base.up
-    frame = Frame(base.point(u0, np.polyval(l5s1.lower_coef, u0)), ap, up)
-    half = 0.3 * (l5s1.u_ant - l5s1.u_post)
+    frame = Frame(base.point(u0, np.polyval(coef, u0)), ap, up)
+    half = 0.3 * (disc.u_ant - disc.u_post)
     u_values = np.linspace(-half, half, N_HEIGHT_PROFILES)
-    t = -np.arange(S1_SEARCH_MM[0] - 8.0, S1_SEARCH_MM[1] + 8.0, PROFILE_STEP_MM)
-    guess = -S1_SEARCH_MM[0]
+    t = side * np.arange(BODY_SEARCH_MM[0] - 8.0, BODY_SEARCH_MM[1] + 8.0, PROFILE_STEP_MM)
     profiles = [plane.profile(frame, u, t) for u in u_values]
     edges = np.array([
-        marrow_boundary(t, values, guess, +1, plateau_mm=(2.0, 6.0),
-                        reach_mm=S1_SEARCH_MM[1] - S1_SEARCH_MM[0])
+        marrow_boundary(t, values, side * BODY_SEARCH_MM[0], -side, plateau_mm=(2.0, 6.0),
+                        reach_mm=BODY_SEARCH_MM[1] - BODY_SEARCH_MM[0])
         for values in profiles
     ])  # fmt: skip
-    coef = _curve_if_enough(u_values, edges)
-    if coef is None:
+    found = _curve_if_enough(u_values, edges)
+    if found is None:
         cut = np.mean([np.isnan(values).any() for values in profiles]) > 0.4
         result.status, result.note = (
-            ("not_in_fov", "S1's caudal end outside the field of view")
+            ("not_in_fov", f"{name} endplate outside the field of view")
             if cut
-            else ("failed", "S1's caudal endplate not found")
+            else ("failed", f"{name} endplate not found")
         )
         return result
-    result.frame, result.upper_coef = frame, coef
-    result.u_post, result.u_ant = l5s1.u_post - u0, l5s1.u_ant - u0
-    result.upper_walls = vertebra_walls(plane, result, +1)
+    result.frame = frame
+    result.u_post, result.u_ant = disc.u_post - u0, disc.u_ant - u0
+    if side < 0:
+        result.upper_coef = found
+        result.upper_walls = vertebra_walls(plane, result, +1)
+    else:
+        result.lower_coef = found
+        result.lower_walls = vertebra_walls(plane, result, -1)
     return result
 
 
@@ -662,7 +682,8 @@ def _grade(plane: Plane, disc: DiscResult, neighbours: list[DiscResult]) -> dict
 
     features = pfirrmann.disc_features(plane.pixels(disc.frame, inside), disc,
                                        _csf_level(plane, disc))  # fmt: skip
-    heights = [d.height_mm for d in neighbours if d.status == "ok" and d is not disc]
+    heights = [d.height_mm for d in neighbours
+               if d.status == "ok" and np.isfinite(d.height_mm) and d is not disc]  # fmt: skip
     features["height_ratio"] = disc.height_mm / np.mean(heights) if heights else np.nan
     return {**features, "pfirrmann_auto": pfirrmann.grade(features)}
 
@@ -682,8 +703,12 @@ def measure_session(
     """
     plane = Plane(volume, labels, thickness_mm=thickness_mm)
     located = {level: locate_disc(plane, level) for level in DISC_LEVELS}
-    located["S1-S2"] = locate_sacral_remnant(plane, located["L5-S1"])
-    measured = [d for d in located.values() if d.status == "ok" and d.lower_coef is not None]
+    located["S1-S2"] = locate_far_endplate(plane, located["L5-S1"], -1)
+    if located["L2-L3"].status != "ok":  # L3's cranial endplate may be in view all the same
+        from_l3 = locate_far_endplate(plane, located["L3-L4"], +1)
+        if from_l3.status == "ok" or located["L2-L3"].status == "failed":
+            located["L2-L3"] = from_l3
+    measured = [d for d in located.values() if d.status == "ok" and d.has_both_endplates]
     facts = {"MidsagittalSliceIndex": float(np.mean(plane.midline))}
     if cortex_mm == "auto":
         cortex, n_endplates = session_cortex_mm(plane, measured)

@@ -39,13 +39,15 @@ from .midsagittal import (
     sample,
 )
 
-# between marrow edges, a fused S1-S2 remnant with its two cortices is at most ~4.5 mm; the
-# thinnest lumbosacral disc of an adult (6 mm) with its cortices is well above; a "gap" taller
+# between marrow edges, a fused S1-S2 remnant with its two cortices measures up to ~5 mm (a
+# column crossing it obliquely adds some); the thinnest lumbosacral disc of an adult (6 mm) with
+# its cortices (0.3-0.9 mm each) is above 6.5 mm: the threshold lies between; a "gap" taller
 # than the tallest disc (~16 mm with cortices) is not one disc but bodies the column crossed
 # obliquely (the curved sacrum)
-MIN_DISC_MM = 5.0
+MIN_DISC_MM = 6.0
 MAX_DISC_MM = 18.0
 MIN_BODY_MM = 12.0
+MERGED_BODY_RATIO = 1.6  # a "body" this many times the typical one is two with a hidden disc
 COLUMN_DEPTH_MM = 60.0
 STEP_MM = 0.5
 S1_LABEL_MM = 25  # S1 is labelled this far down from its cranial endplate
@@ -76,7 +78,7 @@ def canal_front_curve(plane: np.ndarray, spacing_mm, near=None) -> tuple[np.ndar
     canal = find_canal(plane, spacing_mm, near=near)
     rows = np.flatnonzero(canal.any(axis=0))
     width = canal[:, rows].sum(axis=0)
-    wide = np.flatnonzero(width >= 0.6 * np.median(width))
+    wide = np.flatnonzero(width >= 0.35 * np.median(width))
     rows = rows[wide[0] : wide[-1] + 1]
     front_y = np.array([np.flatnonzero(canal[:, k]).max() for k in rows]) * spacing_mm[0]
     z = rows * spacing_mm[1]
@@ -205,6 +207,49 @@ def body_runs(column: Column) -> list[tuple[int, int]]:
     return runs
 
 
+def split_merged_bodies(column: Column, runs: list[tuple[int, int]], first: int):
+    """Body runs from index ``first`` up, with any run too tall for one vertebra (over
+    MERGED_BODY_RATIO times the shortest whole body above ``first``: lumbar bodies differ by far
+    less) split at the disc inside it.
+
+    A disc whose signal matches the marrow (a degenerated disc on a fat-suppressed image) leaves
+    only its two dark cortical endplates in the marrow likeness, too thin to fall below half: the
+    bodies on either side then read as one. The disc is the rows between the two dips of the
+    likeness nearest the run's middle that lie a disc's height apart, or at the deepest dip."""
+    likeness, _, _ = column.marrow
+    whole = [b - a for a, b in runs[first:] if a > 0 and b < len(likeness)]
+    if not whole:
+        return runs
+    typical = float(min(whole))
+    out = list(runs[:first])
+    for start, stop in runs[first:]:
+        if stop - start > MERGED_BODY_RATIO * typical and stop - start >= 2 * MIN_BODY_MM:
+            gap = _disc_inside(likeness, start, stop)
+            if gap is not None:
+                out += [(start, gap[0]), (gap[1], stop)]
+                continue
+        out.append((start, stop))
+    return out
+
+
+def _disc_inside(likeness: np.ndarray, start: int, stop: int) -> tuple[int, int] | None:
+    """Rows of the disc hidden in a merged run (``split_merged_bodies``), None without a dip."""
+    margin = int(MIN_BODY_MM * 0.75)
+    inner = np.arange(start + margin, stop - margin)
+    values = likeness[inner]
+    lowest = (values <= np.roll(values, 1)) & (values <= np.roll(values, -1)) & (values < 0.9)
+    minima = inner[lowest][(inner[lowest] > inner[0]) & (inner[lowest] < inner[-1])]
+    if not len(minima):
+        return None
+    middle = (start + stop) / 2
+    pairs = [(a, b) for a in minima for b in minima if MIN_DISC_MM <= b - a <= MAX_DISC_MM]
+    if pairs:
+        a, b = min(pairs, key=lambda ab: abs((ab[0] + ab[1]) / 2 - middle))
+        return int(a), int(b) + 1
+    deepest = int(minima[np.argmin(likeness[minima])])
+    return deepest, deepest + 1
+
+
 @dataclass(frozen=True)
 class Labelling:
     """Which label each body run and each gap above it gets (0: none)."""
@@ -223,7 +268,7 @@ def anatomical_labelling(n_bodies: int, anchor: int) -> tuple[Labelling, list[st
     """Names from the sacrum: body ``anchor`` is S1 (gap ``anchor`` is L5-S1); the sacrum
     below it and bodies above T10 stay unlabelled (where the column turns down the curved
     sacrum its rows cross the fused segments obliquely; S1's caudal end is found by the
-    measurement itself, ``measure.locate_sacral_remnant``)."""
+    measurement itself, ``measure.locate_far_endplate``)."""
     names = ["" for _ in range(n_bodies)]
     for k in range(anchor, n_bodies):
         if k - anchor < len(NAMES_CAUDAL_TO_CRANIAL):
@@ -339,6 +384,7 @@ def segment_volume(volume: Volume, half_width_slices: int = 1) -> tuple[np.ndarr
     column = straighten(plane, spacing, canal)
     runs = body_runs(column)
     anchor, heights = find_anchor(volume, midline, column, runs)
+    runs = split_merged_bodies(column, runs, anchor + 1)
     labelling, names = anatomical_labelling(len(runs), anchor)
     # S1's label: its cranial part only, the rest of the run may be further sacrum
     runs[anchor] = (max(runs[anchor][0], runs[anchor][1] - S1_LABEL_MM), runs[anchor][1])

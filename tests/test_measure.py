@@ -240,3 +240,15 @@ def test_top_cutting_l3_l4_disc_marks_it_not_in_fov():
     assert vertebrae.loc["L3", "status"] == "not_in_fov"
     assert discs.loc["L4-L5", "status"] == "ok"
     assert vertebrae.loc["L5", "status"] == "ok"
+
+
+def test_top_cutting_l2_l3_disc_still_measures_l3_from_its_cranial_endplate():
+    """The field of view ends inside L2-L3: the disc is not measurable, but L3's cranial
+    endplate is in view, so L3's intervertebral distance is (``locate_far_endplate``)."""
+    top_s = (DISC_S["L2-L3"][0] + DISC_S["L2-L3"][1]) / 2
+    _, vertebrae = _measure(0.0, n_z=int(_z_of(top_s) / SPACING[2]))
+    whole = _cached(0.0, 0.0)[1]
+    assert vertebrae.loc["L3", "status"] == "ok", vertebrae.loc["L3", "note"]
+    assert vertebrae.loc["L3", "intervertebral_distance_mm"] == pytest.approx(
+        whole.loc["L3", "intervertebral_distance_mm"], abs=DISTANCE_TOLERANCE_MM
+    )

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 
 from spineflow.midsagittal import Volume, find_midline_x
-from spineflow.segment import VERTEBRA_LABELS, disc_label, segment_volume
+from spineflow.segment import (
+    COLUMN_DEPTH_MM,
+    STEP_MM,
+    VERTEBRA_LABELS,
+    Column,
+    body_runs,
+    disc_label,
+    segment_volume,
+    split_merged_bodies,
+)
 from spineflow.synth import anatomy, render, sampling
 
 PIXEL_MM = 350 / 320
@@ -65,3 +74,34 @@ def test_top_of_the_spine_outside_the_image_keeps_sacral_anchoring():
     true_centre = spine.disc("L5-S1").mid_origin_as + translation[1:]
     assert np.linalg.norm(centroid[1:] - true_centre) < 5.0
     assert "T12" not in facts["LevelsFound"]
+
+
+def _column(profile_rows: list[tuple[int, float]]) -> Column:
+    """A straightened column whose rows (caudal to cranial) hold the given signal across the
+    whole depth: runs of (number of rows, signal)."""
+    values = np.concatenate([np.full(n, value) for n, value in profile_rows])
+    depth = np.arange(0.0, COLUMN_DEPTH_MM, STEP_MM)
+    image = np.repeat(values[:, None], len(depth), axis=1)
+    image += np.random.default_rng(0).normal(0, 2.0, image.shape)
+    points = np.column_stack([np.zeros(len(values)), np.arange(len(values), dtype=float)])
+    normals = np.tile([1.0, 0.0], (len(values), 1))
+    return Column(points, normals, depth, image)
+
+
+def test_a_disc_as_bright_as_marrow_is_found_between_its_two_dark_endplates():
+    """A degenerated disc can match the marrow: only its dark cortices show, too thin to end a
+    body run, and two bodies read as one until split there."""
+    marrow, disc, cortex = 100.0, 40.0, 5.0
+    column = _column([
+        (25, marrow), (9, disc), (25, marrow), (9, disc),  # S1, L5-S1, L5, L4-L5
+        (26, marrow), (1, cortex), (8, marrow), (1, cortex),  # L4, L3-L4 as bright as marrow
+        (25, marrow), (9, disc), (20, marrow),  # L3, L2-L3, L2 (cut by the column's end)
+    ])  # fmt: skip
+    runs = body_runs(column)
+    assert len(runs) == 4, runs  # L4 and L3 read as one
+    split = split_merged_bodies(column, runs, 1)
+    assert len(split) == 5, split
+    disc_rows = (split[2][1], split[3][0])
+    assert 93 <= disc_rows[0] <= 95 and 103 <= disc_rows[1] <= 105, disc_rows
+    # the sacrum below the anchor is left as it is, however long
+    assert split_merged_bodies(column, runs, 3) == runs
