@@ -536,7 +536,21 @@ def refine_disc(plane: Plane, disc: DiscResult, cortex_mm: float) -> DiscResult:
 BODY_SEARCH_MM = (10.0, 45.0)
 # the far endplates found from a body, per side of the disc: the level they stand for, the
 # structure's name in notes
+TREND_WINDOW_MM = 15.0
 FAR_ENDPLATES = {-1: ("S1-S2", "S1's caudal"), +1: ("L2-L3", "L3's cranial")}
+
+
+def _detrended(profile: np.ndarray) -> np.ndarray:
+    """A profile over its running median (TREND_WINDOW_MM): a body's marrow drifts over its
+    height (residual bias field, texture) by more than the step tolerance, an endplate is a
+    step within a few millimetres."""
+    finite = np.isfinite(profile)
+    if not finite.any():
+        return profile
+    window = int(round(TREND_WINDOW_MM / PROFILE_STEP_MM)) | 1
+    filled = np.where(finite, profile, np.nanmedian(profile))
+    trend = ndimage.median_filter(filled, window, mode="nearest")
+    return np.where(finite, profile / np.maximum(trend, 1e-6), np.nan)
 
 
 def locate_far_endplate(plane: Plane, disc: DiscResult, side: int) -> DiscResult:
@@ -568,8 +582,8 @@ def locate_far_endplate(plane: Plane, disc: DiscResult, side: int) -> DiscResult
     t = side * np.arange(BODY_SEARCH_MM[0] - 8.0, BODY_SEARCH_MM[1] + 8.0, PROFILE_STEP_MM)
     profiles = [plane.profile(frame, u, t) for u in u_values]
     edges = np.array([
-        marrow_boundary(t, values, side * BODY_SEARCH_MM[0], -side, plateau_mm=(2.0, 6.0),
-                        reach_mm=BODY_SEARCH_MM[1] - BODY_SEARCH_MM[0])
+        marrow_boundary(t, _detrended(values), side * BODY_SEARCH_MM[0], -side,
+                        plateau_mm=(2.0, 6.0), reach_mm=BODY_SEARCH_MM[1] - BODY_SEARCH_MM[0])
         for values in profiles
     ])  # fmt: skip
     found = _curve_if_enough(u_values, edges)

@@ -252,3 +252,21 @@ def test_top_cutting_l2_l3_disc_still_measures_l3_from_its_cranial_endplate():
     assert vertebrae.loc["L3", "intervertebral_distance_mm"] == pytest.approx(
         whole.loc["L3", "intervertebral_distance_mm"], abs=DISTANCE_TOLERANCE_MM
     )
+
+
+def test_s1_caudal_endplate_found_under_a_residual_bias_field():
+    """A residual bias field makes the marrow drift over S1's height by more than the step
+    that ends a body; the endplate below is still the step, not the drift."""
+    volume, labels = phantom()
+    z_mm = np.arange(SHAPE[2]) * SPACING[2]
+    top, bottom = _z_of(BODY_S["S1"][1]), _z_of(BODY_S["S1"][0])
+    # 40 % brighter from S1's cranial to its caudal end, flat above and below
+    field = 1.0 + 0.4 * np.clip((top - z_mm) / (top - bottom), 0.0, 1.0)
+    biased = Volume((volume.data * field[None, None, :]).astype(np.float32), volume.affine,
+                    volume.spacing_mm)  # fmt: skip
+    _, vertebrae, _ = measure_session(biased, labels, cortex_mm="auto")
+    whole = _cached(0.0, 0.0)[1]
+    distance = vertebrae.set_index("vertebra").loc["S1", "intervertebral_distance_mm"]
+    # taken for the drift, the step is found ~12 mm short; the edge fit itself, whose marrow
+    # level is flat within a bin, is off by ~0.15 mm under so steep a drift
+    assert distance == pytest.approx(whole.loc["S1", "intervertebral_distance_mm"], abs=0.25)
