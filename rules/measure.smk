@@ -1,6 +1,6 @@
 # Disc height, disc width and intervertebral distance per level, in mm (DESIGN.md definitions),
-# each session on its own; then, for participants seen twice, the height change through the
-# per-vertebra registration.
+# each session on its own; then, for participants seen twice, the height change, checked through
+# the per-vertebra registration.
 
 
 rule measure:

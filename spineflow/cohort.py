@@ -231,42 +231,34 @@ def assemble(
     return _sorted(table, spec)
 
 
-def with_longitudinal_heights(
+def with_longitudinal_checks(
     discs: pd.DataFrame,
     per_participant: Sequence[tuple[str, str | Path]],
     pair_failures: Sequence[dict] = (),
 ) -> pd.DataFrame:
-    """discs.tsv with the heights of participants measured twice taken from their
-    longitudinal tables (``longitudinal.participant_heights``): the same edges at both
-    sessions, the change through the per-vertebra registration.
-
-    ``height_cross_mm`` keeps each session's own measurement; ``height_method`` says which one
-    ``height_mm`` holds (longitudinal | cross-sectional). A participant whose registration
-    failed keeps the cross-sectional heights, with the failure in the note."""
+    """discs.tsv with what the longitudinal step found in the notes of both sessions' rows:
+    discs whose change through the per-vertebra registration disagrees with the difference of
+    the sessions' own heights (``longitudinal.participant_heights``, its ``change_note``), and
+    participants whose registration failed."""
     discs = discs.copy()
-    ok = discs["status"] == "ok"
-    discs["height_cross_mm"] = discs["height_mm"]
-    discs["height_method"] = np.where(ok, "cross-sectional", "")
     for participant_id, path in per_participant:
-        table = pd.read_csv(path, sep="\t", na_values=[NA])
+        table = pd.read_csv(path, sep="\t", na_values=[NA], keep_default_na=False)
         for row in table.itertuples():
-            for session_id, height in (
-                (SESSION_1, row.height_ses1_mm),
-                (SESSION_2, row.height_ses2_mm),
-            ):
-                where = ok & (discs["participant_id"] == participant_id)
-                where &= (discs["session_id"] == session_id) & (discs["level"] == row.level)
-                discs.loc[where, "height_mm"] = float(height)
-                discs.loc[where, "height_method"] = (
-                    "longitudinal" if row.change_method == "registration" else "cross-sectional"
-                )
+            if isinstance(getattr(row, "change_note", ""), str) and row.change_note:
+                where = (discs["participant_id"] == participant_id) & (discs["level"] == row.level)
+                _append_note(discs, where, row.change_note)
     for failure in pair_failures:
         where = discs["participant_id"] == _prefixed(failure["participant_id"], "sub")
-        note = f"{failure['stage']} failed: {' '.join(str(failure['message']).split())}"
-        discs.loc[where, "note"] = [
-            "; ".join(n for n in (old, note) if n) for old in discs.loc[where, "note"]
-        ]
+        _append_note(
+            discs, where, f"{failure['stage']} failed: {' '.join(str(failure['message']).split())}"
+        )
     return discs
+
+
+def _append_note(table: pd.DataFrame, where: pd.Series, note: str) -> None:
+    table.loc[where, "note"] = [
+        "; ".join(n for n in (old, note) if n) for old in table.loc[where, "note"]
+    ]
 
 
 # --- writing -------------------------------------------------------------------------------

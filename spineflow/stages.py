@@ -116,7 +116,8 @@ def register_sessions(fixed, moving, fixed_dseg, moving_dseg, out_tfm, level_tfm
 
 
 def longitudinal_heights(sidecar_ses1, sidecar_ses2, level_tfms: dict, out_tsv):
-    """Per disc: the change through the per-vertebra transforms and the longitudinal heights."""
+    """Per disc: the sessions' own heights, their change and its check through the
+    per-vertebra transforms (``longitudinal.participant_heights``)."""
     records = [
         {d["level"]: d for d in json.loads(Path(p).read_text())["Discs"]}
         for p in (sidecar_ses1, sidecar_ses2)
@@ -128,11 +129,10 @@ def longitudinal_heights(sidecar_ses1, sidecar_ses2, level_tfms: dict, out_tsv):
 def group_tables(per_session, failures, discs_tsv, vertebrae_tsv, deriv_root,
                  per_participant=(), pair_failures=()):  # fmt: skip
     """The cohort tables; ``per_participant``: (participant_id, path) of the longitudinal
-    heights, which replace the sessions' own heights of participants measured twice;
-    ``pair_failures``: participants whose registration failed (their heights stay each
-    session's own, with a note)."""
+    tables, whose registration checks reach the notes; ``pair_failures``: participants whose
+    registration failed (noted)."""
     discs = cohort.assemble(per_session["discs"], "discs", failures)
-    discs = cohort.with_longitudinal_heights(discs, per_participant, pair_failures)
+    discs = cohort.with_longitudinal_checks(discs, per_participant, pair_failures)
     vertebrae = cohort.assemble(per_session["vertebrae"], "vertebrae", failures)
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)

@@ -264,3 +264,35 @@ def test_longitudinal_reads_assembled_tables(tmp_path):
     l3 = _row(result, measure="intervertebral_distance_mm", level="L3")
     assert l3["n_pairs"] == 2 and l3["n_no_ses2"] == 1  # sub-03 failed at ses-1, has no ses-2
     assert l3["note"] == "no variation in change: tests undefined"  # both 25.0 -> 25.0
+
+
+def test_registration_disagreement_and_failure_reach_the_group_notes(tmp_path):
+    discs = pd.DataFrame(
+        {
+            "participant_id": ["sub-01"] * 4 + ["sub-02"] * 2,
+            "session_id": ["ses-1", "ses-1", "ses-2", "ses-2", "ses-1", "ses-2"],
+            "level": ["L4-L5", "L5-S1"] * 2 + ["L4-L5"] * 2,
+            "note": ["", "2 of 25 profiles without a clear edge", "", "", "", ""],
+        }
+    )
+    longitudinal = tmp_path / "sub-01_desc-longitudinal_discs.tsv"
+    cohort.write_tsv(
+        pd.DataFrame(
+            {
+                "level": ["L4-L5", "L5-S1"],
+                "change_mm": [-0.1, 0.0],
+                "change_note": ["the registration disagrees", ""],
+            }
+        ),  # fmt: skip
+        longitudinal,
+    )
+    failure = {"participant_id": "02", "stage": "register", "message": "no\n overlap"}
+    noted = cohort.with_longitudinal_checks(discs, [("sub-01", longitudinal)], [failure])
+    assert list(noted["note"]) == [
+        "the registration disagrees",
+        "2 of 25 profiles without a clear edge",
+        "the registration disagrees",
+        "",
+        "register failed: no overlap",
+        "register failed: no overlap",
+    ]

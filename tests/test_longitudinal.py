@@ -89,25 +89,24 @@ def test_flexion_of_the_upper_vertebra_changes_the_mean_height_by_the_geometry()
     assert abs(forward) == pytest.approx(expected, rel=0.02)
 
 
-def test_participant_table_splits_the_change_about_the_mean():
+def test_participant_table_reports_the_own_heights_change_and_the_registrations_beside_it():
     ses1, ses2 = _record(), _record(upper_offset_mm=-0.3)
-    ses1["height_mm"], ses2["height_mm"] = 10.1, 9.9  # the sessions' own (noisier) heights
+    ses1["height_mm"], ses2["height_mm"] = 10.1, 9.85  # the sessions' own heights
     transforms = {"L4": _shift_along_up(-0.3), "L5": sitk.TranslationTransform(3)}
     table = participant_heights({"L4-L5": ses1}, {"L4-L5": ses2}, transforms).iloc[0]
-    assert table["change_mm"] == pytest.approx(-0.3, abs=1e-6)
-    assert table["height_ses1_mm"] == pytest.approx(10.15, abs=1e-6)
-    assert table["height_ses2_mm"] == pytest.approx(9.85, abs=1e-6)
-    assert table["change_method"] == "registration"
+    assert table["change_mm"] == pytest.approx(-0.25)
+    assert (table["height_ses1_mm"], table["height_ses2_mm"]) == pytest.approx((10.1, 9.85))
+    assert table["change_registration_mm"] == pytest.approx(-0.3, abs=1e-6)
+    assert table["change_note"] == ""
 
 
-def test_a_transform_that_disagrees_with_the_own_heights_is_not_used():
-    """A vertebra's transform locked onto its neighbour (25 mm off): the change falls back to
-    the difference of the sessions' own heights, and the table says why."""
+def test_a_registration_that_disagrees_with_the_own_heights_is_noted():
+    """A vertebra's transform locked onto its neighbour (25 mm off): the change stays the own
+    heights', and the note points at the disagreement."""
     ses1, ses2 = _record(), _record(upper_offset_mm=-0.3)
     ses1["height_mm"], ses2["height_mm"] = 10.0, 9.75
     transforms = {"L4": _shift_along_up(-25.0), "L5": sitk.TranslationTransform(3)}
     table = participant_heights({"L4-L5": ses1}, {"L4-L5": ses2}, transforms).iloc[0]
-    assert table["change_method"] == "own heights"
-    assert "registration change not used" in table["change_note"]
     assert table["change_mm"] == pytest.approx(-0.25)
-    assert (table["height_ses1_mm"], table["height_ses2_mm"]) == pytest.approx((10.0, 9.75))
+    assert table["change_registration_mm"] == pytest.approx(-25.0, abs=1e-6)
+    assert "per-vertebra registration gives a change -24.75 mm" in table["change_note"]
