@@ -1,8 +1,9 @@
 """Accuracy of the whole pipeline on the tiny fixed-seed cohort, against the phantom's truth.
 
-Labels and statuses are held to issue 3's targets. The measurement figures are held to the
-bounds the pipeline meets today (REGRESSION_BOUNDS, looser than issue 3's targets, which
-``spineflow accuracy`` reports on a larger cohort): a change that makes them worse fails CI.
+Labels, statuses and the measurement figures the pipeline meets are held to issue 3's targets
+(MET_TARGETS); the others to the bounds it meets today (REGRESSION_BOUNDS, looser than the
+targets, which ``spineflow accuracy`` reports on a larger cohort): a change that makes any of
+them worse fails CI.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import pytest
 
 from spineflow.evaluate import TARGETS, evaluate, format_report, target_figures
 
+MET_TARGETS = [
+    ("height_mm", "sd"),
+    ("intervertebral_distance_mm", "sd"),
+    ("height_change_mm", "sd"),
+]
 REGRESSION_BOUNDS = {
-    ("height_mm", "abs_bias"): 0.4,
-    ("height_mm", "sd"): 0.4,
-    ("width_mm", "sd"): 1.0,
-    ("intervertebral_distance_mm", "sd"): 1.0,
-    ("height_change_mm", "sd"): 0.5,
+    ("height_mm", "abs_bias"): 0.2,  # 0.151 on this cohort (the cortex is estimated ~13 % thick)
+    ("width_mm", "sd"): 0.7,  # 0.587
 }
 
 
@@ -40,6 +43,12 @@ def test_statuses_agree_with_the_truth_every_time(report):
         table = report[kind]
         wrong = table[table["status"] != table["status_true"]]
         assert share >= TARGETS["status_agreement"]["min"], (kind, wrong.to_dict("records"))
+
+
+@pytest.mark.parametrize("measure,figure", MET_TARGETS)
+def test_measurement_errors_meet_the_targets(report, measure, figure):
+    value = target_figures(report)[measure][figure]
+    assert np.isfinite(value) and value <= TARGETS[measure][figure], value
 
 
 @pytest.mark.parametrize("measure,figure", sorted(REGRESSION_BOUNDS))
