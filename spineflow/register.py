@@ -36,6 +36,12 @@ LABEL_SLACK_MM = 2.0
 # degrees; one that moves further has locked onto a neighbour (they look alike)
 MAX_REFINE_SHIFT_MM = 4.0
 MAX_REFINE_ROTATION_DEG = 5.0
+# left-right, a vertebra is pinned by its lateral walls and pedicles, ~20-25 mm either side of
+# the midline: its mask for the left-right search reaches that far across the slices; the label
+# fit's left-right shift is good to a slice (3 mm) or two, searched on a 0.5 mm grid
+LATERAL_REACH_MM = 25.0
+LEFT_RIGHT_SEARCH_MM = 6.0
+LEFT_RIGHT_STEP_MM = 0.5
 
 
 # ---------------------------------------------------------------- coordinates
@@ -287,11 +293,15 @@ def _widened(region: sitk.Image, reference: sitk.Image, margin_mm: float, slices
 # ---------------------------------------------------------------- per-level refinement
 
 
-def vertebra_mask(dseg: sitk.Image, label: int, reference: sitk.Image, margin_mm=3.0):
+def vertebra_mask(dseg: sitk.Image, label: int, reference: sitk.Image, margin_mm=3.0,
+                  lateral_mm: float | None = None):  # fmt: skip
     """Mask (uint8, on the reference grid) of one vertebra for a masked registration: its label,
     widened by margin_mm in the sagittal plane (its endplates and walls, the edges that pin
-    it, lie on the border) and by one slice either way."""
-    return _widened(dseg == label, reference, margin_mm, slices=1)
+    it, lie on the border) and by one slice either way, or across the slices within
+    ``lateral_mm`` of its labelled ones."""
+    thick_mm = max(reference.GetSpacing())
+    slices = 1 if lateral_mm is None else max(1, int(round(lateral_mm / thick_mm)))
+    return _widened(dseg == label, reference, margin_mm, slices=slices)
 
 
 def _chain_order(names: list[str], start: str) -> list[tuple[str, str | None]]:
@@ -355,6 +365,25 @@ def _mask_centre(mask: sitk.Image) -> np.ndarray:
     return np.array(stats.GetCentroid(1))
 
 
+def search_left_right(
+    fixed: sitk.Image, moving: sitk.Image, wide_mask: sitk.Image, transform: sitk.Euler3DTransform
+) -> None:
+    """Set the transform's left-right shift (LPS x, in place) where the normalised correlation
+    over ``wide_mask`` (the vertebra across its whole width) peaks, within
+    LEFT_RIGHT_SEARCH_MM of its start: an exhaustive search, because a few thick slices give
+    the gradient too little to go on."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsCorrelation()
+    method.SetMetricSamplingStrategy(method.NONE)
+    method.SetMetricFixedMask(_crop_to(wide_mask, wide_mask, 20.0))
+    method.SetInterpolator(sitk.sitkLinear)
+    steps = int(round(LEFT_RIGHT_SEARCH_MM / LEFT_RIGHT_STEP_MM))
+    method.SetOptimizerAsExhaustive([0, 0, 0, steps, 0, 0], stepLength=LEFT_RIGHT_STEP_MM)
+    method.SetOptimizerScales([1.0] * 6)
+    method.SetInitialTransform(transform, inPlace=True)
+    method.Execute(_crop_to(fixed, wide_mask, 20.0), moving)
+
+
 def register_vertebra(
     fixed: sitk.Image,
     moving: sitk.Image,
@@ -362,13 +391,14 @@ def register_vertebra(
     initial: sitk.Euler3DTransform,
     iterations: int = 200,
 ) -> tuple[sitk.Euler3DTransform, dict]:
-    """Rigid refinement of one vertebra, masked by it, from the whole-field transform.
+    """Rigid refinement of one vertebra in its sagittal plane, masked by it.
 
     Same sequence at both sessions: normalised correlation over every voxel of the mask, on
     the images cropped around it. Only the motion a sagittal slab pins down is free: rotation
     about the left-right axis (flexion, the articulation between levels) and the shifts in the
-    sagittal plane; the rest keeps the whole-field values. A vertebra cut by the edge of
-    either image keeps the rotation too: a part of a body holds too little to turn it by."""
+    sagittal plane; the rest keeps its start (left-right: ``search_left_right``). A vertebra
+    cut by the edge of either image keeps the rotation too: a part of a body holds too little
+    to turn it by."""
     transform = _recentred(initial, _mask_centre(mask))
     cut = _touches_edge(mask) or _touches_edge(_mapped_box(mask, transform, moving))
     fixed, mask = _crop_to(fixed, mask, 20.0), _crop_to(mask, mask, 20.0)
@@ -407,14 +437,16 @@ def register_levels(
     moving_dseg: str | Path | None = None,
     threads: int | None = None,
 ) -> dict:
-    """Per-vertebra rigid refinement (``register_vertebra``) for every vertebra in out_tfms
-    (listed cranial to caudal).
+    """Per-vertebra rigid refinement for every vertebra in out_tfms (listed cranial to caudal):
+    its left-right shift searched over its whole width (``search_left_right``), then its motion
+    in the sagittal plane refined (``register_vertebra``).
 
     The middle vertebra starts from the whole-field transform, each further one from its
     refined neighbour's (adjacent levels move little relative to each other; the sacrum may
     tilt by degrees relative to the whole field), shifted so that the vertebra's label
     centroids of the two sessions meet (``moving_dseg``). A refinement that runs further than
-    MAX_REFINE_SHIFT_MM / MAX_REFINE_ROTATION_DEG from its start is dropped for the start. A
+    MAX_REFINE_SHIFT_MM / MAX_REFINE_ROTATION_DEG in the sagittal plane is dropped for its
+    start (with the left-right shift found). A
     vertebra not labelled in the fixed session keeps its neighbour's transform, and says so.
     Returns facts per vertebra for the sidecar."""
     set_itk_threads(threads)
@@ -441,6 +473,8 @@ def register_levels(
             refined[name] = initial
             facts[name] = {"Refined": False, "Note": "outside the ses-2 field of view"}
         else:
+            wide = vertebra_mask(fixed_labels, labels[name], fixed, lateral_mm=LATERAL_REACH_MM)
+            search_left_right(fixed, moving, wide, initial)
             refined[name], facts[name] = _bounded(
                 register_vertebra(fixed, moving, mask, initial), initial, _mask_centre(mask)
             )
@@ -462,13 +496,13 @@ def _onto_centroids(transform: sitk.Euler3DTransform, label: int, fixed: dict, m
 
 
 def _bounded(result, initial: sitk.Euler3DTransform, centre_mm: np.ndarray):
-    """A refinement's result, or its start where it ran too far (``register_levels``)."""
+    """A refinement's result, or its start where it ran too far in the sagittal plane
+    (``register_levels``)."""
     transform, facts = result
-    shift = np.linalg.norm(
-        np.subtract(
-            transform.TransformPoint(tuple(centre_mm)), initial.TransformPoint(tuple(centre_mm))
-        )
+    moved = np.subtract(
+        transform.TransformPoint(tuple(centre_mm)), initial.TransformPoint(tuple(centre_mm))
     )
+    shift = np.linalg.norm(moved[1:])  # LPS x, left-right, is the slab's normal
     turn = math.degrees(np.max(np.abs(np.subtract(transform.GetParameters()[:3],
                                                   initial.GetParameters()[:3]))))  # fmt: skip
     facts.update(

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from spineflow.register import apply_rigid_to_points, lps_to_ras, ras_to_lps, register_rigid
+from spineflow.register import (
+    apply_rigid_to_points,
+    lps_to_ras,
+    ras_to_lps,
+    register_rigid,
+    search_left_right,
+)
 
 SIZE_VOX = (96, 96, 15)  # i: anterior-posterior, j: inferior-superior, k: left-right (slices)
 SPACING_MM = (1.1, 1.1, 3.3)
@@ -162,3 +168,23 @@ def test_ras_lps_round_trip_matches_itk(case):
     lps = np.array([itk.TransformContinuousIndexToPhysicalPoint(tuple(i)) for i in index])
     np.testing.assert_allclose(ras_to_lps(ras), lps, atol=1e-3)
     np.testing.assert_allclose(lps_to_ras(ras_to_lps(ras)), ras)
+
+
+def test_left_right_search_finds_a_shift_across_the_thick_slices():
+    """Across 3.3 mm slices the correlation's gradient says little; the exhaustive search over
+    the body's whole width finds a left-right shift to its 0.5 mm step."""
+    grid = _grid(SIZE_VOX, SPACING_MM)
+    centre = _centre_mm(grid)
+    fine = _phantom_on(_grid((96, 96, 45), (1.1, 1.1, 1.1)), centre)
+    true_shift_mm = 2.3  # LPS x, the slices' normal here
+    shift = sitk.TranslationTransform(3, (true_shift_mm, 0.0, 0.0))
+    fixed = sitk.Resample(fine, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    moving = sitk.Resample(fine, grid, shift.GetInverse(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    fixed, moving = _with_noise(fixed, 2.0, seed=3), _with_noise(moving, 2.0, seed=4)
+    body = sitk.Cast(fixed > 30.0, sitk.sitkUInt8)
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter(tuple(centre))
+    search_left_right(fixed, moving, body, transform)
+    found_x, found_y, found_z = transform.GetTranslation()
+    assert found_x == pytest.approx(true_shift_mm, abs=0.3)
+    assert (found_y, found_z) == (0.0, 0.0)  # only the left-right shift is searched
