@@ -367,21 +367,37 @@ def _mask_centre(mask: sitk.Image) -> np.ndarray:
 
 def search_left_right(
     fixed: sitk.Image, moving: sitk.Image, wide_mask: sitk.Image, transform: sitk.Euler3DTransform
-) -> None:
+) -> float | None:
     """Set the transform's left-right shift (LPS x, in place) where the normalised correlation
-    over ``wide_mask`` (the vertebra across its whole width) peaks, within
-    LEFT_RIGHT_SEARCH_MM of its start: an exhaustive search, because a few thick slices give
-    the gradient too little to go on."""
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsCorrelation()
-    method.SetMetricSamplingStrategy(method.NONE)
-    method.SetMetricFixedMask(_crop_to(wide_mask, wide_mask, 20.0))
-    method.SetInterpolator(sitk.sitkLinear)
-    steps = int(round(LEFT_RIGHT_SEARCH_MM / LEFT_RIGHT_STEP_MM))
-    method.SetOptimizerAsExhaustive([0, 0, 0, steps, 0, 0], stepLength=LEFT_RIGHT_STEP_MM)
-    method.SetOptimizerScales([1.0] * 6)
-    method.SetInitialTransform(transform, inPlace=True)
-    method.Execute(_crop_to(fixed, wide_mask, 20.0), moving)
+    over ``wide_mask`` (the vertebra across its whole width) peaks within LEFT_RIGHT_SEARCH_MM
+    of its start, to a fraction of the LEFT_RIGHT_STEP_MM grid (parabola through the peak): an
+    exhaustive search, because a few thick slices give the gradient too little to go on. A
+    peak on the edge of the range is no peak (the vertebra is not yet aligned in its plane, or
+    what drives the correlation is not it): the shift stays. Returns the shift applied (mm) or
+    None."""
+    fixed = _crop_to(fixed, wide_mask, 20.0)
+    mask = _crop_to(wide_mask, wide_mask, 20.0)
+    offsets = np.arange(-LEFT_RIGHT_SEARCH_MM, LEFT_RIGHT_SEARCH_MM + 1e-9, LEFT_RIGHT_STEP_MM)
+    start = np.array(transform.GetTranslation())
+    values = []
+    for offset in offsets:
+        trial = sitk.Euler3DTransform(transform)
+        trial.SetTranslation(tuple(start + [offset, 0.0, 0.0]))
+        method = sitk.ImageRegistrationMethod()
+        method.SetMetricAsCorrelation()
+        method.SetMetricSamplingStrategy(method.NONE)
+        method.SetMetricFixedMask(mask)
+        method.SetInterpolator(sitk.sitkLinear)
+        method.SetInitialTransform(trial)
+        values.append(method.MetricEvaluate(fixed, moving))  # minus the squared correlation
+    best = int(np.argmin(values))
+    if best in (0, len(values) - 1):
+        return None
+    a, b, c = values[best - 1 : best + 2]
+    vertex = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) > 0 else 0.0
+    shift = float(offsets[best] + vertex * LEFT_RIGHT_STEP_MM)
+    transform.SetTranslation(tuple(start + [shift, 0.0, 0.0]))
+    return shift
 
 
 def register_vertebra(
