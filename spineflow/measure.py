@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from . import LEVELS, VERTEBRAE, pfirrmann
 from .edges import EdgePixels, aperture_cdf, fit_edge, fit_endplate, marrow_boundary, signed_depth
+from .gridsearch import refined_minimum
 from .labels import VERTEBRA_LABELS, disc_label
 from .midsagittal import Volume, find_midline, inside_mm, plane_at, sample
 
@@ -506,13 +507,10 @@ def session_cortex_mm(plane: Plane, discs: list[DiscResult]) -> tuple[float, int
     if not curves:
         return float("nan"), 0
     total = np.sum(curves, axis=0)
-    best = int(np.argmin(total))
-    if 0 < best < len(total) - 1:
-        a, b, c = total[best - 1 : best + 2]
-        step = CORTEX_GRID_MM[1] - CORTEX_GRID_MM[0]
-        shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) > 0 else 0.0
-        return float(CORTEX_GRID_MM[best] + shift * step), len(curves)
-    return float(CORTEX_GRID_MM[best]), len(curves)
+    best = refined_minimum(CORTEX_GRID_MM, total)
+    if best is None:  # the thinnest or thickest candidate
+        best = float(CORTEX_GRID_MM[int(np.argmin(total))])
+    return best, len(curves)
 
 
 def refine_disc(plane: Plane, disc: DiscResult, cortex_mm: float) -> DiscResult:
@@ -534,9 +532,9 @@ def refine_disc(plane: Plane, disc: DiscResult, cortex_mm: float) -> DiscResult:
 # a vertebral body's far endplate lies this far from its endplate at the disc (S1 to the S1-S2
 # remnant, L3 to L2-L3: lumbar bodies are 20-35 mm tall, S1 a little less)
 BODY_SEARCH_MM = (10.0, 45.0)
+TREND_WINDOW_MM = 15.0  # the marrow's running level along a body (``_detrended``)
 # the far endplates found from a body, per side of the disc: the level they stand for, the
 # structure's name in notes
-TREND_WINDOW_MM = 15.0
 FAR_ENDPLATES = {-1: ("S1-S2", "S1's caudal"), +1: ("L2-L3", "L3's cranial")}
 
 

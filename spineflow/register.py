@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from spineflow.gridsearch import refined_minimum
 from spineflow.preprocess import set_itk_threads, shrink_factors_for_spacing, write_like
 
 DEFAULT_SEED = 20240601
@@ -375,28 +376,23 @@ def search_left_right(
     peak on the edge of the range is no peak (the vertebra is not yet aligned in its plane, or
     what drives the correlation is not it): the shift stays. Returns the shift applied (mm) or
     None."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsCorrelation()
+    method.SetMetricSamplingStrategy(method.NONE)
+    method.SetMetricFixedMask(_crop_to(wide_mask, wide_mask, 20.0))
+    method.SetInterpolator(sitk.sitkLinear)
     fixed = _crop_to(fixed, wide_mask, 20.0)
-    mask = _crop_to(wide_mask, wide_mask, 20.0)
     offsets = np.arange(-LEFT_RIGHT_SEARCH_MM, LEFT_RIGHT_SEARCH_MM + 1e-9, LEFT_RIGHT_STEP_MM)
     start = np.array(transform.GetTranslation())
     values = []
     for offset in offsets:
         trial = sitk.Euler3DTransform(transform)
         trial.SetTranslation(tuple(start + [offset, 0.0, 0.0]))
-        method = sitk.ImageRegistrationMethod()
-        method.SetMetricAsCorrelation()
-        method.SetMetricSamplingStrategy(method.NONE)
-        method.SetMetricFixedMask(mask)
-        method.SetInterpolator(sitk.sitkLinear)
         method.SetInitialTransform(trial)
         values.append(method.MetricEvaluate(fixed, moving))  # minus the squared correlation
-    best = int(np.argmin(values))
-    if best in (0, len(values) - 1):
-        return None
-    a, b, c = values[best - 1 : best + 2]
-    vertex = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) > 0 else 0.0
-    shift = float(offsets[best] + vertex * LEFT_RIGHT_STEP_MM)
-    transform.SetTranslation(tuple(start + [shift, 0.0, 0.0]))
+    shift = refined_minimum(offsets, values)
+    if shift is not None:
+        transform.SetTranslation(tuple(start + [shift, 0.0, 0.0]))
     return shift
 
 
@@ -490,10 +486,11 @@ def register_levels(
             facts[name] = {"Refined": False, "Note": "outside the ses-2 field of view"}
         else:
             wide = vertebra_mask(fixed_labels, labels[name], fixed, lateral_mm=LATERAL_REACH_MM)
-            search_left_right(fixed, moving, wide, initial)
+            left_right = search_left_right(fixed, moving, wide, initial)
             refined[name], facts[name] = _bounded(
                 register_vertebra(fixed, moving, mask, initial), initial, _mask_centre(mask)
             )
+            facts[name]["LeftRightShiftMillimetres"] = left_right  # None: no peak in range
         Path(out_tfms[name]).parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteTransform(refined[name], str(out_tfms[name]))
     return facts
