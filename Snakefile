@@ -14,6 +14,7 @@ from spineflow.workflow import (
     external_labels,
     geometry_rule,
     label,
+    participant_cortex_fits,
     recorded_failures,
     session_plan,
 )

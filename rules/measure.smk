@@ -1,6 +1,32 @@
 # Disc height, disc width and intervertebral distance per level, in mm (DESIGN.md definitions),
-# each session on its own; then, for participants seen twice, the height change, checked through
-# the per-vertebra registration.
+# each session with the cortical endplate thickness its participant's sessions explain best
+# together; then, for participants seen twice, the height change, checked through the
+# per-vertebra registration.
+
+
+rule cortex:
+    input:
+        image=PATHS.derived(GEOMETRY, desc="preproc"),
+        dseg=PATHS.derived(GEOMETRY, desc="vertebrae", suffix="dseg"),
+        raw_sidecar=PATHS.raw_image(GEOMETRY, ".json"),
+    output:
+        PATHS.cortex_fit(GEOMETRY),
+    log:
+        PATHS.log("cortex"),
+    benchmark:
+        PATHS.benchmark("cortex")
+    group:
+        "participant"
+    conda:
+        "../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=600,
+        runtime=5,
+    params:
+        failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
+    script:
+        "../scripts/cortex.py"
 
 
 rule measure:
@@ -8,6 +34,9 @@ rule measure:
         image=PATHS.derived(GEOMETRY, desc="preproc"),
         dseg=PATHS.derived(GEOMETRY, desc="vertebrae", suffix="dseg"),
         raw_sidecar=PATHS.raw_image(GEOMETRY, ".json"),
+        cortex_fits=lambda wc: participant_cortex_fits(
+            config, PATHS, wc.subject, SESSIONS
+        ),
     output:
         discs=PATHS.derived(GEOMETRY, ".tsv", suffix="discs"),
         vertebrae=PATHS.derived(GEOMETRY, ".tsv", suffix="vertebrae"),

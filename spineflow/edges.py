@@ -4,8 +4,8 @@ Across an endplate the signal goes from marrow through a thin cortex (bone: no s
 mm, below the 1.1 mm pixel) into the disc. The first step out of the marrow is found at its
 half-maximum crossing on a profile (``marrow_boundary``, ``fit_edge``: first guesses); the
 surface is then fitted on the raw pixels around it with a partial-volume model of each pixel's
-aperture (``fit_endplate``), for a cortex thickness given or estimated per session by
-``measure.session_cortex_mm`` (config ``measurement.endplate_cortex_mm``).
+aperture (``fit_endplate``), for a cortex thickness given or estimated per participant by
+``measure.pooled_cortex_mm`` (config ``measurement.endplate_cortex_mm``).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ the image itself:
    profiles across the disc (``edges.fit_edge``);
 2. the endplate curve refined on the raw pixels of the two slices around the mid-sagittal
    surface with a partial-volume model (``edges.fit_endplate``), whose cortical thickness is
-   estimated once per session from all its endplates (``session_cortex_mm``), unless the
-   configuration fixes it.
+   estimated once per participant from all its sessions' endplates (``pooled_cortex_mm``),
+   unless the configuration fixes it.
 """
 
 from __future__ import annotations
@@ -487,14 +487,11 @@ def _surface_guess(disc: DiscResult, side: int, cortex_mm: float) -> np.ndarray:
     return coef
 
 
-def session_cortex_mm(plane: Plane, discs: list[DiscResult]) -> tuple[float, int]:
-    """Cortical endplate thickness that best explains every endplate of the session at once.
-
-    For each candidate thickness every endplate is fitted; each endplate's squared residuals
-    are scaled by its own best residual variance (noisy and clean endplates count alike), and
-    the sum over endplates is minimised (parabola through the best grid point). Returns the
-    thickness and the number of endplates it rests on (0: none fitted, thickness NaN).
-    """
+def cortex_misfit(plane: Plane, discs: list[DiscResult]) -> tuple[np.ndarray, int]:
+    """How badly each candidate cortical thickness (``CORTEX_GRID_MM``) explains the discs'
+    endplates: every endplate fitted at every candidate, its squared residuals scaled by its
+    own best residual variance (noisy and clean endplates count alike), summed over the
+    endplates. Returns the sum and the number of endplates in it."""
     curves = []
     floor = RICIAN_FLOOR * plane.noise_sigma
     for disc in discs:
@@ -504,13 +501,51 @@ def session_cortex_mm(plane: Plane, discs: list[DiscResult]) -> tuple[float, int
             if all(f is not None for f in fits):
                 sse = np.array([f.sse for f in fits])
                 curves.append(sse / (sse.min() / max(fits[0].dof, 1)))
-    if not curves:
+    return np.sum(curves, axis=0) if curves else np.zeros(len(CORTEX_GRID_MM)), len(curves)
+
+
+def pooled_cortex_mm(fits: list[dict]) -> tuple[float, int]:
+    """The cortical thickness that best explains every endplate of the given cortex fits (a
+    participant's sessions: the cortex does not change between them, its estimate's noise
+    would) at once: the minimum of their summed misfits (parabola through the best grid
+    point). Returns the thickness (NaN when no endplate was fitted) and the endplates it
+    rests on. ``fits``: records of ``cortex_fit``."""
+    fits = [f for f in fits if f["Endplates"] > 0]
+    if not fits:
         return float("nan"), 0
-    total = np.sum(curves, axis=0)
+    for fit in fits:
+        grid = np.asarray(fit["GridMillimetres"], float)
+        if grid.shape != CORTEX_GRID_MM.shape or not np.allclose(grid, CORTEX_GRID_MM):
+            raise ValueError("cortex fit made on another candidate grid: re-run its session")
+    total = np.sum([f["Misfit"] for f in fits], axis=0)
     best = refined_minimum(CORTEX_GRID_MM, total)
     if best is None:  # the thinnest or thickest candidate
         best = float(CORTEX_GRID_MM[int(np.argmin(total))])
-    return best, len(curves)
+    return best, sum(f["Endplates"] for f in fits)
+
+
+def _located_discs(plane: Plane) -> dict[str, DiscResult]:
+    """Every level's disc located on the plane, with the far endplates below S1 and, when the
+    L2-L3 disc is not whole, above L3 (``locate_far_endplate``)."""
+    located = {level: locate_disc(plane, level) for level in DISC_LEVELS}
+    located["S1-S2"] = locate_far_endplate(plane, located["L5-S1"], -1)
+    if located["L2-L3"].status != "ok":  # L3's cranial endplate may be in view all the same
+        from_l3 = locate_far_endplate(plane, located["L3-L4"], +1)
+        if from_l3.status == "ok" or located["L2-L3"].status == "failed":
+            located["L2-L3"] = from_l3
+    return located
+
+
+def _whole_discs(located: dict[str, DiscResult]) -> list[DiscResult]:
+    return [d for d in located.values() if d.status == "ok" and d.has_both_endplates]
+
+
+def cortex_fit(volume: Volume, labels: np.ndarray, thickness_mm: float | None = None) -> dict:
+    """One session's cortex misfit (``cortex_misfit``) as a record for ``pooled_cortex_mm``."""
+    plane = Plane(volume, labels, thickness_mm=thickness_mm)
+    misfit, n_endplates = cortex_misfit(plane, _whole_discs(_located_discs(plane)))
+    return {"GridMillimetres": CORTEX_GRID_MM.tolist(), "Misfit": misfit.tolist(),
+            "Endplates": n_endplates}  # fmt: skip
 
 
 def refine_disc(plane: Plane, disc: DiscResult, cortex_mm: float) -> DiscResult:
@@ -705,26 +740,28 @@ def measure_session(
     labels: np.ndarray,
     cortex_mm: float | str = "auto",
     thickness_mm: float | None = None,
+    cortex_fits: list[dict] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Per-level disc and vertebra tables of one session, and facts for its sidecar (with each
     study disc's geometry, ``geometry_record``).
 
     cortex_mm: thickness of the cortical endplate, thinner than a pixel; "auto" estimates it
-    from the session's own endplates (``session_cortex_mm``), a number fixes it.
+    (``pooled_cortex_mm``) from ``cortex_fits`` (the participant's sessions' ``cortex_fit``
+    records, this one's included) or, without them, from this session's endplates alone; a
+    number fixes it.
     thickness_mm: the slices' thickness (the DICOM SliceThickness), when not their spacing.
     """
     plane = Plane(volume, labels, thickness_mm=thickness_mm)
-    located = {level: locate_disc(plane, level) for level in DISC_LEVELS}
-    located["S1-S2"] = locate_far_endplate(plane, located["L5-S1"], -1)
-    if located["L2-L3"].status != "ok":  # L3's cranial endplate may be in view all the same
-        from_l3 = locate_far_endplate(plane, located["L3-L4"], +1)
-        if from_l3.status == "ok" or located["L2-L3"].status == "failed":
-            located["L2-L3"] = from_l3
-    measured = [d for d in located.values() if d.status == "ok" and d.has_both_endplates]
+    located = _located_discs(plane)
     facts = {"MidsagittalSliceIndex": float(np.mean(plane.midline))}
     if cortex_mm == "auto":
-        cortex, n_endplates = session_cortex_mm(plane, measured)
-        facts.update(CortexEstimated=True, EndplatesForCortex=n_endplates)
+        if cortex_fits is None:
+            misfit, n_endplates = cortex_misfit(plane, _whole_discs(located))
+            cortex_fits = [{"GridMillimetres": CORTEX_GRID_MM, "Misfit": misfit,
+                            "Endplates": n_endplates}]  # fmt: skip
+        cortex, n_endplates = pooled_cortex_mm(cortex_fits)
+        facts.update(CortexEstimated=True, EndplatesForCortex=n_endplates,
+                     SessionsForCortex=len(cortex_fits))  # fmt: skip
         if not np.isfinite(cortex):
             cortex = 0.5
             facts["CortexNote"] = "no endplate fitted: 0.5 mm assumed"

@@ -16,20 +16,31 @@ distinction of nucleus and annulus, and the disc's height:
 The features, all measured on the raw pixels of the two slices around the mid-sagittal surface
 inside the disc's fitted endplates:
 
-- ``nucleus_csf_ratio``: nucleus signal over CSF signal (the canal beside the disc);
+- ``nucleus_csf_ratio``: nucleus signal over CSF signal (the canal beside the disc). The
+  nucleus signal is that of its brightest part: the weighted 95th percentile of the nucleus
+  region's signal interpolated between the two slices, the part a reader compares with CSF.
+  A nucleus's mean mixes in its fading rim and, with a cleft, its dark band, and so follows
+  its shape more than its grade;
 - ``nucleus_contrast``: where the nucleus lies between the annulus (0) and CSF (1), i.e.
   (nucleus - annulus) / (CSF - annulus): the signal scale the grades' words describe, from
   "isointense to CSF" down to "black" with no distinction from the annulus;
 - ``nucleus_cv``: coefficient of variation inside the nucleus (homogeneity);
-- ``cleft_dip``: how much darker the nucleus is in a thin band at mid-height than above and
-  below it (the horizontal intranuclear cleft of grade II and worse);
+- ``cleft_dip``: how much darker a 1 mm band at mid-height is, in the nucleus's central
+  column, than the nucleus above and below it (the upper quartile of each side, the darker
+  side counting): the horizontal intranuclear cleft of grade II and worse. A homogeneous
+  nucleus peaks at mid-height (dip at or under 0);
 - ``height_ratio``: disc height over the mean height of its measured neighbours.
 
 The grade follows the words of the definitions on the ``nucleus_contrast`` scale, cut half-way
 between the categories' typical places (isointense ~0.85, intermediate ~0.4, intermediate to
 hypointense ~0.15, black ~0): I/II above 0.62, III above 0.27, IV above 0.07, else V; I and II
-are told apart by homogeneity (no horizontal band); a collapsed disc (height under 60 % of its
-neighbours') with a dark nucleus is V.
+are told apart by the horizontal band (a band 5 % darker than the nucleus around it is II:
+under the pixel's blur a band shows as a few per cent at least, a homogeneous nucleus not at
+all); a collapsed disc (under half its neighbours' mean height: grade IV allows a "moderately
+decreased" height, so half or more is not yet the "collapsed" space of V) with a dark nucleus
+is V.
+``nucleus_cv`` is written for the reader of the table but does not grade: the nucleus's own
+fading rim makes it large in a healthy disc too.
 """
 
 from __future__ import annotations
@@ -37,9 +48,11 @@ from __future__ import annotations
 import numpy as np
 
 CONTRAST_CUTS = (0.62, 0.27, 0.07)  # II|III, III|IV, IV|V on the nucleus_contrast scale
-CLEFT_DIP_II = 0.1  # a horizontal band this much darker than the nucleus around it: grade II
-NUCLEUS_CV_II = 0.2
-COLLAPSED_HEIGHT_RATIO = 0.6
+CLEFT_DIP_II = 0.05  # a horizontal band this much darker than the nucleus around it: grade II
+CLEFT_HALF_MM = 0.5  # half the band's height
+NUCLEUS_QUANTILE = 0.95  # the nucleus's brightest part: the signal a reader compares with CSF
+SAME_PIXEL_MM = 0.1  # the two slices' pixels at one in-plane position
+COLLAPSED_HEIGHT_RATIO = 0.5
 
 
 def _weighted(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
@@ -48,6 +61,32 @@ def _weighted(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
     mean = float(np.average(values, weights=weights))
     sd = float(np.sqrt(np.average((values - mean) ** 2, weights=weights)))
     return mean, sd
+
+
+def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    if weights.sum() <= 0:
+        return float("nan")
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(np.interp(q * cumulative[-1], cumulative, values[order]))
+
+
+def _mid_surface(pixels, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kept pixels' values interpolated between the two slices at each in-plane position (the
+    mid-sagittal surface's signal, with the noise of one slice shrunk), and their weights."""
+    u, t, value, weight = (a[keep] for a in (pixels.u, pixels.t, pixels.value, pixels.weight))
+    same = np.hypot(u[:, None] - u[None, :], t[:, None] - t[None, :]) < SAME_PIXEL_MM
+    return (same @ (weight * value)) / np.maximum(same @ weight, 1e-12), weight
+
+
+def _cleft_dip(value, weight, height, offset_mm, central) -> float:
+    """1 - (band at mid-height) / (upper quartile of the darker of the nucleus above and below)."""
+    band = central & (np.abs(offset_mm) < CLEFT_HALF_MM)
+    beside = central & (np.abs(offset_mm) >= CLEFT_HALF_MM) & (np.abs(offset_mm) < 0.35 * height)
+    band_mean, _ = _weighted(value[band], weight[band])
+    sides = [beside & (np.sign(offset_mm) == side) for side in (-1, 1)]
+    side_level = np.min([_weighted_quantile(value[s], weight[s], 0.75) for s in sides])
+    return 1 - band_mean / side_level if side_level > 0 else float("nan")
 
 
 def disc_features(pixels, disc, csf_level: float) -> dict:
@@ -61,19 +100,16 @@ def disc_features(pixels, disc, csf_level: float) -> dict:
     along = (u - centre_u) / width  # -0.5 posterior end, +0.5 anterior end
     nucleus = (np.abs(along) < 0.2) & (across < 0.3)
     annulus = (np.abs(along) > 0.36) & (np.abs(along) < 0.46) & (across < 0.25)
-    band = (np.abs(along) < 0.2) & (across < 0.08)
-    flanks = (np.abs(along) < 0.2) & (across > 0.12) & (across < 0.3)
     n_mean, n_sd = _weighted(value[nucleus], weight[nucleus])
+    n_bright = _weighted_quantile(*_mid_surface(pixels, nucleus), NUCLEUS_QUANTILE)
     a_mean, _ = _weighted(value[annulus], weight[annulus])
-    b_mean, _ = _weighted(value[band], weight[band])
-    f_mean, _ = _weighted(value[flanks], weight[flanks])
     return {
-        "nucleus_csf_ratio": n_mean / csf_level if csf_level > 0 else float("nan"),
-        "nucleus_contrast": (n_mean - a_mean) / (csf_level - a_mean)
+        "nucleus_csf_ratio": n_bright / csf_level if csf_level > 0 else float("nan"),
+        "nucleus_contrast": (n_bright - a_mean) / (csf_level - a_mean)
         if csf_level > a_mean
         else float("nan"),
         "nucleus_cv": n_sd / n_mean if n_mean > 0 else float("nan"),
-        "cleft_dip": 1 - b_mean / f_mean if f_mean > 0 else float("nan"),
+        "cleft_dip": _cleft_dip(value, weight, height, t - mid, np.abs(along) < 0.15),
     }
 
 
@@ -89,6 +125,4 @@ def grade(features: dict) -> float:
         return 4
     if contrast < CONTRAST_CUTS[0]:
         return 3
-    banded = features.get("cleft_dip", 0.0) >= CLEFT_DIP_II
-    inhomogeneous = features.get("nucleus_cv", 0.0) >= NUCLEUS_CV_II
-    return 2 if banded or inhomogeneous else 1
+    return 2 if features.get("cleft_dip", 0.0) >= CLEFT_DIP_II else 1

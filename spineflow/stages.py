@@ -73,17 +73,30 @@ def segment_session(image_path, dseg_path, dseg_tsv, sidecar_path, method="built
     write_sidecar(sidecar_path, facts)
 
 
+def fit_cortex(image_path, dseg_path, out_json, raw_sidecar=None):
+    """The session's cortex misfit per candidate thickness (``measure.cortex_fit``), which
+    the measurement of each of the participant's sessions pools."""
+    volume = load_canonical(image_path)
+    labels = measure.load_labels(dseg_path, volume)
+    fit = measure.cortex_fit(volume, labels, _slice_thickness_mm(raw_sidecar))
+    log.info("cortex fitted on %d endplates", fit["Endplates"])
+    write_sidecar(out_json, {"Sources": [str(image_path), str(dseg_path)], **fit})
+
+
 def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv, sidecar_path, cortex_mm,
-                    raw_sidecar=None):  # fmt: skip
+                    raw_sidecar=None, cortex_fits=()):  # fmt: skip
     """Disc and vertebra tables of one session, and a sidecar with how they were measured and
-    the disc geometry the longitudinal step carries between sessions."""
+    the disc geometry the longitudinal step carries between sessions. ``cortex_fits``: the
+    participant's sessions' ``fit_cortex`` files, pooled when ``cortex_mm`` is auto."""
     volume = load_canonical(image_path)
     labels = measure.load_labels(dseg_path, volume)
     thickness = _slice_thickness_mm(raw_sidecar)
-    discs, vertebrae, facts = measure.measure_session(volume, labels, cortex_mm, thickness)
+    fits = [json.loads(Path(p).read_text()) for p in cortex_fits] or None
+    discs, vertebrae, facts = measure.measure_session(volume, labels, cortex_mm, thickness, fits)
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)
-    write_sidecar(sidecar_path, {"Sources": [str(image_path), str(dseg_path)], **facts})
+    sources = [str(image_path), str(dseg_path), *map(str, cortex_fits)]
+    write_sidecar(sidecar_path, {"Sources": sources, **facts})
 
 
 def _slice_thickness_mm(raw_sidecar) -> float | None:

@@ -61,6 +61,10 @@ class Paths:
         return bids(root, datatype=rule["datatype"], sub=sub, ses=ses, acq=rule.get("acq"),
                     suffix=suffix, extension=ext, **entities)  # fmt: skip
 
+    def cortex_fit(self, rule: dict, sub=SUBJECT, ses=SESSION) -> str:
+        """A session's cortex misfit per candidate thickness (``measure.cortex_fit``)."""
+        return self.derived(rule, ".json", sub, ses, desc="cortex", suffix="endplates")
+
     def session_tables(self, rule: dict, kind: str, sessions) -> list[str]:
         """Per-session measure tables (kind: discs | vertebrae) of (subject, session) labels."""
         return [self.derived(rule, ".tsv", sub=s, ses=ses, suffix=kind) for s, ses in sessions]
@@ -140,6 +144,15 @@ def geometry_rule(config: dict) -> dict:
             f"config 'series': exactly one rule must set geometry: true, found {len(rules)}"
         )
     return rules[0]
+
+
+def participant_cortex_fits(config: dict, paths: Paths, subject: str, sessions) -> list[str]:
+    """Every session's cortex fit of the participant, which its measurements pool (none when
+    the config fixes the cortex). ``sessions``: (subject, session) labels."""
+    if config["measurement"]["endplate_cortex_mm"] != "auto":
+        return []
+    rule = geometry_rule(config)
+    return [paths.cortex_fit(rule, sub, ses) for sub, ses in sessions if sub == subject]
 
 
 def session_plan(config: dict, paths: Paths) -> pd.DataFrame:

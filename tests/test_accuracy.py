@@ -19,7 +19,7 @@ MET_TARGETS = [
     ("height_change_mm", "sd"),
 ]
 REGRESSION_BOUNDS = {
-    ("height_mm", "abs_bias"): 0.2,  # 0.151 on this cohort (the cortex is estimated ~13 % thick)
+    ("height_mm", "abs_bias"): 0.2,  # 0.147 on this cohort (the cortex is estimated ~13 % thick)
     ("width_mm", "sd"): 0.7,  # 0.587
 }
 
@@ -55,3 +55,8 @@ def test_measurement_errors_meet_the_targets(report, measure, figure):
 def test_measurement_errors_stay_within_the_bounds(report, measure, figure):
     value = target_figures(report)[measure][figure]
     assert np.isfinite(value) and value <= REGRESSION_BOUNDS[(measure, figure)], value
+
+
+def test_automatic_pfirrmann_grade_agrees_with_the_phantom(report):
+    kappa = report["pfirrmann_kappa"]
+    assert np.isfinite(kappa) and kappa >= TARGETS["pfirrmann_kappa"]["min"], kappa

@@ -1,0 +1,13 @@
+from spineflow.runner import run
+from spineflow.stages import fit_cortex
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+run(
+    smk,
+    fit_cortex,
+    failure_record=smk.params.failure,
+    image_path=smk.input.image,
+    dseg_path=smk.input.dseg,
+    out_json=smk.output[0],
+    raw_sidecar=smk.input.raw_sidecar,
+)
