@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.special import ndtr
+from scipy.special import i0e, i1e, ndtr
 
 DISC_SIDE_MM = 1.75  # how much of the disc the edge model sees: past the blur, short of the nucleus
 
@@ -171,23 +171,42 @@ def aperture_cdf(x: np.ndarray, widths: np.ndarray) -> np.ndarray:
 
 def _model(depth, widths, bins, n_bins, cortex_mm):
     """The bone | cortex | disc partial-volume model at each pixel: a design matrix linear in
-    the marrow and disc levels of each AP bin, and each pixel's share of cortex."""
+    the marrow and disc levels of each AP bin (the cortex, bone, gives no signal)."""
     bone = aperture_cdf(depth - cortex_mm, widths)
     disc = aperture_cdf(-depth, widths)
     design = np.zeros((len(depth), 2 * n_bins))
     rows = np.arange(len(depth))
     design[rows, 2 * bins] = bone
     design[rows, 2 * bins + 1] = disc
-    return design, 1.0 - bone - disc
+    return design
 
 
-def _residuals(coef, pixels: EdgePixels, side, cortex_mm, cortex_level, bins, n_bins):
+def rician_mean(signal: np.ndarray, noise_sd: float) -> np.ndarray:
+    """Mean magnitude of a pixel whose true signal is ``signal`` under complex Gaussian noise
+    of SD ``noise_sd`` (the Rice distribution's mean): noise_sd * sqrt(pi / 2) where there is
+    no signal, the signal itself far above the noise."""
+    if noise_sd <= 0:
+        return np.abs(signal)
+    x = np.asarray(signal, float) ** 2 / (4 * noise_sd**2)
+    # L_1/2(-2x) with exponentially scaled Bessel functions (no overflow at high SNR)
+    laguerre = (1 + 2 * x) * i0e(x) + 2 * x * i1e(x)
+    return noise_sd * np.sqrt(np.pi / 2) * laguerre
+
+
+def _residuals(coef, pixels: EdgePixels, side, cortex_mm, noise_sd, bins, n_bins):
+    """Pixel values minus the model's mean magnitudes. The levels are linear in the model's
+    signal; its Rician lift (large only where the cortex fills most of a pixel) is taken from
+    a first linear solve and held while the levels are solved again (a fixed-point step)."""
     depth, widths = signed_depth(pixels, coef, side)
-    design, cortex_share = _model(depth, widths, bins, n_bins, cortex_mm)
-    target = pixels.value - cortex_level * cortex_share
+    design = _model(depth, widths, bins, n_bins, cortex_mm)
     root_w = np.sqrt(pixels.weight)
-    levels, *_ = np.linalg.lstsq(design * root_w[:, None], target * root_w, rcond=None)
-    return (design @ levels - target) * root_w
+    lift = np.zeros(len(depth))
+    for _ in range(2):
+        target = pixels.value - lift
+        levels, *_ = np.linalg.lstsq(design * root_w[:, None], target * root_w, rcond=None)
+        signal = design @ levels
+        lift = rician_mean(signal, noise_sd) - signal
+    return (signal + lift - pixels.value) * root_w
 
 
 def fit_endplate(
@@ -195,14 +214,17 @@ def fit_endplate(
     coef0: np.ndarray,
     side: int,
     cortex_mm: float,
-    cortex_level: float,
+    noise_sd: float,
     bin_mm: float = 3.0,
 ) -> EndplateFit | None:
     """Fit the endplate surface t = coef(u) to the pixels around it (side +1: bone at larger t).
 
     Every pixel is compared with a partial-volume model: marrow beyond a cortex of
-    ``cortex_mm`` whose own signal is ``cortex_level`` (bone has none: the noise floor), the
-    disc in front of it; each pixel is the mean over its square aperture (``aperture_cdf``).
+    ``cortex_mm`` (bone: no signal), the disc in front of it; each pixel is the mean over its
+    square aperture (``aperture_cdf``), seen as a magnitude under noise of SD ``noise_sd``
+    (``rician_mean``: a pixel mostly of cortex shows the noise floor, one that is mostly marrow
+    or disc its own signal; a floor added to every pixel's cortex share would make the cortex
+    look thicker than it is).
     Marrow and disc levels are free per AP bin of ``bin_mm`` and solved for exactly at each
     step (variable projection), the curve by Levenberg-Marquardt. None if the fit runs away
     from its start (no endplate there).
@@ -212,7 +234,7 @@ def fit_endplate(
     n_parameters = 2 * n_bins + len(coef0)
     if len(pixels.u) < n_parameters + 10:
         return None
-    args = (pixels, side, cortex_mm, cortex_level, bins, n_bins)
+    args = (pixels, side, cortex_mm, noise_sd, bins, n_bins)
     # the squared residual is not convex in the curve's offset (a thin dark band can be matched
     # a pixel off): start from the best of a scan of offsets within a millimetre
     starts = [np.asarray(coef0, float) + np.eye(len(coef0))[-1] * shift

@@ -40,9 +40,6 @@ BONE_WINDOW_MM = 3.5  # how far into the vertebra the endplate model looks
 DISC_WINDOW_MM = 1.2
 MIN_PURE_DISC_SHARE = 0.1
 TYPICAL_CORTEX_MM = 0.5
-# cortical bone gives no MR signal: in a magnitude image it shows the Rician noise floor,
-# sqrt(pi / 2) times the noise SD
-RICIAN_FLOOR = float(np.sqrt(np.pi / 2))
 DISC_LEVELS = LEVELS + ("L2-L3",)  # L2-L3 gives L3's cranial endplate
 
 
@@ -473,10 +470,10 @@ def _endplate_pixels(plane: Plane, disc: DiscResult, side: int) -> EdgePixels:
 
 
 def _fit_side(disc: DiscResult, pixels: EdgePixels, side: int, cortex_mm: float,
-              cortex_level: float):  # fmt: skip
+              noise_sd: float):  # fmt: skip
     """Surface curve of one endplate for a given cortex, from ``_surface_guess``."""
     start = _surface_guess(disc, side, cortex_mm)
-    return fit_endplate(pixels, start, side, cortex_mm, cortex_level)
+    return fit_endplate(pixels, start, side, cortex_mm, noise_sd)
 
 
 def _surface_guess(disc: DiscResult, side: int, cortex_mm: float) -> np.ndarray:
@@ -493,11 +490,10 @@ def cortex_misfit(plane: Plane, discs: list[DiscResult]) -> tuple[np.ndarray, in
     own best residual variance (noisy and clean endplates count alike), summed over the
     endplates. Returns the sum and the number of endplates in it."""
     curves = []
-    floor = RICIAN_FLOOR * plane.noise_sigma
     for disc in discs:
         for side in (+1, -1):
             pixels = _endplate_pixels(plane, disc, side)
-            fits = [_fit_side(disc, pixels, side, c, floor) for c in CORTEX_GRID_MM]
+            fits = [_fit_side(disc, pixels, side, c, plane.noise_sigma) for c in CORTEX_GRID_MM]
             if all(f is not None for f in fits):
                 sse = np.array([f.sse for f in fits])
                 curves.append(sse / (sse.min() / max(fits[0].dof, 1)))
@@ -551,10 +547,9 @@ def cortex_fit(volume: Volume, labels: np.ndarray, thickness_mm: float | None = 
 def refine_disc(plane: Plane, disc: DiscResult, cortex_mm: float) -> DiscResult:
     """The disc's endplates refined on the raw pixels (``_refine_side``); a far endplate
     (``locate_far_endplate``) has one side only."""
-    floor = RICIAN_FLOOR * plane.noise_sigma
     sides = {+1: "upper_coef", -1: "lower_coef"}
     refined = replace(disc, **{
-        name: _refine_side(plane, disc, side, cortex_mm, floor)
+        name: _refine_side(plane, disc, side, cortex_mm)
         for side, name in sides.items() if getattr(disc, name) is not None
     })  # fmt: skip
     if refined.has_both_endplates:
@@ -639,9 +634,10 @@ def locate_far_endplate(plane: Plane, disc: DiscResult, side: int) -> DiscResult
     return result
 
 
-def _refine_side(plane: Plane, disc: DiscResult, side: int, cortex_mm: float, floor: float):
+def _refine_side(plane: Plane, disc: DiscResult, side: int, cortex_mm: float):
     """One endplate's surface: the partial-volume fit, else the marrow edge moved by the cortex."""
-    fit = _fit_side(disc, _endplate_pixels(plane, disc, side), side, cortex_mm, floor)
+    pixels = _endplate_pixels(plane, disc, side)
+    fit = _fit_side(disc, pixels, side, cortex_mm, plane.noise_sigma)
     return fit.coef if fit is not None else _surface_guess(disc, side, cortex_mm)
 
 

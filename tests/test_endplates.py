@@ -10,10 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spineflow.edges import EdgePixels, aperture_cdf, fit_endplate
+from spineflow.edges import EdgePixels, aperture_cdf, fit_endplate, rician_mean
+from spineflow.gridsearch import refined_minimum
 
 PIXEL_MM = 1.09375
 MARROW, DISC, CORTEX_SIGNAL = 0.36, 0.17, 0.0
+NOISE_SD = 0.005  # the images' Gaussian noise (far below every level: no Rician lift)
+GRID_MM = np.round(np.arange(0.0, 1.31, 0.1), 2)
 CURVE = np.array([0.002, 0.0, 0.0])  # t(u) of the bony surface: a concave endplate, mm
 
 
@@ -61,7 +64,7 @@ def test_surface_is_found_for_the_true_cortex(angle_deg, cortex_mm):
     rng = np.random.default_rng(1)
     pixels = _pixels(np.radians(angle_deg), cortex_mm, 0.005, rng)
     start = CURVE + np.array([0.0, 0.0, 0.6])  # a first guess 0.6 mm off
-    fit = fit_endplate(pixels, start, +1, cortex_mm, CORTEX_SIGNAL)
+    fit = fit_endplate(pixels, start, +1, cortex_mm, NOISE_SD)
     u = np.linspace(-12, 12, 25)
     error = np.polyval(fit.coef, u) - np.polyval(CURVE, u)
     assert np.abs(error).max() < 0.05
@@ -72,13 +75,12 @@ def test_cortex_thickness_is_where_the_residuals_are_least(cortex_mm):
     """The thin dark cortex cannot be seen as a band at 1.1 mm pixels, but the model's fit
     says how thick it is: the least squared residual lies at the true thickness."""
     rng = np.random.default_rng(2)
-    grid = np.round(np.arange(0.0, 1.31, 0.1), 2)
-    total = np.zeros(len(grid))
+    total = np.zeros(len(GRID_MM))
     for angle in (0.0, 12.0, 28.0):
         pixels = _pixels(np.radians(angle), cortex_mm, 0.005, rng, offset=rng.uniform(0, 1, 2))
         start = CURVE + np.array([0.0, 0.0, -0.3])
-        total += [fit_endplate(pixels, start, +1, c, CORTEX_SIGNAL).sse for c in grid]
-    assert grid[np.argmin(total)] == pytest.approx(cortex_mm, abs=0.1)
+        total += [fit_endplate(pixels, start, +1, c, NOISE_SD).sse for c in GRID_MM]
+    assert GRID_MM[np.argmin(total)] == pytest.approx(cortex_mm, abs=0.1)
 
 
 def test_no_edge_gives_no_fit():
@@ -86,6 +88,32 @@ def test_no_edge_gives_no_fit():
     pixels = _pixels(0.2, 0.5, 0.005, rng)
     flat = EdgePixels(pixels.u, pixels.t, MARROW + rng.normal(0, 0.01, len(pixels.u)),
                       pixels.weight, pixels.aperture)  # fmt: skip
-    fit = fit_endplate(flat, CURVE, +1, 0.5, CORTEX_SIGNAL)
+    fit = fit_endplate(flat, CURVE, +1, 0.5, NOISE_SD)
     u = np.linspace(-12, 12, 25)
     assert fit is None or np.abs(np.polyval(fit.coef, u) - np.polyval(CURVE, u)).max() > 0.3
+
+
+def test_rician_mean_is_the_noise_floor_without_signal_and_the_signal_far_above_it():
+    rng = np.random.default_rng(4)
+    for signal in (0.0, 0.02, 0.05, 0.3):
+        magnitude = np.hypot(signal + rng.normal(0, 0.03, 400_000), rng.normal(0, 0.03, 400_000))
+        assert rician_mean(np.array([signal]), 0.03)[0] == pytest.approx(magnitude.mean(), rel=0.01)
+
+
+@pytest.mark.parametrize("cortex_mm", [0.6, 0.9])
+def test_cortex_thickness_holds_in_a_magnitude_image_at_snr_10(cortex_mm):
+    """Magnitude images (Rician noise, the marrow's SNR 10): a pixel mostly of cortex shows the
+    noise floor, one mostly of marrow or disc its own signal. A model that lifts every pixel's
+    cortex share to the floor makes the cortex ~15 % thick; one without the floor, thin."""
+    noise_sd = MARROW / 10
+    rng = np.random.default_rng(0)
+    total = np.zeros(len(GRID_MM))
+    for angle in (5.0, 12.0, 19.0, 26.0, 33.0, 40.0):
+        clean = _pixels(np.radians(angle), cortex_mm, 0.0, rng, offset=rng.uniform(0, 1, 2))
+        noise = rng.normal(0, noise_sd, (2, len(clean.value)))
+        magnitude = np.hypot(clean.value + noise[0], noise[1])
+        pixels = EdgePixels(clean.u, clean.t, magnitude, clean.weight, clean.aperture)
+        start = CURVE + np.array([0.0, 0.0, -0.3])
+        sse = np.array([fit_endplate(pixels, start, +1, c, noise_sd).sse for c in GRID_MM])
+        total += sse / sse.min()
+    assert refined_minimum(GRID_MM, total) == pytest.approx(cortex_mm, abs=0.05)
