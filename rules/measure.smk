@@ -10,7 +10,7 @@ rule cortex:
         dseg=PATHS.derived(GEOMETRY, desc="vertebrae", suffix="dseg"),
         raw_sidecar=PATHS.raw_image(GEOMETRY, ".json"),
     output:
-        PATHS.cortex_fit(GEOMETRY),
+        PATHS.cortex_fit_json(GEOMETRY),
     log:
         PATHS.log("cortex"),
     benchmark:

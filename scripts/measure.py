@@ -13,5 +13,5 @@ run(
     sidecar_path=smk.output.sidecar,
     cortex_mm=smk.params.cortex_mm,
     raw_sidecar=smk.input.raw_sidecar,
-    cortex_fits=list(smk.input.cortex_fits),
+    cortex_fit_paths=list(smk.input.cortex_fits),
 )

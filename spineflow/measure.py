@@ -500,15 +500,15 @@ def cortex_misfit(plane: Plane, discs: list[DiscResult]) -> tuple[np.ndarray, in
     return np.sum(curves, axis=0) if curves else np.zeros(len(CORTEX_GRID_MM)), len(curves)
 
 
-def pooled_cortex_mm(fits: list[dict]) -> tuple[float, int]:
+def pooled_cortex_mm(fits: list[dict]) -> tuple[float, int, int]:
     """The cortical thickness that best explains every endplate of the given cortex fits (a
     participant's sessions: the cortex does not change between them, its estimate's noise
     would) at once: the minimum of their summed misfits (parabola through the best grid
-    point). Returns the thickness (NaN when no endplate was fitted) and the endplates it
-    rests on. ``fits``: records of ``cortex_fit``."""
+    point). Returns the thickness (NaN when no endplate was fitted) and the endplates and
+    sessions it rests on. ``fits``: records of ``cortex_fit``."""
     fits = [f for f in fits if f["Endplates"] > 0]
     if not fits:
-        return float("nan"), 0
+        return float("nan"), 0, 0
     for fit in fits:
         grid = np.asarray(fit["GridMillimetres"], float)
         if grid.shape != CORTEX_GRID_MM.shape or not np.allclose(grid, CORTEX_GRID_MM):
@@ -517,7 +517,7 @@ def pooled_cortex_mm(fits: list[dict]) -> tuple[float, int]:
     best = refined_minimum(CORTEX_GRID_MM, total)
     if best is None:  # the thinnest or thickest candidate
         best = float(CORTEX_GRID_MM[int(np.argmin(total))])
-    return best, sum(f["Endplates"] for f in fits)
+    return best, sum(f["Endplates"] for f in fits), len(fits)
 
 
 def _located_discs(plane: Plane) -> dict[str, DiscResult]:
@@ -537,9 +537,13 @@ def _whole_discs(located: dict[str, DiscResult]) -> list[DiscResult]:
 
 
 def cortex_fit(volume: Volume, labels: np.ndarray, thickness_mm: float | None = None) -> dict:
-    """One session's cortex misfit (``cortex_misfit``) as a record for ``pooled_cortex_mm``."""
+    """One session's cortex misfit as a record for ``pooled_cortex_mm``."""
     plane = Plane(volume, labels, thickness_mm=thickness_mm)
-    misfit, n_endplates = cortex_misfit(plane, _whole_discs(_located_discs(plane)))
+    return _cortex_record(plane, _located_discs(plane))
+
+
+def _cortex_record(plane: Plane, located: dict[str, DiscResult]) -> dict:
+    misfit, n_endplates = cortex_misfit(plane, _whole_discs(located))
     return {"GridMillimetres": CORTEX_GRID_MM.tolist(), "Misfit": misfit.tolist(),
             "Endplates": n_endplates}  # fmt: skip
 
@@ -752,12 +756,10 @@ def measure_session(
     facts = {"MidsagittalSliceIndex": float(np.mean(plane.midline))}
     if cortex_mm == "auto":
         if cortex_fits is None:
-            misfit, n_endplates = cortex_misfit(plane, _whole_discs(located))
-            cortex_fits = [{"GridMillimetres": CORTEX_GRID_MM, "Misfit": misfit,
-                            "Endplates": n_endplates}]  # fmt: skip
-        cortex, n_endplates = pooled_cortex_mm(cortex_fits)
+            cortex_fits = [_cortex_record(plane, located)]
+        cortex, n_endplates, n_sessions = pooled_cortex_mm(cortex_fits)
         facts.update(CortexEstimated=True, EndplatesForCortex=n_endplates,
-                     SessionsForCortex=len(cortex_fits))  # fmt: skip
+                     SessionsForCortex=n_sessions)  # fmt: skip
         if not np.isfinite(cortex):
             cortex = 0.5
             facts["CortexNote"] = "no endplate fitted: 0.5 mm assumed"

@@ -25,10 +25,11 @@ inside the disc's fitted endplates:
   (nucleus - annulus) / (CSF - annulus): the signal scale the grades' words describe, from
   "isointense to CSF" down to "black" with no distinction from the annulus;
 - ``nucleus_cv``: coefficient of variation inside the nucleus (homogeneity);
-- ``cleft_dip``: how much darker a 1 mm band at mid-height is, in the nucleus's central
-  column, than the nucleus above and below it (the upper quartile of each side, the darker
-  side counting): the horizontal intranuclear cleft of grade II and worse. A homogeneous
-  nucleus peaks at mid-height (dip at or under 0);
+- ``cleft_dip``: how much darker a band at mid-height (1 mm high, at least a pixel) is, in
+  the nucleus's central column, than the nucleus above and below it (the upper quartile of
+  each side, the darker side counting): the horizontal intranuclear cleft of grade II and
+  worse. A homogeneous nucleus peaks at mid-height (dip at or under 0); a band that could not
+  be measured does not make a disc I;
 - ``height_ratio``: disc height over the mean height of its measured neighbours.
 
 The grade follows the words of the definitions on the ``nucleus_contrast`` scale, cut half-way
@@ -49,7 +50,10 @@ import numpy as np
 
 CONTRAST_CUTS = (0.62, 0.27, 0.07)  # II|III, III|IV, IV|V on the nucleus_contrast scale
 CLEFT_DIP_II = 0.05  # a horizontal band this much darker than the nucleus around it: grade II
-CLEFT_HALF_MM = 0.5  # half the band's height
+CLEFT_HALF_MM = 0.5  # half the band's height (at least half a pixel's: a row always falls in it)
+NUCLEUS_HALF_HEIGHT = 0.3  # the nucleus region: this share of the disc height either side of mid
+NUCLEUS_HALF_WIDTH = 0.2  # ... and this share of its AP extent either side of the centre
+CENTRAL_COLUMN = 0.15  # the nucleus's central column (share of the AP extent), for the band
 NUCLEUS_QUANTILE = 0.95  # the nucleus's brightest part: the signal a reader compares with CSF
 SAME_PIXEL_MM = 0.1  # the two slices' pixels at one in-plane position
 COLLAPSED_HEIGHT_RATIO = 0.5
@@ -79,10 +83,13 @@ def _mid_surface(pixels, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (same @ (weight * value)) / np.maximum(same @ weight, 1e-12), weight
 
 
-def _cleft_dip(value, weight, height, offset_mm, central) -> float:
+def _cleft_dip(pixels, height, offset_mm, central) -> float:
     """1 - (band at mid-height) / (upper quartile of the darker of the nucleus above and below)."""
-    band = central & (np.abs(offset_mm) < CLEFT_HALF_MM)
-    beside = central & (np.abs(offset_mm) >= CLEFT_HALF_MM) & (np.abs(offset_mm) < 0.35 * height)
+    value, weight = pixels.value, pixels.weight
+    half_band = max(CLEFT_HALF_MM, 0.5 * float(np.abs(pixels.aperture[:, 1]).max()))
+    band = central & (np.abs(offset_mm) < half_band)
+    nucleus = np.abs(offset_mm) < NUCLEUS_HALF_HEIGHT * height
+    beside = central & (np.abs(offset_mm) >= half_band) & nucleus
     band_mean, _ = _weighted(value[band], weight[band])
     sides = [beside & (np.sign(offset_mm) == side) for side in (-1, 1)]
     side_level = np.min([_weighted_quantile(value[s], weight[s], 0.75) for s in sides])
@@ -98,7 +105,7 @@ def disc_features(pixels, disc, csf_level: float) -> dict:
     centre_u, width = (disc.u_ant + disc.u_post) / 2, disc.u_ant - disc.u_post
     across = np.abs(t - mid) / height  # 0 at mid-height, 0.5 at an endplate
     along = (u - centre_u) / width  # -0.5 posterior end, +0.5 anterior end
-    nucleus = (np.abs(along) < 0.2) & (across < 0.3)
+    nucleus = (np.abs(along) < NUCLEUS_HALF_WIDTH) & (across < NUCLEUS_HALF_HEIGHT)
     annulus = (np.abs(along) > 0.36) & (np.abs(along) < 0.46) & (across < 0.25)
     n_mean, n_sd = _weighted(value[nucleus], weight[nucleus])
     n_bright = _weighted_quantile(*_mid_surface(pixels, nucleus), NUCLEUS_QUANTILE)
@@ -109,7 +116,7 @@ def disc_features(pixels, disc, csf_level: float) -> dict:
         if csf_level > a_mean
         else float("nan"),
         "nucleus_cv": n_sd / n_mean if n_mean > 0 else float("nan"),
-        "cleft_dip": _cleft_dip(value, weight, height, t - mid, np.abs(along) < 0.15),
+        "cleft_dip": _cleft_dip(pixels, height, t - mid, np.abs(along) < CENTRAL_COLUMN),
     }
 
 
@@ -125,4 +132,5 @@ def grade(features: dict) -> float:
         return 4
     if contrast < CONTRAST_CUTS[0]:
         return 3
-    return 2 if features.get("cleft_dip", 0.0) >= CLEFT_DIP_II else 1
+    # homogeneity must be seen: a band that could not be measured does not make a disc I
+    return 1 if features.get("cleft_dip", np.nan) < CLEFT_DIP_II else 2

@@ -84,18 +84,18 @@ def fit_cortex(image_path, dseg_path, out_json, raw_sidecar=None):
 
 
 def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv, sidecar_path, cortex_mm,
-                    raw_sidecar=None, cortex_fits=()):  # fmt: skip
+                    raw_sidecar=None, cortex_fit_paths=()):  # fmt: skip
     """Disc and vertebra tables of one session, and a sidecar with how they were measured and
-    the disc geometry the longitudinal step carries between sessions. ``cortex_fits``: the
+    the disc geometry the longitudinal step carries between sessions. ``cortex_fit_paths``: the
     participant's sessions' ``fit_cortex`` files, pooled when ``cortex_mm`` is auto."""
     volume = load_canonical(image_path)
     labels = measure.load_labels(dseg_path, volume)
     thickness = _slice_thickness_mm(raw_sidecar)
-    fits = [json.loads(Path(p).read_text()) for p in cortex_fits] or None
+    fits = [json.loads(Path(p).read_text()) for p in cortex_fit_paths] or None
     discs, vertebrae, facts = measure.measure_session(volume, labels, cortex_mm, thickness, fits)
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)
-    sources = [str(image_path), str(dseg_path), *map(str, cortex_fits)]
+    sources = [str(image_path), str(dseg_path), *map(str, cortex_fit_paths)]
     write_sidecar(sidecar_path, {"Sources": sources, **facts})
 
 

@@ -61,7 +61,7 @@ class Paths:
         return bids(root, datatype=rule["datatype"], sub=sub, ses=ses, acq=rule.get("acq"),
                     suffix=suffix, extension=ext, **entities)  # fmt: skip
 
-    def cortex_fit(self, rule: dict, sub=SUBJECT, ses=SESSION) -> str:
+    def cortex_fit_json(self, rule: dict, sub=SUBJECT, ses=SESSION) -> str:
         """A session's cortex misfit per candidate thickness (``measure.cortex_fit``)."""
         return self.derived(rule, ".json", sub, ses, desc="cortex", suffix="endplates")
 
@@ -152,7 +152,7 @@ def participant_cortex_fits(config: dict, paths: Paths, subject: str, sessions) 
     if config["measurement"]["endplate_cortex_mm"] != "auto":
         return []
     rule = geometry_rule(config)
-    return [paths.cortex_fit(rule, sub, ses) for sub, ses in sessions if sub == subject]
+    return [paths.cortex_fit_json(rule, sub, ses) for sub, ses in sessions if sub == subject]
 
 
 def session_plan(config: dict, paths: Paths) -> pd.DataFrame:

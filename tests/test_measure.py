@@ -227,12 +227,12 @@ def _misfit_record(best_mm: float, curvature: float, endplates: int = 6) -> dict
 def test_pooled_cortex_is_the_minimum_of_the_sessions_summed_misfits():
     """The sharper a session's misfit curve (more or cleaner endplates), the more it counts."""
     equal = pooled_cortex_mm([_misfit_record(0.4, 100.0), _misfit_record(0.6, 100.0)])
-    assert equal == (pytest.approx(0.5, abs=1e-6), 12)
-    weighted, _ = pooled_cortex_mm([_misfit_record(0.4, 300.0), _misfit_record(0.6, 100.0)])
+    assert equal == (pytest.approx(0.5, abs=1e-6), 12, 2)
+    weighted, *_ = pooled_cortex_mm([_misfit_record(0.4, 300.0), _misfit_record(0.6, 100.0)])
     assert weighted == pytest.approx(0.45, abs=1e-6)
     no_endplates = _misfit_record(1.0, 0.0, endplates=0)
     assert pooled_cortex_mm([_misfit_record(0.3, 50.0), no_endplates])[0] == pytest.approx(0.3)
-    assert pooled_cortex_mm([no_endplates]) == (pytest.approx(np.nan, nan_ok=True), 0)
+    assert pooled_cortex_mm([no_endplates]) == (pytest.approx(np.nan, nan_ok=True), 0, 0)
     other_grid = {**_misfit_record(0.3, 50.0), "GridMillimetres": [0.0, 0.5, 1.0]}
     with pytest.raises(ValueError, match="another candidate grid"):
         pooled_cortex_mm([other_grid])
@@ -243,7 +243,7 @@ def test_both_sessions_of_a_participant_are_measured_with_their_pooled_cortex():
     their endplates explain best together, and its heights stay true."""
     sessions = [phantom(angle, SHAPE[2], 0.5) for angle in (STRAIGHT_DEG, TILTED_DEG)]
     fits = [cortex_fit(volume, labels) for volume, labels in sessions]
-    pooled, _ = pooled_cortex_mm(fits)
+    pooled, *_ = pooled_cortex_mm(fits)
     own = [pooled_cortex_mm([fit])[0] for fit in fits]
     assert min(own) <= pooled <= max(own)
     for volume, labels in sessions:

@@ -19,11 +19,12 @@ MARROW = 0.36  # SNR is the marrow's, as in a lumbar protocol's quality check
 WIDTH_MM = 40.0
 
 
-def _disc_pixels(contrast, height_mm=10.0, nucleus_share=0.5, band_depth=0.0, snr=40.0, seed=0):
+def _disc_pixels(contrast, height_mm=10.0, nucleus_share=0.5, band_depth=0.0, snr=40.0, seed=0,
+                 row_offset_mm=0.3):  # fmt: skip
     """Pixels of a disc (frame u along AP, t cranial, mid-height at t = 0) and its geometry."""
     nucleus = ANNULUS + contrast * (CSF - ANNULUS)
     centres_u = np.arange(-WIDTH_MM / 2, WIDTH_MM / 2, PIXEL_MM) + PIXEL_MM / 2
-    centres_t = np.arange(-height_mm / 2, height_mm / 2, PIXEL_MM) + 0.3
+    centres_t = np.arange(-height_mm / 2, height_mm / 2, PIXEL_MM) + row_offset_mm
     centres_t = centres_t[np.abs(centres_t) < height_mm / 2]
     sub = (np.arange(SUPERSAMPLE) + 0.5) / SUPERSAMPLE - 0.5
     u = centres_u[:, None, None, None] + PIXEL_MM * sub[None, None, :, None]
@@ -81,9 +82,10 @@ def test_the_nucleus_signal_is_its_bright_part_not_its_mean_with_the_rim():
     assert small["nucleus_contrast"] > pfirrmann.CONTRAST_CUTS[0]
 
 
-def test_a_horizontal_band_makes_a_bright_nucleus_grade_two():
-    _, plain = _grade(0.9)
-    _, banded = _grade(0.9, band_depth=0.3)
+@pytest.mark.parametrize("row_offset_mm", [0.0, 0.3, 0.55])  # a row at mid-height, or none
+def test_a_horizontal_band_makes_a_bright_nucleus_grade_two(row_offset_mm):
+    _, plain = _grade(0.9, row_offset_mm=row_offset_mm)
+    _, banded = _grade(0.9, band_depth=0.3, row_offset_mm=row_offset_mm)
     assert plain["cleft_dip"] < pfirrmann.CLEFT_DIP_II <= banded["cleft_dip"]
 
 
