@@ -330,10 +330,12 @@ def locate_disc(plane: Plane, level: str) -> DiscResult:
     return _locate(plane, level, disc_label(upper), VERTEBRA_LABELS[upper])
 
 
-def locate_gap(plane: Plane, gap_label: int, upper_label: int) -> float:
+def locate_gap(plane: Plane, gap_label: int, upper_label: int) -> tuple[float, str]:
     """Height between the marrow edges of any labelled gap between two bodies (NaN if it
-    cannot be measured): what tells a disc from a fused sacral remnant."""
-    return _locate(plane, "gap", gap_label, upper_label).height_mm
+    cannot be measured), what tells a disc from a fused sacral remnant, and the status of
+    the measurement (ok, not_in_fov: cut by the image, failed: no endplates seen)."""
+    gap = _locate(plane, "gap", gap_label, upper_label)
+    return gap.height_mm, gap.status
 
 
 def _locate(plane: Plane, level: str, label: int, upper_label: int) -> DiscResult:

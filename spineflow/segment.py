@@ -355,16 +355,18 @@ def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int, lis
     Gaps from the bottom of the column are measured like discs (perpendicular to their own
     endplates, so an oblique sacral remnant is not taken for thick); those thinner than
     MIN_DISC_MM are fused sacral remnants, those taller than MAX_DISC_MM no single disc. The body
-    below L5-S1 (S1) must be a whole body unless the image itself cuts it. Returns the index
-    and the heights measured."""
+    below L5-S1 (S1) must be a whole body unless the image itself cuts it. A gap whose
+    endplates are not seen (a dim sacrum, a remnant without marrow around it) is no L5-S1 to
+    anchor on; one cut by the image counts by its length along the column. Returns the index
+    and the heights measured (NaN: not seen)."""
     labelling = provisional_labelling(len(runs))
     labels2d = plane_labels(volume.data.shape[1:], volume.plane_spacing_mm, column,
                             column_labels(column, runs, labelling))  # fmt: skip
     plane = Plane(volume, extrude(labels2d, midline, volume.data.shape), midline)
     heights = []
     for k in range(min(SACRAL_GAPS_CHECKED, len(runs) - 1)):
-        height = locate_gap(plane, labelling.gap_values[k], labelling.body_values[k + 1])
-        if not np.isfinite(height):  # cut by the image or unmeasurable: its length in the column
+        height, status = locate_gap(plane, labelling.gap_values[k], labelling.body_values[k + 1])
+        if status == "not_in_fov":  # cut by the image: its length in the column
             height = float(runs[k + 1][0] - runs[k][1])
         heights.append(round(height, 2))
         below_whole = runs[k][1] - runs[k][0] >= MIN_BODY_MM or plane.touches_border(
