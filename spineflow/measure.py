@@ -388,16 +388,27 @@ def _locate(plane: Plane, level: str, label: int, upper_label: int) -> DiscResul
 
 def vertebra_walls(plane: Plane, disc: DiscResult, side: int) -> tuple[float, float]:
     """Posterior and anterior marrow edges (frame u) of the vertebra above (side +1) or below
-    (side -1) the disc, just inside its endplate: on lines parallel to the endplate 2-5 mm into
-    the bone, the first step out of the marrow towards each wall (NaN where not found)."""
+    (side -1) the disc, where its walls meet its endplate: found on lines parallel to the
+    endplate 2-5 mm into the bone (the first step out of the marrow towards each wall; NaN
+    where not found), then followed along the walls, which stand square to the endplate, back
+    to it. On a wedged disc the endplate is tilted in the disc's frame, and the walls' places
+    2-5 mm into the bone lie off their feet by that depth times the tilt: enough to move the
+    disc's middle, and so its mean height, on a lordotic L5-S1."""
     coef = disc.upper_coef if side > 0 else disc.lower_coef
     u = np.arange(disc.u_post - 12.0, disc.u_ant + 12.0, PROFILE_STEP_MM)
+    depths_mm = (2.0, 3.0, 4.0, 5.0)
     lines = [
         plane.sample_mm(disc.frame.point(u, np.polyval(coef, u) + side * depth))
-        for depth in (2.0, 3.0, 4.0, 5.0)
+        for depth in depths_mm
     ]
     values = np.nanmean(lines, axis=0)
-    return marrow_boundary(u, values, disc.u_post, +1), marrow_boundary(u, values, disc.u_ant, -1)
+    # the endplate's tilt where the body's axis stands: at the disc's middle (a concave
+    # endplate slopes more at its rim than the body leans)
+    tilt = np.polyval(np.polyder(coef), (disc.u_post + disc.u_ant) / 2)
+    to_foot = side * tilt * float(np.mean(depths_mm))
+    posterior = marrow_boundary(u, values, disc.u_post, +1)
+    anterior = marrow_boundary(u, values, disc.u_ant, -1)
+    return posterior + to_foot, anterior + to_foot
 
 
 def _disc_end(plane: Plane, disc: DiscResult, wall_u: float, direction: int) -> float:
