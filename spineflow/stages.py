@@ -76,9 +76,7 @@ def segment_session(image_path, dseg_path, dseg_tsv, sidecar_path, method="built
 def fit_cortex(image_path, dseg_path, out_json, raw_sidecar=None):
     """The session's cortex misfit per candidate thickness (``measure.cortex_fit``), which
     the measurement of each of the participant's sessions pools."""
-    volume = load_canonical(image_path)
-    labels = measure.load_labels(dseg_path, volume)
-    fit = measure.cortex_fit(volume, labels, _slice_thickness_mm(raw_sidecar))
+    fit = measure.cortex_fit(*_labelled_image(image_path, dseg_path, raw_sidecar))
     log.info("cortex fitted on %d endplates", fit["Endplates"])
     write_sidecar(out_json, {"Sources": [str(image_path), str(dseg_path)], **fit})
 
@@ -88,15 +86,19 @@ def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv, sidecar_pat
     """Disc and vertebra tables of one session, and a sidecar with how they were measured and
     the disc geometry the longitudinal step carries between sessions. ``cortex_fit_paths``: the
     participant's sessions' ``fit_cortex`` files, pooled when ``cortex_mm`` is auto."""
-    volume = load_canonical(image_path)
-    labels = measure.load_labels(dseg_path, volume)
-    thickness = _slice_thickness_mm(raw_sidecar)
+    volume, labels, thickness = _labelled_image(image_path, dseg_path, raw_sidecar)
     fits = [json.loads(Path(p).read_text()) for p in cortex_fit_paths] or None
     discs, vertebrae, facts = measure.measure_session(volume, labels, cortex_mm, thickness, fits)
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)
     sources = [str(image_path), str(dseg_path), *map(str, cortex_fit_paths)]
     write_sidecar(sidecar_path, {"Sources": sources, **facts})
+
+
+def _labelled_image(image_path, dseg_path, raw_sidecar):
+    """A session's image, its label map and its slices' thickness (``_slice_thickness_mm``)."""
+    volume = load_canonical(image_path)
+    return volume, measure.load_labels(dseg_path, volume), _slice_thickness_mm(raw_sidecar)
 
 
 def _slice_thickness_mm(raw_sidecar) -> float | None:
