@@ -18,6 +18,7 @@ MET_TARGETS = [
     ("height_mm", "sd"),
     ("intervertebral_distance_mm", "sd"),
     ("height_change_mm", "sd"),
+    ("tre_mm", "max"),  # per-level, 0.25 on this cohort
 ]
 REGRESSION_BOUNDS = {
     ("width_mm", "sd"): 0.7,  # 0.587

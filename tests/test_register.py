@@ -15,7 +15,8 @@ from spineflow.register import (
     lps_to_ras,
     ras_to_lps,
     register_rigid,
-    search_left_right,
+    register_vertebra,
+    search_out_of_plane,
 )
 
 SIZE_VOX = (96, 96, 15)  # i: anterior-posterior, j: inferior-superior, k: left-right (slices)
@@ -170,21 +171,58 @@ def test_ras_lps_round_trip_matches_itk(case):
     np.testing.assert_allclose(lps_to_ras(ras_to_lps(ras)), ras)
 
 
-def test_left_right_search_finds_a_shift_across_the_thick_slices():
-    """Across 3.3 mm slices the correlation's gradient says little; the exhaustive search over
-    the body's whole width finds a left-right shift to its 0.5 mm step."""
+def _session_pair(motion: sitk.Transform) -> tuple[sitk.Image, sitk.Image, np.ndarray]:
+    """Fixed and moving thick-slice images of the phantom, the moving one moved by ``motion``
+    (fixed -> moving points), with noise; and the phantom's centre (LPS mm)."""
     grid = _grid(SIZE_VOX, SPACING_MM)
     centre = _centre_mm(grid)
     fine = _phantom_on(_grid((96, 96, 45), (1.1, 1.1, 1.1)), centre)
-    true_shift_mm = 2.3  # LPS x, the slices' normal here
-    shift = sitk.TranslationTransform(3, (true_shift_mm, 0.0, 0.0))
     fixed = sitk.Resample(fine, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    moving = sitk.Resample(fine, grid, shift.GetInverse(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    fixed, moving = _with_noise(fixed, 2.0, seed=3), _with_noise(moving, 2.0, seed=4)
+    moving = sitk.Resample(fine, grid, motion.GetInverse(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return _with_noise(fixed, 2.0, seed=3), _with_noise(moving, 2.0, seed=4), centre
+
+
+def _motion(centre_mm, rotation_deg, translation_mm) -> sitk.Euler3DTransform:
+    motion = sitk.Euler3DTransform()
+    motion.SetCenter(tuple(centre_mm))
+    motion.SetRotation(*(math.radians(a) for a in rotation_deg))
+    motion.SetTranslation(translation_mm)
+    return motion
+
+
+def _tre_mm(found: sitk.Transform, truth: sitk.Transform, centre_mm) -> np.ndarray:
+    points = _target_points_mm(centre_mm)
+    return np.array(
+        [np.linalg.norm(np.subtract(found.TransformPoint(tuple(p)), truth.TransformPoint(tuple(p))))
+         for p in points]
+    )  # fmt: skip
+
+
+def test_vertebra_refinement_recovers_its_sagittal_motion():
+    """Flexion and a shift in the sagittal plane, from a start 2.5 mm and 3 deg away."""
+    grid_centre = _centre_mm(_grid(SIZE_VOX, SPACING_MM))
+    truth = _motion(grid_centre, (3.0, 0.0, 0.0), (0.0, 2.0, -1.5))
+    fixed, moving, centre = _session_pair(truth)
     body = sitk.Cast(fixed > 30.0, sitk.sitkUInt8)
-    transform = sitk.Euler3DTransform()
-    transform.SetCenter(tuple(centre))
-    search_left_right(fixed, moving, body, transform)
-    found_x, found_y, found_z = transform.GetTranslation()
-    assert found_x == pytest.approx(true_shift_mm, abs=0.3)
-    assert (found_y, found_z) == (0.0, 0.0)  # only the left-right shift is searched
+    found, facts = register_vertebra(fixed, moving, body, _motion(centre, (0, 0, 0), (0, 0, 0)))
+    assert _tre_mm(found, truth, centre).max() < 0.3, facts
+
+
+def test_out_of_plane_search_finds_yaw_roll_and_left_right_shift():
+    """Across 3.3 mm slices: a turn about the long axis and about the anterior-posterior axis,
+    and a left-right shift, found by the exhaustive searches from no motion at all."""
+    grid_centre = _centre_mm(_grid(SIZE_VOX, SPACING_MM))
+    truth = _motion(grid_centre, (0.0, 2.0, 7.0), (2.3, 0.0, 0.0))
+    fixed, moving, centre = _session_pair(truth)
+    body = sitk.Cast(fixed > 30.0, sitk.sitkUInt8)
+    start = _motion(centre, (0, 0, 0), (0, 0, 0))
+    found, facts = search_out_of_plane(fixed, moving, body, start, centre)
+    print(facts, _tre_mm(found, truth, centre).max())
+    assert facts["YawDegrees"] == pytest.approx(7.0, abs=0.5)
+    assert facts["RollDegrees"] == pytest.approx(2.0, abs=0.5)
+    assert _tre_mm(found, truth, centre).max() < 0.5, facts
+    # the sagittal motion is left alone: the point the turn is about stays where it was, but
+    # for the shift
+    np.testing.assert_allclose(
+        np.subtract(found.TransformPoint(tuple(centre)), centre)[1:], 0.0, atol=1e-6
+    )
