@@ -454,13 +454,14 @@ def _best_turn(images, transform, centre_mm, turn: dict, axis: str, half_range_d
 def search_out_of_plane(
     fixed: sitk.Image, moving: sitk.Image, wide_mask: sitk.Image, transform, centre_mm
 ) -> tuple[sitk.Euler3DTransform, dict]:
-    """A vertebra's motion out of the sagittal plane, found where the normalised correlation
-    over ``wide_mask`` (the vertebra across its whole width) peaks: its yaw and its roll
+    """The motion out of the sagittal plane of what ``wide_mask`` covers (a vertebra across its
+    whole width, or the whole labelled spine), found where the normalised correlation over it
+    peaks, turning about ``centre_mm``: its yaw and its roll
     (``_best_turn``; a roll left out moves the yaw's peak and the other way round, so twice,
     the second time SECOND_ROUND_STEPS either side of the first), then its left-right shift
     to a fraction of the LEFT_RIGHT_STEP_MM grid (parabola through the peak). Exhaustive
     searches, because a few thick slices give a gradient too little to go on. A peak on the
-    edge of a range is no peak (what drives the correlation is not the vertebra): that motion
+    edge of a range is no peak (what drives the correlation is not the bone): that motion
     keeps its start. Returns the transform and what was applied (shift None: no peak)."""
     images = (_crop_to(fixed, wide_mask, 20.0), moving, _crop_to(wide_mask, wide_mask, 20.0))
     turn = {"roll_deg": 0.0, "yaw_deg": 0.0}
