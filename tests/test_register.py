@@ -217,7 +217,6 @@ def test_out_of_plane_search_finds_yaw_roll_and_left_right_shift():
     body = sitk.Cast(fixed > 30.0, sitk.sitkUInt8)
     start = _motion(centre, (0, 0, 0), (0, 0, 0))
     found, facts = search_out_of_plane(fixed, moving, body, start, centre)
-    print(facts, _tre_mm(found, truth, centre).max())
     assert facts["YawDegrees"] == pytest.approx(7.0, abs=0.5)
     assert facts["RollDegrees"] == pytest.approx(2.0, abs=0.5)
     assert _tre_mm(found, truth, centre).max() < 0.5, facts
