@@ -6,6 +6,9 @@ half-maximum crossing on a profile (``marrow_boundary``, ``fit_edge``: first gue
 surface is then fitted on the raw pixels around it with a partial-volume model of each pixel's
 aperture (``fit_endplate``), for a cortex thickness given or estimated per participant by
 ``measure.pooled_cortex_mm`` (config ``measurement.endplate_cortex_mm``).
+
+The disc's front and back ends are fitted on the raw pixels the same way (``fit_rim``): the
+annulus, then a dark ligament of unknown thickness, then whatever lies beyond.
 """
 
 from __future__ import annotations
@@ -110,6 +113,87 @@ def fit_edge(
         if sse < best_sse:
             best, best_sse = edge, sse
     return float((best - cortex_mm) * vertebra_side)
+
+
+# At its front and back the disc meets a longitudinal ligament: dark in every sequence (like
+# cortical bone), of a thickness from nothing (a bulge past it) to a few millimetres, with fat,
+# fluid or muscle of any brightness beyond it.
+RIM_BAND_MM = np.arange(0.0, 2.51, 0.25)
+# blur beyond the pixel's own aperture: the slab's partial volume across an oblique or curved rim
+RIM_EXTRA_BLUR_MM = (0.0, 0.2, 0.35, 0.5, 0.7, 0.9)
+RIM_STEP_MM = 0.05
+
+
+def fit_rim(
+    outward_mm: np.ndarray,
+    widths: np.ndarray,
+    values: np.ndarray,
+    weights: np.ndarray,
+    search_mm: tuple[float, float],
+    noise_sd: float,
+) -> float:
+    """Where the disc ends, from the raw pixels around its rim: each pixel's centre outward_mm
+    from a guess (outwards from the disc), its two sides' widths along that axis (n x 2), value
+    and weight.
+
+    A partial-volume model of every pixel (its square aperture, ``aperture_cdf``): the disc's
+    level up to the rim, no signal over a band (the ligament), the level of whatever lies
+    beyond. The two levels are solved for exactly (non-negative), the rim within
+    ``search_mm``, the band's thickness (``RIM_BAND_MM``) and any extra blur
+    (``RIM_EXTRA_BLUR_MM``) by exhaustive search. A first step alone cannot tell a thin ligament
+    from the bright fluid behind it: its half-way crossing lands on either.
+
+    Below a pixel, a band and a rim further in trade for each other (the same loss of signal),
+    so the thinnest band that fits as well as the best, within what noise of ``noise_sd`` (at
+    least 2 % of the signal: texture, an uneven annulus) explains, is kept. NaN with too few
+    pixels or no fit.
+    """
+    finite = np.isfinite(values)
+    if finite.sum() < 10:
+        return float("nan")
+    x, y, weight = outward_mm[finite], values[finite], weights[finite]
+    rims = np.arange(search_mm[0], search_mm[1] + 1e-9, RIM_STEP_MM)
+    rim, band = (a.reshape(-1, 1) for a in np.meshgrid(rims, RIM_BAND_MM, indexing="ij"))
+    sse = np.full((len(RIM_EXTRA_BLUR_MM), len(rim)), np.inf)
+    for k, extra_mm in enumerate(RIM_EXTRA_BLUR_MM):
+        blurred = np.tile(_with_extra_blur(widths[finite], extra_mm), (len(rim), 1))
+        disc = aperture_cdf((rim - x).ravel(), blurred).reshape(len(rim), -1)
+        beyond = 1 - aperture_cdf((rim + band - x).ravel(), blurred).reshape(len(rim), -1)
+        fit_sse, valid = _two_level_fit(disc, beyond, y, weight)
+        sse[k, valid] = fit_sse[valid]
+    if not np.isfinite(sse).any():
+        return float("nan")
+    per_candidate = sse.min(axis=0)
+    sigma = max(noise_sd, 0.02 * float(np.median(np.abs(y))))
+    fits = per_candidate <= per_candidate.min() + 4 * sigma**2 * np.mean(weight)
+    thinnest = band[fits].min()
+    chosen = np.flatnonzero(fits & (band[:, 0] == thinnest))
+    return float(rim[chosen[np.argmin(per_candidate[chosen])], 0])
+
+
+def _with_extra_blur(widths: np.ndarray, extra_mm: float) -> np.ndarray:
+    """Pixel side widths with a Gaussian blur of SD extra_mm folded into the shorter one (a
+    uniform width of the same variance, as ``signed_depth`` does for the slab)."""
+    widths = widths.copy()
+    shorter = np.argmin(widths, axis=1)
+    rows = np.arange(len(widths))
+    widths[rows, shorter] = np.hypot(widths[rows, shorter], np.sqrt(12.0) * extra_mm)
+    return widths
+
+
+def _two_level_fit(first, second, y, weight):
+    """Weighted least squares y ~ c1 * first + c2 * second for every row (candidate) at once,
+    by the normal equations: each candidate's residual sum of squares, and whether both
+    levels came out non-negative."""
+    wf, ws = first * weight, second * weight
+    a11, a12, a22 = np.sum(wf * first, 1), np.sum(wf * second, 1), np.sum(ws * second, 1)
+    b1, b2 = wf @ y, ws @ y
+    det = a11 * a22 - a12**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c1 = (a22 * b1 - a12 * b2) / det
+        c2 = (a11 * b2 - a12 * b1) / det
+    sse = (weight * y) @ y - c1 * b1 - c2 * b2
+    return sse, (det > 1e-9) & (c1 >= 0) & (c2 >= 0)
 
 
 # ------------------------------------------------------------------ 2D partial-volume fit

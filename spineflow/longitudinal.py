@@ -11,9 +11,9 @@ done from the second session back to the first and the two are averaged.
 Why not the other way round: on the 28-participant demo (``make demo``) the own heights' change
 erred by 0.06 mm SD against the truth, the registration's by 0.17 mm: a vertebra's rigid
 transform, pinned by a few thick slices, errs by more along the disc's axis than a
-partial-volume edge fit does. So the registration checks the
-change: where the two disagree by more than MAX_DISAGREEMENT_MM a transform or one session's
-segmentation is wrong, and the note says so.
+partial-volume edge fit does. So the registration checks the change: where the two disagree
+by more than MAX_DISAGREEMENT_MM a transform or one session's segmentation is wrong, and the
+note says so.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ the image itself:
 2. the endplate curve refined on the raw pixels of the two slices around the mid-sagittal
    surface with a partial-volume model (``edges.fit_endplate``), whose cortical thickness is
    estimated once per participant from all its sessions' endplates (``pooled_cortex_mm``),
-   unless the configuration fixes it.
+   unless the configuration fixes it;
+3. the disc's AP ends fitted on the raw pixels beyond the vertebral walls, with a dark
+   ligament of unknown thickness between the annulus and what lies beyond (``edges.fit_rim``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ import pandas as pd
 from scipy import ndimage
 
 from . import LEVELS, VERTEBRAE, pfirrmann
-from .edges import EdgePixels, aperture_cdf, fit_edge, fit_endplate, marrow_boundary, signed_depth
+from .edges import (
+    EdgePixels,
+    aperture_cdf,
+    fit_edge,
+    fit_endplate,
+    fit_rim,
+    marrow_boundary,
+    signed_depth,
+)
 from .gridsearch import refined_minimum
 from .labels import VERTEBRA_LABELS, disc_label
 from .midsagittal import Volume, find_midline, inside_mm, plane_at, sample
@@ -412,15 +422,27 @@ def vertebra_walls(plane: Plane, disc: DiscResult, side: int) -> tuple[float, fl
 
 
 def _disc_end(plane: Plane, disc: DiscResult, wall_u: float, direction: int) -> float:
-    """AP end of the disc along its mid-plane (direction -1 posterior, +1 anterior), beyond the
-    vertebral walls: the first step out of the annulus (to ligament, fat or CSF) within 5 mm
-    outside the walls' marrow edges. Five lines within 1 mm of the mid-plane are averaged."""
+    """AP end of the disc along its mid-plane (direction -1 posterior, +1 anterior), from the
+    vertebral walls' marrow edges: the rim of a partial-volume fit (``edges.fit_rim``) to the
+    raw pixels within 1.5 mm of the mid-plane (less where the disc is thin), sought between
+    0.5 mm inside the walls and 4 mm beyond them (cortex, then the bulge)."""
     guess = wall_u + direction * 1.0  # the wall's cortex, then the bulge
-    u = guess + np.arange(-8.0, 8.0 + 1e-9, PROFILE_STEP_MM)
-    mid = (np.polyval(disc.upper_coef, u) + np.polyval(disc.lower_coef, u)) / 2
-    lines = [plane.sample_mm(disc.frame.point(u, mid + dt)) for dt in np.linspace(-1, 1, 5)]
-    values = np.nanmean(lines, axis=0)
-    return marrow_boundary(u, values, guess, -direction, plateau_mm=(0.5, 3.0), reach_mm=5.0)
+
+    def mid(u):
+        return (np.polyval(disc.upper_coef, u) + np.polyval(disc.lower_coef, u)) / 2
+
+    height_mm = np.polyval(disc.upper_coef, guess) - np.polyval(disc.lower_coef, guess)
+    half_mm = float(np.clip(0.3 * height_mm, 0.5, 1.5))
+
+    def keep(u, t):
+        outward = direction * (u - guess)
+        return (outward >= -4.0) & (outward <= 5.0) & (np.abs(t - mid(u)) <= half_mm)
+
+    pixels = plane.pixels(disc.frame, keep)
+    widths = np.tile(np.abs(pixels.aperture[:, 0]), (len(pixels.u), 1))  # along the AP axis
+    outward = direction * (pixels.u - guess)
+    found = fit_rim(outward, widths, pixels.value, pixels.weight, (-1.5, 3.0), plane.noise_sigma)
+    return guess + direction * found
 
 
 def geometry_record(plane: Plane, disc: DiscResult) -> dict:

@@ -515,11 +515,7 @@ def register_vertebra(
     cut = _touches_edge(mask) or _touches_edge(_mapped_box(mask, transform, moving))
     fixed, mask = _crop_to(fixed, mask, 20.0), _crop_to(mask, mask, 20.0)
     moving = _crop_to(moving, _mapped_box(mask, transform, moving), 20.0)
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsCorrelation()
-    method.SetMetricSamplingStrategy(method.NONE)
-    method.SetMetricFixedMask(mask)
-    _central_difference_gradients(method)
+    method = _correlation_method(mask)
     _step_descent(method, 0.5, 1e-4, iterations, 0.6, 1e-8)
     # LPS x is (nearly) the slice normal of a sagittal series: the slab cannot pin a shift
     # along it either (the body looks alike a slice to either side), so it keeps the whole-field
@@ -610,13 +606,20 @@ def _refined_vertebra(fixed, moving, mask, wide, starts):
     return transform, {**facts, **out_of_plane, "Starts": len(starts)}
 
 
-def _masked_correlation(fixed, moving, mask, transform) -> float:
-    """Minus the squared normalised correlation of the images over the fixed mask."""
+def _correlation_method(mask: sitk.Image) -> sitk.ImageRegistrationMethod:
+    """Normalised correlation over every voxel of the fixed mask, with central-difference
+    gradients (no gradient image to build either)."""
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsCorrelation()
     method.SetMetricSamplingStrategy(method.NONE)
     method.SetMetricFixedMask(mask)
-    _central_difference_gradients(method)  # no gradient image to build either
+    _central_difference_gradients(method)
+    return method
+
+
+def _masked_correlation(fixed, moving, mask, transform) -> float:
+    """Minus the squared normalised correlation of the images over the fixed mask."""
+    method = _correlation_method(mask)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetInitialTransform(transform)
     return method.MetricEvaluate(fixed, moving)
