@@ -156,7 +156,9 @@ def fit_rim(
     rim, band = (a.reshape(-1, 1) for a in np.meshgrid(rims, RIM_BAND_MM, indexing="ij"))
     sse = np.full((len(RIM_EXTRA_BLUR_MM), len(rim)), np.inf)
     for k, extra_mm in enumerate(RIM_EXTRA_BLUR_MM):
-        blurred = np.tile(_with_extra_blur(widths[finite], extra_mm), (len(rim), 1))
+        # a Gaussian of SD extra_mm has the variance of a uniform width sqrt(12) extra_mm
+        blurred = _with_uniform_blur(widths[finite], np.sqrt(12.0) * extra_mm)
+        blurred = np.tile(blurred, (len(rim), 1))
         disc = aperture_cdf((rim - x).ravel(), blurred).reshape(len(rim), -1)
         beyond = 1 - aperture_cdf((rim + band - x).ravel(), blurred).reshape(len(rim), -1)
         fit_sse, valid = _two_level_fit(disc, beyond, y, weight)
@@ -171,13 +173,13 @@ def fit_rim(
     return float(rim[chosen[np.argmin(per_candidate[chosen])], 0])
 
 
-def _with_extra_blur(widths: np.ndarray, extra_mm: float) -> np.ndarray:
-    """Pixel side widths with a Gaussian blur of SD extra_mm folded into the shorter one (a
-    uniform width of the same variance, as ``signed_depth`` does for the slab)."""
+def _with_uniform_blur(widths: np.ndarray, uniform_mm: float) -> np.ndarray:
+    """Pixel side widths (n x 2) with a further blur, given as a uniform width, folded into the
+    shorter side: one uniform width of the same variance."""
     widths = widths.copy()
     shorter = np.argmin(widths, axis=1)
     rows = np.arange(len(widths))
-    widths[rows, shorter] = np.hypot(widths[rows, shorter], np.sqrt(12.0) * extra_mm)
+    widths[rows, shorter] = np.hypot(widths[rows, shorter], uniform_mm)
     return widths
 
 
@@ -233,11 +235,8 @@ def signed_depth(pixels: EdgePixels, coef: np.ndarray, side: int):
     slope = np.polyval(np.polyder(coef), pixels.u)
     norm = np.sqrt(1 + slope**2)
     normal = np.column_stack([-slope, np.ones_like(slope)]) / norm[:, None]
-    widths = np.abs(normal @ pixels.aperture.T)
-    # the slab blurs like the pixel's shorter side: one uniform width of the same variance
-    shorter = np.argmin(widths, axis=1)
-    rows = np.arange(len(widths))
-    widths[rows, shorter] = np.hypot(widths[rows, shorter], pixels.slab_mm)
+    # the slab blurs like the pixel's shorter side
+    widths = _with_uniform_blur(np.abs(normal @ pixels.aperture.T), pixels.slab_mm)
     return side * (pixels.t - np.polyval(coef, pixels.u)) / norm, widths
 
 
