@@ -122,6 +122,10 @@ RIM_BAND_MM = np.arange(0.0, 2.51, 0.25)
 # blur beyond the pixel's own aperture: the slab's partial volume across an oblique or curved rim
 RIM_EXTRA_BLUR_MM = (0.0, 0.2, 0.35, 0.5, 0.7, 0.9)
 RIM_STEP_MM = 0.05
+# slices whose rims lie further apart than this do not see the same rim: the outer one has
+# bright tissue against the disc (the disc's own extent changes by a hundredth of a millimetre
+# across the slices next to the mid-sagittal plane)
+RIM_SLICES_AGREE_MM = 1.0
 
 
 def fit_rim(
@@ -131,10 +135,40 @@ def fit_rim(
     weights: np.ndarray,
     search_mm: tuple[float, float],
     noise_sd: float,
+    slices: np.ndarray | None = None,
 ) -> float:
     """Where the disc ends, from the raw pixels around its rim: each pixel's centre outward_mm
     from a guess (outwards from the disc), its two sides' widths along that axis (n x 2), value
-    and weight.
+    and weight, and the slice it comes from (``slices``; None: all from one).
+
+    Each slice's pixels are fitted on their own (``_slice_rim``): a vessel lying against the
+    disc in one slice carries that slice's rim out by millimetres, while the next slice, with
+    fat there, shows the disc's own. The rims within RIM_SLICES_AGREE_MM of the innermost are
+    averaged, weighted by their pixels' weights. Where no slice shows a rim within the search,
+    all the pixels are fitted at once and a rim at the search's end accepted (a disc as dark
+    as its ligament, fluid behind both: the fluid's edge). NaN with too few pixels, no fit, or
+    no step at all (tissue as bright as the disc against it).
+    """
+    slices = np.zeros(len(values), int) if slices is None else np.asarray(slices)
+    rims, slice_weights = [], []
+    for name in np.unique(slices):
+        mine = slices == name
+        rim = _slice_rim(
+            outward_mm[mine], widths[mine], values[mine], weights[mine], search_mm, noise_sd
+        )
+        if np.isfinite(rim):
+            rims.append(rim)
+            slice_weights.append(weights[mine].sum())
+    if not rims:
+        return _slice_rim(outward_mm, widths, values, weights, search_mm, noise_sd, at_end=True)
+    rims = np.array(rims)
+    agree = rims <= rims.min() + RIM_SLICES_AGREE_MM
+    return float(np.average(rims[agree], weights=np.array(slice_weights)[agree]))
+
+
+def _slice_rim(outward_mm, widths, values, weights, search_mm, noise_sd, at_end=False):
+    """The rim from one slice's pixels (arguments as ``fit_rim``'s; ``at_end``: a rim at an end
+    of the search is one).
 
     A partial-volume model of every pixel (its square aperture, ``aperture_cdf``): the disc's
     level up to the rim, no signal over a band (the ligament), the level of whatever lies
@@ -146,7 +180,8 @@ def fit_rim(
     Below a pixel, a band and a rim further in trade for each other (the same loss of signal),
     so the thinnest band that fits as well as the best, within what noise of ``noise_sd`` (at
     least 2 % of the signal: texture, an uneven annulus) explains, is kept. NaN with too few
-    pixels or no fit.
+    pixels, no fit, no step (one level fits as well), or (unless ``at_end``) the rim at an end
+    of the search.
     """
     finite = np.isfinite(values)
     if finite.sum() < 10:
@@ -167,10 +202,16 @@ def fit_rim(
         return float("nan")
     per_candidate = sse.min(axis=0)
     sigma = max(noise_sd, 0.02 * float(np.median(np.abs(y))))
-    fits = per_candidate <= per_candidate.min() + 4 * sigma**2 * np.mean(weight)
+    allowance = 4 * sigma**2 * np.mean(weight)
+    flat_sse = weight @ (y - np.average(y, weights=weight)) ** 2
+    if per_candidate.min() > flat_sse - allowance:  # one level fits as well: no rim here
+        return float("nan")
+    fits = per_candidate <= per_candidate.min() + allowance
     thinnest = band[fits].min()
     chosen = np.flatnonzero(fits & (band[:, 0] == thinnest))
-    return float(rim[chosen[np.argmin(per_candidate[chosen])], 0])
+    found = float(rim[chosen[np.argmin(per_candidate[chosen])], 0])
+    within = search_mm[0] < found < search_mm[1]
+    return found if within or at_end else float("nan")
 
 
 def _with_uniform_blur(widths: np.ndarray, uniform_mm: float) -> np.ndarray:
@@ -195,7 +236,7 @@ def _two_level_fit(first, second, y, weight):
         c1 = (a22 * b1 - a12 * b2) / det
         c2 = (a11 * b2 - a12 * b1) / det
     sse = (weight * y) @ y - c1 * b1 - c2 * b2
-    return sse, (det > 1e-9) & (c1 >= 0) & (c2 >= 0)
+    return sse, (det > 1e-9 * a11 * a22) & (c1 >= 0) & (c2 >= 0)
 
 
 # ------------------------------------------------------------------ 2D partial-volume fit
@@ -215,10 +256,16 @@ class EdgePixels:
     # the slice's thickness seen along an endplate normal that leaves the sagittal plane (a
     # spine tilted in the coronal plane): an extra width of partial volume, mm
     slab_mm: float = 0.0
+    slices: np.ndarray | None = None  # the image slice each pixel comes from
 
     def select(self, keep: np.ndarray) -> EdgePixels:
         return replace(
-            self, u=self.u[keep], t=self.t[keep], value=self.value[keep], weight=self.weight[keep]
+            self,
+            u=self.u[keep],
+            t=self.t[keep],
+            value=self.value[keep],
+            weight=self.weight[keep],
+            slices=None if self.slices is None else self.slices[keep],
         )
 
 

@@ -216,6 +216,7 @@ class Plane:
             weights[keep_rows],
             aperture * self.spacing[:, None],
             self.slab_mm(frame),
+            both([lower, upper])[keep_rows],
         )
 
     def slab_mm(self, frame: Frame) -> float:
@@ -383,6 +384,7 @@ def _locate(plane: Plane, level: str, label: int, upper_label: int) -> DiscResul
     result.upper_walls = vertebra_walls(plane, result, +1)
     result.lower_walls = vertebra_walls(plane, result, -1)
     walls = np.array([result.upper_walls, result.lower_walls])
+    unseen = []
     for end, direction in ((0, -1), (1, +1)):  # the ends once more, from the walls outwards
         wall = np.nanmean(walls[:, end]) if np.isfinite(walls[:, end]).any() else np.nan
         found = _disc_end(plane, result, wall, direction) if np.isfinite(wall) else np.nan
@@ -391,8 +393,14 @@ def _locate(plane: Plane, level: str, label: int, upper_label: int) -> DiscResul
                 result.u_post = found
             else:
                 result.u_ant = found
+        elif np.isfinite(wall):
+            unseen.append("posterior" if end == 0 else "anterior")
     result.height_mm = _mean_height(result)
     result.width_mm = float(result.u_ant - result.u_post)
+    if unseen:  # tissue as bright as the disc against it: no rim to see
+        result.width_mm = float("nan")
+        rims = " and ".join(unseen)
+        result.note = "; ".join(filter(None, [result.note, f"{rims} rim not seen: no width"]))
     return result
 
 
@@ -441,7 +449,8 @@ def _disc_end(plane: Plane, disc: DiscResult, wall_u: float, direction: int) -> 
     pixels = plane.pixels(disc.frame, keep)
     widths = np.tile(np.abs(pixels.aperture[:, 0]), (len(pixels.u), 1))  # along the AP axis
     outward = direction * (pixels.u - guess)
-    found = fit_rim(outward, widths, pixels.value, pixels.weight, (-1.5, 3.0), plane.noise_sigma)
+    found = fit_rim(outward, widths, pixels.value, pixels.weight, (-1.5, 3.0), plane.noise_sigma,
+                    pixels.slices)  # fmt: skip
     return guess + direction * found
 
 

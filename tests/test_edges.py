@@ -181,3 +181,35 @@ def test_too_few_pixels_give_no_rim():
     x = np.arange(5.0)
     widths = np.tile([PIXEL_MM, 0.0], (x.size, 1))
     assert np.isnan(fit_rim(x, widths, np.ones(x.size), np.ones(x.size), (-1.5, 3.0), 0.01))
+
+
+def test_a_vessel_against_the_disc_in_one_slice_does_not_carry_the_rim_out():
+    """Two slices, the disc's rim at the same place in both: in the one nearer the mid-sagittal
+    plane a vessel as bright as the disc lies against it past a ligament of no thickness (its
+    rim seen 2-3 mm out), in the other fat beyond a ligament. The rim is the disc's own."""
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        rim, annulus = rng.uniform(-1.0, 0.5), rng.uniform(0.2, 0.4)
+        near = _rim_pixels(rng, rim, annulus, 0.0, 0.0, 0.0)
+        vessel_ends = rim + rng.uniform(2.0, 3.0)  # beyond the vessel's edge: fat
+        x, widths, _ = near
+        fine = np.arange(-12.0, 12.0, 0.01)
+        ideal = np.where(fine < vessel_ends, annulus, 0.02)
+        inside = np.abs(fine[None, :] - x[:, None]) <= PIXEL_MM / 2
+        near_values = (inside * ideal).sum(axis=1) / inside.sum(axis=1)
+        near_values += rng.normal(0, 0.01, x.size)
+        fx, fwidths, fvalues = _rim_pixels(rng, rim, annulus, rng.uniform(0.5, 2.0), 0.1, 0.0)
+        found = fit_rim(
+            np.concatenate([x, fx]), np.concatenate([widths, fwidths]),
+            np.concatenate([near_values, fvalues]),
+            np.concatenate([np.full(x.size, 0.8), np.full(fx.size, 0.2)]),
+            (-1.5, 3.5), 0.01, np.repeat([6, 7], [x.size, fx.size]),
+        )  # fmt: skip
+        assert abs(found - rim) < 0.3
+
+
+def test_no_rim_within_the_search_gives_none():
+    """Tissue as bright as the disc all the way past the search: no rim to report."""
+    rng = np.random.default_rng(2)
+    x, widths, values = _rim_pixels(rng, 8.0, 0.3, 0.0, 0.0, 0.0)
+    assert np.isnan(fit_rim(x, widths, values, np.ones(x.size), (-1.5, 3.0), 0.01))
