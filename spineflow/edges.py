@@ -151,8 +151,8 @@ def fit_rim(
     """
     slices = np.zeros(len(values), int) if slices is None else np.asarray(slices)
     rims, slice_weights = [], []
-    for name in np.unique(slices):
-        mine = slices == name
+    for slice_index in np.unique(slices):
+        mine = slices == slice_index
         rim = _slice_rim(
             outward_mm[mine], widths[mine], values[mine], weights[mine], search_mm, noise_sd
         )

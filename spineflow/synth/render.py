@@ -493,13 +493,13 @@ def render_volume(
     rng: np.random.Generator,
     supersample: int = 4,
     through_plane_samples: int = 5,
-    column_supersample: int | None = COLUMN_SUPERSAMPLE,
+    column_supersample: int = COLUMN_SUPERSAMPLE,
 ) -> np.ndarray:
     """(n_slices, rows, cols) magnitude image: partial volume, bias field, Rician noise.
 
     Partial volume: each pixel is the mean over its area (supersample x supersample points,
     column_supersample x column_supersample within COLUMN_MARGIN_MM of a vertebral body or
-    disc; None: supersample there too) and the slice thickness (through_plane_samples); the
+    disc) and the slice thickness (through_plane_samples); the
     area is sampled only where a boundary crosses the pixel's neighbourhood (elsewhere the
     pixel centre is the pixel's value)."""
     centres = geometry.pixel_offsets()
@@ -517,8 +517,7 @@ def render_volume(
             )
             edges = _edge_pixels(outline.reshape(shape)).ravel()
             column = edges & _near_column(spine, geometry, centre, centres, pose)
-            for chosen, n in ((edges & ~column, supersample),
-                              (column, column_supersample or supersample)):  # fmt: skip
+            for chosen, n in ((edges & ~column, supersample), (column, column_supersample)):
                 signal[chosen] = _pixel_means(
                     spine, scene, contrast, geometry, centre, centres[chosen], n, depth_mm, pose
                 )
