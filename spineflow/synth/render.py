@@ -63,6 +63,10 @@ class SliceGeometry:
     def normal(self) -> np.ndarray:
         return np.cross(self.row_dir, self.col_dir)
 
+    def points(self, centre, offsets: np.ndarray) -> np.ndarray:
+        """Scanner points (n, 3) of in-plane offsets (n, 2, mm) from a slice's centre."""
+        return centre + offsets[:, :1] * self.col_dir + offsets[:, 1:] * self.row_dir
+
     def pixel_offsets(self) -> np.ndarray:
         """In-plane offsets (rows*cols, 2) in mm of the pixel centres from the slice centre."""
         i = (np.arange(self.rows) - (self.rows - 1) / 2) * self.pixel_mm
@@ -411,7 +415,7 @@ def label_volume(spine: Spine, geometry: SliceGeometry, rotation, translation) -
     offsets = geometry.pixel_offsets()
     volume = np.empty((len(geometry.slice_centres), geometry.rows, geometry.cols), np.int16)
     for k, centre in enumerate(geometry.slice_centres):
-        points = centre + offsets[:, :1] * geometry.col_dir + offsets[:, 1:] * geometry.row_dir
+        points = geometry.points(centre, offsets)
         anat = scanner_to_anatomy(points, rotation, translation)
         labels = structure_labels(spine, anat[:, 0], anat[:, 1], anat[:, 2])
         volume[k] = labels.reshape(geometry.rows, geometry.cols)
@@ -434,7 +438,7 @@ def bias_field(points_ras, scene) -> np.ndarray:
 
 def _slice_signal(spine, scene, contrast, geometry, centre, offsets, depth_mm, pose) -> np.ndarray:
     """Mean noise-free signal over the through-plane samples at in-plane offsets of one slice."""
-    in_plane = centre + offsets[:, :1] * geometry.col_dir + offsets[:, 1:] * geometry.row_dir
+    in_plane = geometry.points(centre, offsets)
     accum = np.zeros(len(offsets), np.float64)
     for dz in depth_mm:
         anat = scanner_to_anatomy(in_plane + dz * geometry.normal, *pose)
@@ -465,7 +469,7 @@ def _pixel_means(spine, scene, contrast, geometry, centre, pixels, n, depth_mm, 
 def _near_column(spine: Spine, geometry, centre, offsets, pose) -> np.ndarray:
     """Which in-plane points of a slice lie within COLUMN_MARGIN_MM of a vertebral body's box
     (the discs between them included: a body's box reaches half a disc past its endplates)."""
-    in_plane = centre + offsets[:, :1] * geometry.col_dir + offsets[:, 1:] * geometry.row_dir
+    in_plane = geometry.points(centre, offsets)
     anat = scanner_to_anatomy(in_plane, *pose)
     near = np.zeros(len(offsets), bool)
     for v in spine.vertebrae:
@@ -499,9 +503,9 @@ def render_volume(
 
     Partial volume: each pixel is the mean over its area (supersample x supersample points,
     column_supersample x column_supersample within COLUMN_MARGIN_MM of a vertebral body or
-    disc) and the slice thickness (through_plane_samples); the
-    area is sampled only where a boundary crosses the pixel's neighbourhood (elsewhere the
-    pixel centre is the pixel's value)."""
+    disc) and the slice thickness (through_plane_samples); the area is sampled only where a
+    boundary crosses the pixel's neighbourhood (elsewhere the pixel centre is the pixel's
+    value)."""
     centres = geometry.pixel_offsets()
     depth = (np.arange(through_plane_samples) + 0.5) / through_plane_samples - 0.5
     depth_mm = depth * geometry.thickness_mm
@@ -521,10 +525,7 @@ def render_volume(
                 signal[chosen] = _pixel_means(
                     spine, scene, contrast, geometry, centre, centres[chosen], n, depth_mm, pose
                 )
-        pixel_points = (
-            centre + centres[:, :1] * geometry.col_dir + centres[:, 1:] * geometry.row_dir
-        )
-        volume[k] = (signal * bias_field(pixel_points, scene)).reshape(shape)
+        volume[k] = (signal * bias_field(geometry.points(centre, centres), scene)).reshape(shape)
     sigma = scene["noise_sigma"]
     real = volume + rng.normal(0, sigma, volume.shape)
     imag = rng.normal(0, sigma, volume.shape)
