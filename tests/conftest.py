@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pydicom
 import pytest
 
@@ -46,12 +47,28 @@ def tiny_run(tiny_cohort, tmp_path_factory):
     shutil.rmtree(work / ".snakemake", ignore_errors=True)
 
 
-def break_geometry_series(dicom_dir, patient_id):
+def _patient_ids(cohort: Path, participant_ids: set[str]) -> set[str]:
+    id_map = pd.read_csv(cohort / "id_map.tsv", sep="\t", dtype=str)
+    return set(id_map.loc[id_map["participant_id"].isin(participant_ids), "dicom_patient_id"])
+
+
+def copy_participants(cohort: Path, dicom_dir: Path, participant_ids: set[str]) -> None:
+    """Copy the cohort's studies of these participants (and of no one else) to dicom_dir:
+    a run that needs only some participants spends no time on the others."""
+    patients = _patient_ids(cohort, participant_ids)
+    for study in (cohort / "dicom").iterdir():
+        first = next(path for path in study.rglob("IM*") if path.is_file())
+        if pydicom.dcmread(first, stop_before_pixels=True).PatientID in patients:
+            shutil.copytree(study, dicom_dir / study.name)
+
+
+def break_geometry_series(dicom_dir: Path, cohort: Path, participant_id: str) -> None:
     """Truncate the pixel data of one participant's sagittal PD files (headers stay readable)."""
+    patients = _patient_ids(cohort, {participant_id})
     broken = 0
     for path in dicom_dir.rglob("IM*"):
         header = pydicom.dcmread(path, stop_before_pixels=True)
-        if header.PatientID == patient_id and header.SeriesDescription == "pd_tse_fs_sag":
+        if header.PatientID in patients and header.SeriesDescription == "pd_tse_fs_sag":
             data = path.read_bytes()
             path.write_bytes(data[: len(data) - 150_000])
             broken += 1
