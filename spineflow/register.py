@@ -361,9 +361,10 @@ def _recentred(transform: sitk.Euler3DTransform, centre_mm) -> sitk.Euler3DTrans
     return moved
 
 
-def _crop_to(image: sitk.Image, region: sitk.Image, margin_mm: float) -> sitk.Image:
+def _crop_to(image: sitk.Image, region: sitk.Image, margin_mm: float, whole_slices=True):
     """The part of ``image`` around the non-zero voxels of ``region`` (same grid), with an
-    in-plane margin; all slices kept (they are few and thick)."""
+    in-plane margin; all slices kept (they are few and thick; smoothing reads across them)
+    unless ``whole_slices`` is False."""
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(sitk.Cast(region > 0, sitk.sitkUInt8))
     if 1 not in stats.GetLabels():
@@ -373,7 +374,7 @@ def _crop_to(image: sitk.Image, region: sitk.Image, margin_mm: float) -> sitk.Im
     start, size = list(box[:dims]), list(box[dims:])
     thick = int(np.argmax(image.GetSpacing()))
     for axis in range(dims):
-        if axis == thick:
+        if axis == thick and whole_slices:
             start[axis], size[axis] = 0, image.GetSize()[axis]
             continue
         pad = int(np.ceil(margin_mm / image.GetSpacing()[axis]))
@@ -381,6 +382,12 @@ def _crop_to(image: sitk.Image, region: sitk.Image, margin_mm: float) -> sitk.Im
         high = min(image.GetSize()[axis], start[axis] + size[axis] + pad)
         start[axis], size[axis] = low, high - low
     return sitk.RegionOfInterest(image, size, start)
+
+
+def _on_mask(image: sitk.Image, mask: sitk.Image) -> sitk.Image:
+    """``image`` on the mask's bounding box: all that a metric over the mask reads (an
+    evaluation over a box with margins took 3.5 times as long: it visits every voxel)."""
+    return _crop_to(image, mask, 0.0, whole_slices=False)
 
 
 def _touches_edge(mask: sitk.Image) -> bool:
@@ -463,7 +470,7 @@ def search_out_of_plane(
     searches, because a few thick slices give a gradient too little to go on. A peak on the
     edge of a range is no peak (what drives the correlation is not the bone): that motion
     keeps its start. Returns the transform and what was applied (shift None: no peak)."""
-    images = (_crop_to(fixed, wide_mask, 20.0), moving, _crop_to(wide_mask, wide_mask, 20.0))
+    images = (_on_mask(fixed, wide_mask), moving, _on_mask(wide_mask, wide_mask))
     turn = {"roll_deg": 0.0, "yaw_deg": 0.0}
     for second_round in (False, True):
         for axis, half_range_deg, step_deg in (
@@ -598,7 +605,8 @@ def _refined_vertebra(fixed, moving, mask, wide, starts):
     correlation's out-of-plane peaks by millimetres and degrees."""
     centre = _mask_centre(mask)
     results = [_bounded(register_vertebra(fixed, moving, mask, s), s, centre) for s in starts]
-    transform, _ = min(results, key=lambda r: _masked_correlation(fixed, moving, mask, r[0]))
+    images = (_on_mask(fixed, mask), moving, _on_mask(mask, mask))
+    transform, _ = min(results, key=lambda r: _masked_correlation(*images, r[0]))
     transform, out_of_plane = search_out_of_plane(fixed, moving, wide, transform, centre)
     transform, facts = _bounded(
         register_vertebra(fixed, moving, mask, transform), transform, centre
