@@ -56,6 +56,12 @@ YAW_SEARCH_DEG, YAW_STEP_DEG = 20.0, 2.0
 ROLL_SEARCH_DEG, ROLL_STEP_DEG = 12.0, 1.0
 COARSE_LEFT_RIGHT_STEP_MM = 1.0
 SECOND_ROUND_STEPS = 2  # either side of the first round's angle
+# a vertebra's marrow: its label, this far inside its border in the sagittal plane, on slices
+# holding at least this many voxels of it
+MARROW_DEPTH_MM = 2.0
+MASK_MARGIN_MM = 3.0  # a vertebra's mask reaches this far beyond its label in the plane
+MARROW_MIN_VOXELS = 30
+MATCH_ROUNDS, MATCH_SETTLED_MM = 3, 0.1
 
 
 # ---------------------------------------------------------------- coordinates
@@ -327,7 +333,7 @@ def _widened(region: sitk.Image, reference: sitk.Image, margin_mm: float, slices
 # ---------------------------------------------------------------- per-level refinement
 
 
-def vertebra_mask(dseg: sitk.Image, label: int, reference: sitk.Image, margin_mm=3.0,
+def vertebra_mask(dseg: sitk.Image, label: int, reference: sitk.Image, margin_mm=MASK_MARGIN_MM,
                   lateral_mm: float | None = None):  # fmt: skip
     """Mask (uint8, on the reference grid) of one vertebra for a masked registration: its label,
     widened by margin_mm in the sagittal plane (its endplates and walls, the edges that pin
@@ -335,6 +341,13 @@ def vertebra_mask(dseg: sitk.Image, label: int, reference: sitk.Image, margin_mm
     ``lateral_mm`` of its labelled ones."""
     slices = 1 if lateral_mm is None else _lateral_slices(reference, lateral_mm)
     return _widened(dseg == label, reference, margin_mm, slices=slices)
+
+
+def _eroded_in_plane(mask: sitk.Image, depth_mm: float) -> sitk.Image:
+    """The mask eroded by depth_mm in the sagittal plane (not across the thick slices)."""
+    radius = [int(round(depth_mm / s)) for s in mask.GetSpacing()]
+    radius[int(np.argmax(mask.GetSpacing()))] = 0
+    return sitk.BinaryErode(mask, radius)
 
 
 def _lateral_slices(reference: sitk.Image, lateral_mm: float = LATERAL_REACH_MM) -> int:
@@ -591,27 +604,71 @@ def register_levels(
             facts[name] = {"Refined": False, "Note": "outside the ses-2 field of view"}
         else:
             wide = vertebra_mask(fixed_labels, labels[name], fixed, lateral_mm=LATERAL_REACH_MM)
-            refined[name], facts[name] = _refined_vertebra(fixed, moving, mask, wide, starts)
+            marrow = _eroded_in_plane(wide, MASK_MARGIN_MM + MARROW_DEPTH_MM)
+            refined[name], facts[name] = _refined_vertebra(
+                fixed, moving, mask, (wide, marrow), starts
+            )
         Path(out_tfms[name]).parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteTransform(refined[name], str(out_tfms[name]))
     return facts
 
 
-def _refined_vertebra(fixed, moving, mask, wide, starts):
+def _refined_vertebra(fixed, moving, mask, wide_masks, starts):
     """One vertebra's transform: each start refined in the sagittal plane (``_bounded``) and
     the best-matching kept; its motion out of the plane then searched across the vertebra's
-    whole width (``search_out_of_plane``) and its sagittal motion refined once more from there.
+    whole width (``_matched_out_of_plane``) and its sagittal motion refined once more from there.
     The in-plane step comes first: a vertebra not yet aligned in its plane moves the
-    correlation's out-of-plane peaks by millimetres and degrees."""
+    correlation's out-of-plane peaks by millimetres and degrees. ``wide_masks``: the vertebra
+    across its width with its surroundings, and its marrow alone (``_slices_matched``)."""
     centre = _mask_centre(mask)
     results = [_bounded(register_vertebra(fixed, moving, mask, s), s, centre) for s in starts]
     images = (_on_mask(fixed, mask), moving, _on_mask(mask, mask))
     transform, _ = min(results, key=lambda r: _masked_correlation(*images, r[0]))
-    transform, out_of_plane = search_out_of_plane(fixed, moving, wide, transform, centre)
+    transform, out_of_plane = _matched_out_of_plane(fixed, moving, *wide_masks, transform, centre)
     transform, facts = _bounded(
         register_vertebra(fixed, moving, mask, transform), transform, centre
     )
     return transform, {**facts, **out_of_plane, "Starts": len(starts)}
+
+
+def _matched_out_of_plane(fixed, moving, wide, marrow, transform, centre_mm):
+    """``search_out_of_plane`` from ``transform``, the fixed slices matched to the moving ones
+    (``_slices_matched``) where the last round put the vertebra, until a round moves it less
+    than MATCH_SETTLED_MM (at most MATCH_ROUNDS): matched where the vertebra is still off,
+    the slices' brightness takes up part of what sets it apart (marrow that is not uniform)."""
+    found, facts = transform, {}
+    centre = tuple(float(c) for c in centre_mm)
+    for rounds in range(1, MATCH_ROUNDS + 1):
+        matched = _slices_matched(fixed, moving, marrow, found)
+        previous = found
+        found, facts = search_out_of_plane(matched, moving, wide, transform, centre_mm)
+        facts["SliceMatchRounds"] = rounds
+        moved = np.subtract(found.TransformPoint(centre), previous.TransformPoint(centre))
+        if np.linalg.norm(moved) < MATCH_SETTLED_MM:
+            break
+    return found, facts
+
+
+def _slices_matched(fixed, moving, marrow, transform) -> sitk.Image:
+    """The fixed image, each slice scaled so that the marrow has the brightness it has in the
+    moving image (mapped by ``transform``) there: a differential bias correction, slice by
+    slice. The two sessions' bias corrections leave fields that differ by 10-20 % across a
+    vertebra's slices; the left-right search, where the slices look alike but for that,
+    followed them by up to a millimetre."""
+    mapped = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0)
+    thick = 2 - int(np.argmax(fixed.GetSpacing()))  # numpy axes are reversed
+    f, m, inside = (np.moveaxis(sitk.GetArrayFromImage(x), thick, 0)
+                    for x in (fixed, mapped, marrow))  # fmt: skip
+    seen = [k for k in range(len(f)) if (inside[k] > 0).sum() >= MARROW_MIN_VOXELS]
+    if not seen:
+        return fixed
+    ratios = [np.median(f[k][inside[k] > 0]) / max(np.median(m[k][inside[k] > 0]), 1e-6)
+              for k in seen]  # fmt: skip
+    scale = np.interp(np.arange(len(f)), seen, ratios)  # beyond the marrow: its last slice's
+    matched = sitk.GetImageFromArray(np.moveaxis(f / scale[:, None, None], 0, thick), False)
+    matched = sitk.Cast(matched, fixed.GetPixelID())
+    matched.CopyInformation(fixed)
+    return matched
 
 
 def _correlation_method(mask: sitk.Image) -> sitk.ImageRegistrationMethod:
