@@ -652,7 +652,7 @@ def _matched_out_of_plane(fixed, moving, wide, marrow, transform, centre_mm):
 def _slices_matched(fixed, moving, marrow, transform) -> sitk.Image:
     """The fixed image, each slice scaled so that the marrow has the brightness it has in the
     moving image (mapped by ``transform``) there: a differential bias correction, slice by
-    slice. The two sessions' bias corrections leave fields that differ by 10-20 % across a
+    slice. The two sessions' bias corrections leave fields that differ by 5-25 % across a
     vertebra's slices; the left-right search, where the slices look alike but for that,
     followed them by up to a millimetre."""
     mapped = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0)
