@@ -56,10 +56,10 @@ YAW_SEARCH_DEG, YAW_STEP_DEG = 20.0, 2.0
 ROLL_SEARCH_DEG, ROLL_STEP_DEG = 12.0, 1.0
 COARSE_LEFT_RIGHT_STEP_MM = 1.0
 SECOND_ROUND_STEPS = 2  # either side of the first round's angle
+MASK_MARGIN_MM = 3.0  # a vertebra's mask reaches this far beyond its label in the plane
 # a vertebra's marrow: its label, this far inside its border in the sagittal plane, on slices
 # holding at least this many voxels of it
 MARROW_DEPTH_MM = 2.0
-MASK_MARGIN_MM = 3.0  # a vertebra's mask reaches this far beyond its label in the plane
 MARROW_MIN_VOXELS = 30
 MATCH_ROUNDS, MATCH_SETTLED_MM = 3, 0.1
 
