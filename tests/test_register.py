@@ -11,6 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 from spineflow.register import (
+    JOINT_SHEAR_MM,
+    LEFT_RIGHT_SEARCH_MM,
     _eroded_in_plane,
     _matched_out_of_plane,
     apply_rigid_to_points,
@@ -263,3 +265,40 @@ def test_left_right_shift_found_under_fields_that_differ_across_the_slices():
     errors_mm = {name: _tre_mm(found, truth, centre).max()
                  for name, found in (("plain", plain), ("matched", matched))}  # fmt: skip
     assert errors_mm["matched"] < 0.3 < errors_mm["plain"], (errors_mm, facts)
+
+
+def _about_joint(roll_deg: float, shear_mm: float):
+    """A vertebra turned by ``roll_deg`` about the anterior-posterior axis through its joint
+    with a neighbour, 20 mm cranial of its centre, and slid ``shear_mm`` left-right there:
+    the truth, its joint and centre, and a search from no motion (turning about ``pivot``,
+    the shift within +-``shift_range_mm``)."""
+    joint = _centre_mm(_grid(SIZE_VOX, SPACING_MM)) + np.array([0.0, 0.0, 20.0])
+    truth = _motion(joint, (0.0, roll_deg, 0.0), (shear_mm, 0.0, 0.0))
+    fixed, moving, centre = _session_pair(truth)
+    body = _near_midline(sitk.Cast(fixed > 30.0, sitk.sitkUInt8), centre, 13.0)
+    start = _motion(centre, (0, 0, 0), (0, 0, 0))
+
+    def search(pivot, shift_range_mm):
+        return search_out_of_plane(fixed, moving, body, start, pivot, shift_range_mm)
+
+    return truth, joint, centre, search
+
+
+def test_turn_about_the_joint_with_a_neighbour_is_found():
+    """Lateral bending between visits: 3 deg about the shared disc (which moves the vertebra's
+    centre 1 mm left-right), and a 0.3 mm slide across it."""
+    truth, joint, centre, search = _about_joint(-3.0, 0.3)
+    found, facts = search(joint, JOINT_SHEAR_MM)
+    assert facts["RollDegrees"] == pytest.approx(-3.0, abs=0.5)
+    assert _tre_mm(found, truth, centre).max() < 0.3, facts
+
+
+def test_vertebra_held_at_its_joint_with_a_neighbour():
+    """Images that say the vertebra slid 3 mm across its disc (the sacrum's search followed
+    what lies beside it that far): searched free about its centre, it follows them; about
+    the joint, its place there moves by no more than JOINT_SHEAR_MM from where its neighbour
+    put it (the start)."""
+    _, joint, centre, search = _about_joint(0.0, 3.0)
+    (free, _), (held, facts) = search(centre, LEFT_RIGHT_SEARCH_MM), search(joint, JOINT_SHEAR_MM)
+    assert free.TransformPoint(tuple(joint))[0] - joint[0] == pytest.approx(3.0, abs=0.3)
+    assert abs(held.TransformPoint(tuple(joint))[0] - joint[0]) <= JOINT_SHEAR_MM + 1e-6, facts
