@@ -410,6 +410,12 @@ def _on_mask(image: sitk.Image, mask: sitk.Image) -> sitk.Image:
     return _crop_to(image, mask, 0.0, whole_slices=False)
 
 
+def _metric_images(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image) -> tuple:
+    """Fixed image, moving image and mask for ``_masked_correlation`` over the mask, the fixed
+    ones on its bounding box (``_on_mask``)."""
+    return _on_mask(fixed, mask), moving, _on_mask(mask, mask)
+
+
 def _touches_edge(mask: sitk.Image) -> bool:
     """Whether the mask reaches the image's in-plane border (the thick axis aside)."""
     array = sitk.GetArrayViewFromImage(mask)  # (k, j, i): numpy order is reversed
@@ -501,7 +507,7 @@ def search_out_of_plane(
     edge of a range is no peak (what drives the correlation is not the bone): that motion
     keeps its start. The shift is searched over +-``shift_range_mm``. Returns the transform and
     what was applied (shift None: no peak)."""
-    images = (_on_mask(fixed, wide_mask), moving, _on_mask(wide_mask, wide_mask))
+    images = _metric_images(fixed, moving, wide_mask)
     turn = {"roll_deg": 0.0, "yaw_deg": 0.0}
     for second_round in (False, True):
         for axis, half_range_deg, step_deg in (
@@ -660,7 +666,7 @@ def _refined_vertebra(fixed, moving, mask, wide_masks, starts, joint=None):
     ``joint``: where it meets the neighbour it started from (``_matched_out_of_plane``)."""
     centre = _mask_centre(mask)
     results = [_bounded(register_vertebra(fixed, moving, mask, s), s, centre) for s in starts]
-    images = (_on_mask(fixed, mask), moving, _on_mask(mask, mask))
+    images = _metric_images(fixed, moving, mask)
     transform, _ = min(results, key=lambda r: _masked_correlation(*images, r[0]))
     transform, out_of_plane = _matched_out_of_plane(
         fixed, moving, *wide_masks, transform, centre, joint
@@ -703,10 +709,11 @@ def _slices_matched(fixed, moving, marrow, transform) -> sitk.Image:
     thick = 2 - int(np.argmax(fixed.GetSpacing()))  # numpy axes are reversed
     f, m, inside = (np.moveaxis(sitk.GetArrayFromImage(x), thick, 0)
                     for x in (fixed, mapped, marrow))  # fmt: skip
-    seen = [k for k in range(len(f)) if (inside[k] > 0).sum() >= MARROW_MIN_VOXELS]
+    inside = inside > 0
+    seen = [k for k in range(len(f)) if inside[k].sum() >= MARROW_MIN_VOXELS]
     if not seen:
         return fixed
-    ratios = [np.median(f[k][inside[k] > 0]) / max(np.median(m[k][inside[k] > 0]), 1e-6)
+    ratios = [np.median(f[k][inside[k]]) / max(np.median(m[k][inside[k]]), 1e-6)
               for k in seen]  # fmt: skip
     scale = np.interp(np.arange(len(f)), seen, ratios)  # beyond the marrow: its last slice's
     matched = sitk.GetImageFromArray(np.moveaxis(f / scale[:, None, None], 0, thick), False)
