@@ -331,10 +331,16 @@ def _widened(region: sitk.Image, reference: sitk.Image, margin_mm: float, slices
     region = sitk.Cast(region, sitk.sitkUInt8)
     if not sitk.GetArrayViewFromImage(region).any():
         return None
-    radius = [max(1, int(round(margin_mm / s))) for s in region.GetSpacing()]
-    radius[int(np.argmax(region.GetSpacing()))] = slices
-    mask = sitk.BinaryDilate(region, radius)
+    mask = sitk.BinaryDilate(region, _radius(region, margin_mm, slices, at_least=1))
     return sitk.Resample(mask, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+
+
+def _radius(image: sitk.Image, in_plane_mm: float, slices: int, at_least: int = 0) -> list[int]:
+    """A morphology radius in voxels: in_plane_mm in the sagittal plane (at least
+    ``at_least`` voxels), ``slices`` along the thick slice axis."""
+    radius = [max(at_least, int(round(in_plane_mm / s))) for s in image.GetSpacing()]
+    radius[int(np.argmax(image.GetSpacing()))] = slices
+    return radius
 
 
 # ---------------------------------------------------------------- per-level refinement
@@ -352,9 +358,7 @@ def vertebra_mask(dseg: sitk.Image, label: int, reference: sitk.Image, margin_mm
 
 def _eroded_in_plane(mask: sitk.Image, depth_mm: float) -> sitk.Image:
     """The mask eroded by depth_mm in the sagittal plane (not across the thick slices)."""
-    radius = [int(round(depth_mm / s)) for s in mask.GetSpacing()]
-    radius[int(np.argmax(mask.GetSpacing()))] = 0
-    return sitk.BinaryErode(mask, radius)
+    return sitk.BinaryErode(mask, _radius(mask, depth_mm, slices=0))
 
 
 def _lateral_slices(reference: sitk.Image, lateral_mm: float = LATERAL_REACH_MM) -> int:
@@ -684,7 +688,7 @@ def _matched_out_of_plane(fixed, moving, wide, marrow, transform, centre_mm, joi
     the slices' brightness takes up part of what sets it apart (marrow that is not uniform).
     Turning about its centre, the left-right shift searched over +-LEFT_RIGHT_SEARCH_MM; given
     a ``joint`` with a neighbour (which the start transform has placed), turning about that,
-    the shift there over +-JOINT_SHEAR_MM (``JOINT_SHEAR_MM``)."""
+    the shift there over +-JOINT_SHEAR_MM."""
     found, facts = transform, {}
     centre = tuple(float(c) for c in centre_mm)
     pivot = (centre_mm, LEFT_RIGHT_SEARCH_MM) if joint is None else (joint, JOINT_SHEAR_MM)
