@@ -14,7 +14,7 @@ from spineflow.synth.anatomy import (
     true_disc_width_mm,
     true_intervertebral_distance_mm,
 )
-from spineflow.synth.sampling import sample_participant
+from spineflow.synth.sampling import sample_participant, sample_scene, timepoint2_params
 
 ALL_LEVELS = [f"{a}-{b}" for a, b in zip(LUMBAR_NAMES[:-1], LUMBAR_NAMES[1:], strict=True)] + [
     "L5-S1"
@@ -204,3 +204,28 @@ def test_tilting_the_whole_spine_changes_no_measure(seed):
         np.asarray(upright.vertebra("L1").centre_as) - tilted.vertebra("L1").centre_as
     )
     assert moved > 10.0  # the pose really changed
+
+
+def test_a_participants_visits_share_the_body_around_the_spine():
+    rng = np.random.default_rng(5)
+    params = sample_participant(rng)
+    later = timepoint2_params(rng, params, {"L4-L5": -0.3})  # the sacrum tilts by degrees
+    spines = [build_spine(p) for p in (params, later)]
+    first, second = (
+        sample_scene(np.random.default_rng(visit), spine, 20.0, np.random.default_rng(9))
+        for visit, spine in enumerate(spines)
+    )
+    for key in ("psoas_offset_mm", "trunk_semi_lr_mm", "subcutaneous_fat_mm", "marrow_texture"):
+        assert second[key] == first[key], key
+    assert [v["r_mm"] for v in second["vessels"]] == [v["r_mm"] for v in first["vessels"]]
+    # the iliac bones keep their place against the sacrum as it sits at each visit
+    s1 = [np.asarray(spine.vertebra("S1").centre_as) for spine in spines]
+    for ilium1, ilium2 in zip(first["pelvis"][2:], second["pelvis"][2:], strict=True):
+        assert ilium2["centre_ras"][0] == ilium1["centre_ras"][0]
+        assert np.allclose(
+            np.subtract(ilium2["centre_ras"][1:], s1[1]),
+            np.subtract(ilium1["centre_ras"][1:], s1[0]),
+        )
+    assert not np.allclose(s1[0], s1[1])  # ... which did move
+    assert second["bowel"] != first["bowel"]
+    assert second["bias"] != first["bias"]

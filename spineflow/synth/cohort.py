@@ -124,10 +124,11 @@ def _generate_participant(plan: dict) -> dict:
     first_day = date(2025, 1, 6) + timedelta(days=int(rng.integers(0, 300)))
     disc_rows, vertebra_rows, scan_rows = [], [], []
     phi = _phi_of_person(person)
+    body_seed = int(rng.integers(2**63))  # the same body around the spine at every visit
     for k, (session_id, params, day) in enumerate(sessions):
         spine = anatomy.build_spine(params)
         snr = rng.uniform(*options.snr_range)
-        scene = sampling.sample_scene(rng, spine, snr)
+        scene = sampling.sample_scene(rng, spine, snr, np.random.default_rng(body_seed))
         contrast = sampling.sample_contrast(rng, render.PD_FS, fat_range=(0.04, 0.3))
         rotation, translation, geometry, fov = _place_scan(rng, spine, k == cut_session, protocol)
         # the SNR is that of L4's marrow as received, under the bias field

@@ -93,9 +93,47 @@ def sample_participant(rng: np.random.Generator) -> dict:
     return params
 
 
-def sample_scene(rng: np.random.Generator, spine, snr: float) -> dict:
-    """Everything around the spine: trunk, bowel, vessels, bias field and noise."""
-    s_of = {v.name: v.centre_as[1] for v in spine.vertebrae}
+def sample_scene(
+    rng: np.random.Generator, spine, snr: float, body_rng: np.random.Generator | None = None
+) -> dict:
+    """Everything around the spine: the body (trunk, psoas, vessels, pelvis, marrow texture),
+    drawn from ``body_rng`` so that a participant's visits can share it, placed on this visit's
+    spine; and what each visit has of its own (bowel contents, bias field, noise) from ``rng``.
+    Without ``body_rng`` both come from ``rng``."""
+    return {**_body(body_rng or rng, spine), **_visit(rng, spine, snr)}
+
+
+def _body(rng: np.random.Generator, spine) -> dict:
+    """The participant's anatomy around the spine: the same at every visit (psoas, aorta and
+    iliac bones do not move against the spine between visits months apart)."""
+    s_of = _heights_mm(spine)
+    vessels = [
+        {"r_mm": -10 + rng.normal(0, 2), "a_offset_mm": 13, "radius_mm": 9.0, "spread": s}
+        for s in (-0.6, 0.6)
+    ] + [
+        {"r_mm": 15 + rng.normal(0, 2), "a_offset_mm": 10, "radius_mm": 10.0, "spread": s}
+        for s in (-0.5, 0.5)
+    ]
+    for vessel in vessels:
+        vessel.update({"split_s_mm": s_of["L4"], "top_s_mm": 1e9})
+    return {
+        "trunk_centre_offset_mm": rng.uniform(20, 60),
+        "trunk_semi_ap_mm": rng.uniform(105, 160),
+        "trunk_semi_lr_mm": rng.uniform(150, 190),
+        "subcutaneous_fat_mm": rng.uniform(8, 40),
+        "canal_ap_mm": spine.canal_ap_mm,
+        "psoas_offset_mm": rng.uniform(17, 24),
+        "psoas_top_s_mm": s_of["T12"],
+        "sacral_tip_s_mm": s_of["S4"],
+        "vessels": vessels,
+        "marrow_texture": rng.uniform(0.02, 0.08),
+        "pelvis": _pelvis(rng, spine),
+    }
+
+
+def _visit(rng: np.random.Generator, spine, snr: float) -> dict:
+    """What differs between visits: the bowel's loops and contents, the receive field, noise."""
+    s_of = _heights_mm(spine)
     bowel = []
     for _ in range(int(rng.integers(8, 16))):
         bowel.append(
@@ -109,30 +147,9 @@ def sample_scene(rng: np.random.Generator, spine, snr: float) -> dict:
                 "signal": rng.uniform(0.1, 0.8),
             }
         )
-    split = s_of["L4"]
-    vessels = [
-        {"r_mm": -10 + rng.normal(0, 2), "a_offset_mm": 13, "radius_mm": 9.0, "spread": s}
-        for s in (-0.6, 0.6)
-    ] + [
-        {"r_mm": 15 + rng.normal(0, 2), "a_offset_mm": 10, "radius_mm": 10.0, "spread": s}
-        for s in (-0.5, 0.5)
-    ]
-    for vessel in vessels:
-        vessel.update({"split_s_mm": split, "top_s_mm": 1e9})
     strength = rng.uniform(0.3, 2.0)  # receive-field fall-off: from a body coil to a tight array
     return {
-        "trunk_centre_offset_mm": rng.uniform(20, 60),
-        "trunk_semi_ap_mm": rng.uniform(105, 160),
-        "trunk_semi_lr_mm": rng.uniform(150, 190),
-        "subcutaneous_fat_mm": rng.uniform(8, 40),
-        "canal_ap_mm": spine.canal_ap_mm,
-        "psoas_offset_mm": rng.uniform(17, 24),
-        "psoas_top_s_mm": s_of["T12"],
-        "sacral_tip_s_mm": s_of["S4"],
         "bowel": bowel,
-        "vessels": vessels,
-        "marrow_texture": rng.uniform(0.02, 0.08),
-        "pelvis": _pelvis(rng, spine),
         "bias": {
             "ap_gradient": strength * rng.uniform(0.1, 0.9),
             "a0_mm": rng.uniform(-40, 0),
@@ -143,6 +160,11 @@ def sample_scene(rng: np.random.Generator, spine, snr: float) -> dict:
         "snr": snr,
         "noise_sigma": 0.36 / snr,  # SNR of vertebral marrow
     }
+
+
+def _heights_mm(spine) -> dict[str, float]:
+    """Each vertebra's centre along the body's axis (anatomy frame s)."""
+    return {v.name: v.centre_as[1] for v in spine.vertebrae}
 
 
 def _pelvis(rng: np.random.Generator, spine) -> list[dict]:
