@@ -48,6 +48,7 @@ MIN_DISC_MM = 6.0
 MAX_DISC_MM = 18.0
 MIN_BODY_MM = 12.0
 MERGED_BODY_RATIO = 1.6  # a "body" this many times the typical one is two with a hidden disc
+THIN_GAP_MM = 3.0  # no disc is this thin between marrow runs (half the thinnest adult one)
 COLUMN_DEPTH_MM = 60.0
 STEP_MM = 0.5
 S1_LABEL_MM = 25  # S1 is labelled this far down from its cranial endplate
@@ -210,26 +211,44 @@ def body_runs(column: Column) -> list[tuple[int, int]]:
 def split_merged_bodies(column: Column, runs: list[tuple[int, int]], first: int):
     """Body runs from index ``first`` up, with any run too tall for one vertebra (over
     MERGED_BODY_RATIO times the shortest whole body above ``first``: lumbar bodies differ by far
-    less) split at the disc inside it.
+    less) split at the disc inside it, and its parts again until none is too tall.
 
     A disc whose signal matches the marrow (a degenerated disc on a fat-suppressed image) leaves
     only its two dark cortical endplates in the marrow likeness, too thin to fall below half: the
     bodies on either side then read as one. The disc is the rows between the two dips of the
-    likeness nearest the run's middle that lie a disc's height apart, or at the deepest dip."""
+    likeness nearest the run's middle that lie a disc's height apart, or at the deepest dip.
+    Where such a disc is darker in part, it ends a run with a gap thinner than any disc
+    (THIN_GAP_MM) and the body below or above holds the rest of it: the two runs are joined
+    and split again at the disc's endplates (``_joined_across_thin_gaps``)."""
     likeness, _, _ = column.marrow
     whole = [b - a for a, b in runs[first:] if a > 0 and b < len(likeness)]
     if not whole:
         return runs
     typical = float(min(whole))
     out = list(runs[:first])
-    for start, stop in runs[first:]:
+    pending = _joined_across_thin_gaps(runs[first:], typical)
+    while pending:
+        start, stop = pending.pop(0)
         if stop - start > MERGED_BODY_RATIO * typical and stop - start >= 2 * MIN_BODY_MM:
             gap = _disc_inside(likeness, start, stop)
             if gap is not None:
-                out += [(start, gap[0]), (gap[1], stop)]
+                pending[:0] = [(start, gap[0]), (gap[1], stop)]
                 continue
         out.append((start, stop))
     return out
+
+
+def _joined_across_thin_gaps(runs: list[tuple[int, int]], typical: float):
+    """The runs, each two a gap thinner than THIN_GAP_MM apart joined into one where the
+    pair is taller than two bodies with the thinnest disc between (a disc hides in them)."""
+    joined = list(runs[:1])
+    for start, stop in runs[1:]:
+        below = joined[-1]
+        if start - below[1] < THIN_GAP_MM and stop - below[0] > 2 * typical + MIN_DISC_MM:
+            joined[-1] = (below[0], stop)
+        else:
+            joined.append((start, stop))
+    return joined
 
 
 def _disc_inside(likeness: np.ndarray, start: int, stop: int) -> tuple[int, int] | None:
@@ -242,7 +261,8 @@ def _disc_inside(likeness: np.ndarray, start: int, stop: int) -> tuple[int, int]
     if not len(minima):
         return None
     middle = (start + stop) / 2
-    pairs = [(a, b) for a in minima for b in minima if MIN_DISC_MM <= b - a <= MAX_DISC_MM]
+    # the likeness is smoothed over 3 rows: a thin disc's two dips lie closer than its height
+    pairs = [(a, b) for a in minima for b in minima if THIN_GAP_MM <= b - a <= MAX_DISC_MM]
     if pairs:
         a, b = min(pairs, key=lambda ab: abs((ab[0] + ab[1]) / 2 - middle))
         return int(a), int(b) + 1

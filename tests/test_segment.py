@@ -105,3 +105,39 @@ def test_a_disc_as_bright_as_marrow_is_found_between_its_two_dark_endplates():
     assert 93 <= disc_rows[0] <= 95 and 103 <= disc_rows[1] <= 105, disc_rows
     # the sacrum below the anchor is left as it is, however long
     assert split_merged_bodies(column, runs, 3) == runs
+
+
+def test_three_bodies_with_two_hidden_discs_are_split_into_three():
+    marrow, disc, cortex = 100.0, 40.0, 5.0
+    column = _column([
+        (25, marrow), (9, disc), (25, marrow), (9, disc),  # S1, L5-S1, L5, L4-L5
+        (26, marrow), (1, cortex), (7, marrow), (1, cortex),  # L4, L3-L4 as bright as marrow
+        (25, marrow), (1, cortex), (8, marrow), (1, cortex),  # L3, L2-L3 as bright as marrow
+        (24, marrow), (9, disc), (20, marrow),  # L2, L1-L2, L1 (cut by the column's end)
+    ])  # fmt: skip
+    runs = body_runs(column)
+    assert len(runs) == 4, runs  # L4, L3 and L2 read as one
+    split = split_merged_bodies(column, runs, 1)
+    heights = [b - a for a, b in split[1:-1]]
+    assert len(split) == 6 and all(22 <= h <= 28 for h in heights), split
+    for (_, top), (bottom, _), (cranial_cortex, caudal_cortex) in zip(
+        split[2:4], split[3:5], [(94, 102), (129, 138)], strict=True
+    ):
+        assert abs(top - cranial_cortex) <= 1 and abs(bottom - caudal_cortex - 1) <= 1
+
+
+def test_a_hidden_disc_dark_in_part_is_not_taken_for_a_thin_one():
+    """A degenerated disc as bright as marrow but for a dark cleft at its top: the cleft ends
+    a body run with a gap thinner than any disc, and the body below holds the rest of the disc."""
+    marrow, disc, cortex = 100.0, 40.0, 5.0
+    column = _column([
+        (25, marrow), (9, disc), (25, marrow), (9, disc),  # S1, L5-S1, L5, L4-L5
+        (25, marrow), (1, cortex), (7, marrow), (2, cortex),  # L4, L3-L4: a cleft at its top
+        (25, marrow), (9, disc), (20, marrow),  # L3, L2-L3, L2 (cut by the column's end)
+    ])  # fmt: skip
+    runs = body_runs(column)
+    assert len(runs) == 5 and runs[3][0] - runs[2][1] < 3, runs  # 2 rows of "disc"
+    split = split_merged_bodies(column, runs, 1)
+    assert len(split) == 5, split
+    disc_rows = (split[2][1], split[3][0])
+    assert 92 <= disc_rows[0] <= 94 and 101 <= disc_rows[1] <= 104, disc_rows
