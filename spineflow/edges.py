@@ -29,6 +29,7 @@ def marrow_boundary(
     vertebra_side: int,
     plateau_mm: tuple[float, float] = (1.5, 8.0),
     reach_mm: float = 4.0,
+    noise_sd: float = 0.0,
 ):
     """Position of the half-way crossing at the first step out of the marrow (NaN if none).
 
@@ -36,7 +37,9 @@ def marrow_boundary(
     marrow plateau, takes the most different signal within the next 2.5 mm (a dark cortex and
     annulus, or a bright disc that hides a thin cortex) and returns where the profile crossed
     half-way between plateau and that extreme. Robust to a guess a millimetre or two off (or
-    reach_mm beyond it); NaN without a clear step.
+    reach_mm beyond it); NaN without a clear step. The step must clear 4 times the noise: the
+    plateau's own spread, or ``noise_sd`` where that is larger (a short plateau's few samples
+    can make the spread small).
     """
     s = np.asarray(t_mm, dtype=float) * vertebra_side
     y = np.asarray(values, dtype=float)
@@ -46,7 +49,7 @@ def marrow_boundary(
     if plateau.sum() < 4:
         return float("nan")
     marrow = np.median(y[plateau])
-    noise = 1.4826 * np.median(np.abs(y[plateau] - marrow))
+    noise = max(1.4826 * np.median(np.abs(y[plateau] - marrow)), noise_sd)
     threshold = max(0.2 * abs(marrow), 4 * noise)
     order = np.argsort(-s)  # from the vertebra towards the disc
     s_sorted, y_sorted = s[order], y[order]

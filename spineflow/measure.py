@@ -659,7 +659,8 @@ def locate_far_endplate(plane: Plane, disc: DiscResult, side: int) -> DiscResult
     profiles = [plane.profile(frame, u, t) for u in u_values]
     edges = np.array([
         marrow_boundary(t, _detrended(values), side * BODY_SEARCH_MM[0], -side,
-                        plateau_mm=(2.0, 6.0), reach_mm=BODY_SEARCH_MM[1] - BODY_SEARCH_MM[0])
+                        plateau_mm=(2.0, 6.0), reach_mm=BODY_SEARCH_MM[1] - BODY_SEARCH_MM[0],
+                        noise_sd=plane.noise_sigma / max(np.nanmedian(values), 1e-6))
         for values in profiles
     ])  # fmt: skip
     found = _curve_if_enough(u_values, edges)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from spineflow.edges import fit_edge, fit_rim
+from spineflow.edges import fit_edge, fit_rim, marrow_boundary
 
 PIXEL_MM = 1.09375
 STEP_MM = 0.25
@@ -208,3 +208,26 @@ def test_no_rim_within_the_search_gives_none():
     rng = np.random.default_rng(2)
     x, widths, values = _rim_pixels(rng, 8.0, 0.3, 0.0, 0.0, 0.0)
     assert np.isnan(fit_rim(x, widths, values, np.ones(x.size), (-1.5, 3.0), 0.01))
+
+
+def test_a_long_body_in_noise_gives_its_far_endplate_given_the_image_noise():
+    """S1 from its cranial endplate down to the S1-S2 remnant, 27 mm away, at a marrow SNR of
+    12: the plateau 2-6 mm in holds only 8 samples, whose spread can be half the noise; a
+    threshold on it alone took a noise dip for the endplate in a fifth of the profiles."""
+    t_mm = -np.arange(2.0, 53.0, 0.5)
+    clean = np.where(-t_mm < 27.0, 1.0, np.where(-t_mm < 29.0, 0.2, 0.8))
+    noise_sd = 0.08
+    rng = np.random.default_rng(12)
+
+    def far_endplates(floor_sd):
+        found = []
+        for _ in range(200):  # noise correlated over a sample, as interpolated from pixels
+            noise = ndimage.gaussian_filter1d(rng.normal(0, 1, len(t_mm)), 1.0) / 0.53
+            values = clean + noise_sd * noise
+            found.append(marrow_boundary(t_mm, values, -10.0, 1, (2.0, 6.0), 35.0, floor_sd))
+        return np.array(found)
+
+    with_noise, plateau_only = far_endplates(noise_sd), far_endplates(0.0)
+    assert np.mean(with_noise > -26.0) <= 0.03
+    assert np.abs(np.nanmedian(with_noise) + 26.8) < 0.3
+    assert np.mean(plateau_only > -26.0) >= 0.1  # what the image's noise level prevents
