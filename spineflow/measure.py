@@ -48,7 +48,6 @@ BONE_WINDOW_MM = 3.5  # how far into the vertebra the endplate model looks
 # how far into the disc: short of a nucleus brightening inwards, which the model's single disc
 # level per AP bin would otherwise take for a cortex
 DISC_WINDOW_MM = 1.2
-MIN_PURE_DISC_SHARE = 0.1
 TYPICAL_CORTEX_MM = 0.5
 DISC_LEVELS = LEVELS + ("L2-L3",)  # L2-L3 gives L3's cranial endplate
 
@@ -489,8 +488,10 @@ def _endplate_pixels(plane: Plane, disc: DiscResult, side: int) -> EdgePixels:
     """Pixels around one endplate over the disc's central AP extent, the same for every
     candidate cortex (their residuals are compared): from the surface a typical cortex would
     give, into the bone up to BONE_WINDOW_MM, into the disc up to DISC_WINDOW_MM (and 40 % of
-    its height), or a pixel further where that holds too few pixels wholly in the disc: they
-    set the disc's level (an endplate along the pixel grid puts a whole row just short)."""
+    its height), or a pixel further where that holds no pixel wholly in the disc to set the
+    disc's level (an endplate along the pixel grid puts a whole row just short). Only then: a
+    pixel further wherever few pixels lay wholly in the disc let 1.2 mm pixels see the nucleus
+    brighten, and their cortex came out 0.1 mm thick, their heights 0.3-0.5 mm low."""
     coef = _surface_guess(disc, side, TYPICAL_CORTEX_MM)
     u = disc.central_u
     height = disc.height_mm if np.isfinite(disc.height_mm) else 0.0  # a remnant: thin
@@ -507,8 +508,7 @@ def _endplate_pixels(plane: Plane, disc: DiscResult, side: int) -> EdgePixels:
 
     pixels = window(into_disc)
     depth, widths = signed_depth(pixels, coef, side)
-    wholly_disc = int(np.sum(aperture_cdf(-depth, widths) > 0.99))
-    if wholly_disc < MIN_PURE_DISC_SHARE * len(depth):
+    if not np.any(aperture_cdf(-depth, widths) > 0.99):
         pixels = window(into_disc + plane.spacing.max())
     return pixels
 
