@@ -489,9 +489,9 @@ def _endplate_pixels(plane: Plane, disc: DiscResult, side: int) -> EdgePixels:
     candidate cortex (their residuals are compared): from the surface a typical cortex would
     give, into the bone up to BONE_WINDOW_MM, into the disc up to DISC_WINDOW_MM (and 40 % of
     its height), or a pixel further where that holds no pixel wholly in the disc to set the
-    disc's level (an endplate along the pixel grid puts a whole row just short). Only then: a
-    pixel further wherever few pixels lay wholly in the disc let 1.2 mm pixels see the nucleus
-    brighten, and their cortex came out 0.1 mm thick, their heights 0.3-0.5 mm low."""
+    disc's level (an endplate along the pixel grid puts a whole row just short). Only then:
+    reaching further wherever few pixels lay wholly in the disc let 1.2 mm pixels see the
+    nucleus brighten (their cortex came out 0.1 mm thick, their heights 0.3-0.5 mm low)."""
     coef = _surface_guess(disc, side, TYPICAL_CORTEX_MM)
     u = disc.central_u
     height = disc.height_mm if np.isfinite(disc.height_mm) else 0.0  # a remnant: thin
