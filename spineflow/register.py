@@ -612,10 +612,9 @@ def register_levels(
     vertebra's label centroids of the two sessions meet (``_starts``); the start that ends
     best-matching is kept. Out of the plane, each further one turns about its joint with that
     neighbour and keeps its left-right place there within JOINT_SHEAR_MM. A refinement that
-    runs further than MAX_REFINE_SHIFT_MM /
-    MAX_REFINE_ROTATION_DEG in the sagittal plane is dropped for its start. A vertebra not
-    labelled in the fixed session keeps its neighbour's transform, and says so. Returns facts
-    per vertebra for the sidecar."""
+    runs further than MAX_REFINE_SHIFT_MM / MAX_REFINE_ROTATION_DEG in the sagittal plane is
+    dropped for its start. A vertebra not labelled in the fixed session keeps its neighbour's
+    transform, and says so. Returns facts per vertebra for the sidecar."""
     set_itk_threads(threads)
     fixed = sitk.ReadImage(str(fixed_path), sitk.sitkFloat32)
     moving = sitk.ReadImage(str(moving_path), sitk.sitkFloat32)

@@ -216,7 +216,8 @@ def split_merged_bodies(column: Column, runs: list[tuple[int, int]], first: int)
     A disc whose signal matches the marrow (a degenerated disc on a fat-suppressed image) leaves
     only its two dark cortical endplates in the marrow likeness, too thin to fall below half: the
     bodies on either side then read as one. The disc is the rows between the two dips of the
-    likeness nearest the run's middle that lie a disc's height apart, or at the deepest dip.
+    likeness nearest the run's middle that lie THIN_GAP_MM to MAX_DISC_MM apart, or at the
+    deepest dip.
     Where such a disc is darker in part, it ends a run with a gap thinner than any disc
     (THIN_GAP_MM) and the body below or above holds the rest of it: the two runs are joined
     and split again at the disc's endplates (``_joined_across_thin_gaps``)."""
