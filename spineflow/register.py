@@ -55,6 +55,16 @@ LEFT_RIGHT_STEP_MM = 0.5
 YAW_SEARCH_DEG, YAW_STEP_DEG = 20.0, 2.0
 ROLL_SEARCH_DEG, ROLL_STEP_DEG = 12.0, 1.0
 COARSE_LEFT_RIGHT_STEP_MM = 1.0
+# two cues to the motion out of the plane, searched each alone and averaged: the intensities
+# and their edges (gradient magnitude at EDGE_SIGMA_MM). Where fat suppression differs between
+# the visits, fat changes its brightness against annulus, muscle and marrow, and the
+# intensities' peak moves; the edges' less so, though they follow noise more. Their errors are
+# nearly independent (correlation 0.14 over the 28-participant demo's 98 vertebrae, each
+# searched free from where the pipeline put it): the left-right error at the disc centres had
+# SD 0.207 mm from the intensities alone, 0.212 from the edges alone, 0.195 with the two
+# correlations summed, and 0.163 averaged. Averaged, the demo's per-level TRE max fell from
+# 0.61 to 0.37 mm (mean 0.17 both)
+EDGE_SIGMA_MM = 1.0
 SECOND_ROUND_STEPS = 2  # either side of the first round's angle
 MASK_MARGIN_MM = 3.0  # a vertebra's mask reaches this far beyond its label in the plane
 # a vertebra's marrow: its label, this far inside its border in the sagittal plane, on slices
@@ -502,16 +512,44 @@ def search_out_of_plane(
     shift_range_mm: float = LEFT_RIGHT_SEARCH_MM,
 ) -> tuple[sitk.Euler3DTransform, dict]:
     """The motion out of the sagittal plane of what ``wide_mask`` covers (a vertebra across its
-    whole width, or the whole labelled spine), found where the normalised correlation over it
-    peaks, turning about ``centre_mm``: its yaw and its roll
+    whole width, or the whole labelled spine): the mean of the motions where the normalised
+    correlation over it peaks, of the intensities and of their edges (EDGE_SIGMA_MM), each
+    found alone (``_peak_motion``), turning about ``centre_mm``: its yaw and its roll
     (``_best_turn``; a roll left out moves the yaw's peak and the other way round, so twice,
     the second time SECOND_ROUND_STEPS either side of the first), then its left-right shift
     to a fraction of the LEFT_RIGHT_STEP_MM grid (parabola through the peak). Exhaustive
     searches, because a few thick slices give a gradient too little to go on. A peak on the
     edge of a range is no peak (what drives the correlation is not the bone): that motion
     keeps its start. The shift is searched over +-``shift_range_mm``. Returns the transform and
-    what was applied (shift None: no peak)."""
-    images = _metric_images(fixed, moving, wide_mask)
+    what was applied, and per cue what it found (shift None: no peak; the mean is of the
+    cues that peak)."""
+    cues = {
+        "Intensity": _metric_images(fixed, moving, wide_mask),
+        "Edges": _metric_images(_edges(fixed), _edges(moving), wide_mask),
+    }
+    found = {cue: _peak_motion(images, transform, centre_mm, shift_range_mm)
+             for cue, images in cues.items()}  # fmt: skip
+    turn = {axis: float(np.mean([t[axis] for t, _ in found.values()]))
+            for axis in ("roll_deg", "yaw_deg")}  # fmt: skip
+    peaks = [shift for _, shift in found.values() if shift is not None]
+    shift = float(np.mean(peaks)) if peaks else None
+    facts = {**_motion_facts(turn, shift),
+             "PerCue": {cue: _motion_facts(*motion) for cue, motion in found.items()}}  # fmt: skip
+    return _turned(transform, centre_mm, **turn, shift_mm=shift or 0.0), facts
+
+
+def _motion_facts(turn: dict, shift_mm: float | None) -> dict:
+    return {"YawDegrees": turn["yaw_deg"], "RollDegrees": turn["roll_deg"],
+            "LeftRightShiftMillimetres": shift_mm}  # fmt: skip
+
+
+def _edges(image: sitk.Image) -> sitk.Image:
+    return sitk.GradientMagnitudeRecursiveGaussian(image, EDGE_SIGMA_MM)
+
+
+def _peak_motion(images, transform, centre_mm, shift_range_mm) -> tuple[dict, float | None]:
+    """``search_out_of_plane``'s searches with one cue (``images``: fixed, moving, mask): the
+    turn (roll_deg, yaw_deg) and the left-right shift where its correlation peaks."""
     turn = {"roll_deg": 0.0, "yaw_deg": 0.0}
     for second_round in (False, True):
         for axis, half_range_deg, step_deg in (
@@ -534,9 +572,7 @@ def search_out_of_plane(
         *images, lambda a, _: _turned(turned, centre_mm, shift_mm=a),
         _grid(shift_range_mm, LEFT_RIGHT_STEP_MM), np.zeros(1),
     )  # fmt: skip
-    facts = {"YawDegrees": turn["yaw_deg"], "RollDegrees": turn["roll_deg"],
-             "LeftRightShiftMillimetres": shift}  # fmt: skip
-    return _turned(turned, centre_mm, shift_mm=shift or 0.0), facts
+    return turn, shift
 
 
 def _inside(moving: sitk.Image, reference: sitk.Image, transforms) -> sitk.Image:
