@@ -40,7 +40,12 @@ from .midsagittal import Volume, find_midline, inside_mm, plane_at, sample
 
 CENTRAL_SHARE = 0.8  # height is averaged over the central 80 % of the disc's AP extent
 N_HEIGHT_PROFILES = 25
-LABEL_SLIP_MM = (0.0, 2.5, 5.0)  # how far outwards an endplate is sought past its label
+# how far outwards an endplate is sought past its label: a disc's label may hold as little
+# as 3 mm of a 14 mm disc, a body's taking the rest (a nucleus as bright as marrow, seed 3's
+# sub-17); a gap's, while the sacrum is sought, not so far (``segment.find_anchor``: a
+# remnant's search must not reach the next sacral segment's end)
+GAP_LABEL_SLIP_MM = (0.0, 2.5, 5.0)
+DISC_LABEL_SLIP_MM = GAP_LABEL_SLIP_MM + (7.5, 10.0)
 PROFILE_STEP_MM = 0.25
 BORDER_PX = 1.5  # a structure this close to the image edge is cut by the field of view
 CORTEX_GRID_MM = np.round(np.arange(0.0, 1.31, 0.1), 2)  # candidate cortical thicknesses
@@ -270,20 +275,20 @@ def _label_guesses(points: np.ndarray, frame: Frame, u_values) -> tuple[np.ndarr
     return np.array(up), np.array(down)
 
 
-def _edges_across(plane: Plane, frame: Frame, u_values, guesses_up, guesses_down):
+def _edges_across(plane: Plane, frame: Frame, u_values, guesses_up, guesses_down, slips_mm):
     """Marrow edges (t along frame.up) at each AP position u: upper and lower vertebra.
 
     A side found in too few profiles is searched again from guesses moved outwards by
-    LABEL_SLIP_MM steps: a label map may end short of an endplate (a bright nucleus next to
+    ``slips_mm`` in turn: a label map may end short of an endplate (a bright nucleus next to
     bright marrow taken for bone), and the search reaches only a few mm past its guess."""
-    upper = _edges_on_side(plane, frame, u_values, guesses_up, guesses_down, +1)
-    lower = _edges_on_side(plane, frame, u_values, guesses_down, guesses_up, -1)
+    upper = _edges_on_side(plane, frame, u_values, guesses_up, guesses_down, +1, slips_mm)
+    lower = _edges_on_side(plane, frame, u_values, guesses_down, guesses_up, -1, slips_mm)
     return upper, lower
 
 
-def _edges_on_side(plane, frame, u_values, guesses, other_side, side):
+def _edges_on_side(plane, frame, u_values, guesses, other_side, side, slips_mm):
     edges = np.full(len(u_values), np.nan)
-    for slip in LABEL_SLIP_MM:
+    for slip in slips_mm:
         for k, u in enumerate(u_values):
             guess = guesses[k] + side * slip
             mid = (guesses[k] + other_side[k]) / 2
@@ -337,18 +342,18 @@ def _reframe(frame: Frame, coefs: list[np.ndarray], centre_u: float) -> tuple[Fr
 def locate_disc(plane: Plane, level: str) -> DiscResult:
     """Status, frame, AP ends and first-guess marrow edges of one disc (no cortex yet)."""
     upper = level.split("-")[0]
-    return _locate(plane, level, disc_label(upper), VERTEBRA_LABELS[upper])
+    return _locate(plane, level, disc_label(upper), VERTEBRA_LABELS[upper], DISC_LABEL_SLIP_MM)
 
 
 def locate_gap(plane: Plane, gap_label: int, upper_label: int) -> tuple[float, str]:
     """Height between the marrow edges of any labelled gap between two bodies (NaN if it
     cannot be measured), what tells a disc from a fused sacral remnant, and the status of
     the measurement (ok, not_in_fov: cut by the image, failed: no endplates seen)."""
-    gap = _locate(plane, "gap", gap_label, upper_label)
+    gap = _locate(plane, "gap", gap_label, upper_label, GAP_LABEL_SLIP_MM)
     return gap.height_mm, gap.status
 
 
-def _locate(plane: Plane, level: str, label: int, upper_label: int) -> DiscResult:
+def _locate(plane: Plane, level: str, label: int, upper_label: int, slips_mm) -> DiscResult:
     result = DiscResult(level)
     points = plane.points_of(label)
     if plane.touches_border(label):
@@ -366,7 +371,7 @@ def _locate(plane: Plane, level: str, label: int, upper_label: int) -> DiscResul
         centre_u = (result.u_ant + result.u_post) / 2
         u_values = np.linspace(centre_u - half, centre_u + half, N_HEIGHT_PROFILES)
         guesses = _label_guesses(points, frame, u_values)
-        upper, lower = _edges_across(plane, frame, u_values, *guesses)
+        upper, lower = _edges_across(plane, frame, u_values, *guesses, slips_mm)
         upper_coef, lower_coef = (
             _curve_if_enough(u_values, upper),
             _curve_if_enough(u_values, lower),

@@ -659,12 +659,13 @@ def register_levels(
     centroids = (fixed_centroids, _label_centroids(moving_dseg)) if moving_dseg else ({}, {})
     fixed_labels = sitk.ReadImage(str(fixed_dseg))
     names = list(out_tfms)
+    masks = {name: vertebra_mask(fixed_labels, labels[name], fixed) for name in names}
     refined: dict[str, sitk.Euler3DTransform] = {}
     facts = {}
-    for name, neighbour in _chain_order(names, names[len(names) // 2]):
+    for name, neighbour in _chain_order(names, _chain_start(masks, whole, moving)):
         starts = _starts(refined[neighbour] if neighbour else whole, labels[name], *centroids)
         initial = starts[-1]
-        mask = vertebra_mask(fixed_labels, labels[name], fixed)
+        mask = masks[name]
         if mask is None:
             refined[name], facts[name] = (
                 initial,
@@ -684,6 +685,27 @@ def register_levels(
         Path(out_tfms[name]).parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteTransform(refined[name], str(out_tfms[name]))
     return facts
+
+
+def _chain_start(masks: dict, whole: sitk.Transform, moving: sitk.Image) -> str:
+    """The vertebra the chain starts from, on the whole-field transform alone: of those whole
+    in both sessions (labelled at ses-1, cut by neither field of view where the whole field
+    maps them), the one nearest the middle of the list; the middle one if none is. A part of a
+    vertebra at the edge of the image holds too little to find its turn out of the plane by,
+    and every other vertebra would follow it (its search wandered 5 mm left-right)."""
+    names = list(masks)
+    middle = len(names) // 2
+    whole_ones = [k for k, name in enumerate(names) if _seen_whole(masks[name], whole, moving)]
+    return names[min(whole_ones, key=lambda k: abs(k - middle), default=middle)]
+
+
+def _seen_whole(mask: sitk.Image | None, transform: sitk.Transform, moving: sitk.Image) -> bool:
+    """Whether the vertebra ``mask`` covers lies inside the fixed image and, mapped by
+    ``transform``, inside the moving one, clear of their in-plane borders."""
+    if mask is None or _touches_edge(mask):
+        return False
+    mapped = _mapped_box(mask, transform, moving)
+    return bool(sitk.GetArrayViewFromImage(mapped).any()) and not _touches_edge(mapped)
 
 
 def _joint(centroids: dict, label: int, neighbour: int | None) -> np.ndarray | None:

@@ -305,3 +305,21 @@ def test_s1_caudal_endplate_found_under_a_residual_bias_field():
     # taken for the drift, the step is found ~12 mm short; the edge fit itself, whose marrow
     # level is flat within a bin, is off by ~0.15 mm under so steep a drift
     assert distance == pytest.approx(whole.loc["S1", "intervertebral_distance_mm"], abs=0.25)
+
+
+@pytest.mark.parametrize("label_left_mm", [2.0, 3.0])
+def test_disc_measured_where_the_body_below_holds_most_of_its_label(label_left_mm):
+    """A label map whose S1 takes all but the top 2-3 mm of the 11 mm L5-S1 disc (a nucleus as
+    bright as marrow, taken for bone): L5-S1's lower endplate is sought that far past the
+    disc's label, and the height is the truth."""
+    volume, labels = phantom(STRAIGHT_DEG)
+    _, ny, nz = SHAPE
+    _, s = _to_stack(*np.meshgrid(np.arange(ny) * SPACING[1], np.arange(nz) * SPACING[2],
+                                  indexing="ij"), STRAIGHT_DEG)  # fmt: skip
+    swallowed = (labels == disc_label("L5")) & (s < DISC_S["L5-S1"][1] - label_left_mm)[None]
+    labels[swallowed] = VERTEBRA_LABELS["S1"]
+    discs = measure_session(volume, labels, cortex_mm=0.0)[0].set_index("level")
+    assert discs.loc["L5-S1", "status"] == "ok", discs.loc["L5-S1", "note"]
+    assert discs.loc["L5-S1", "height_mm"] == pytest.approx(
+        DISC_HEIGHTS["L5-S1"], abs=HEIGHT_TOLERANCE_MM
+    )

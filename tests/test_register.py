@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from spineflow.register import (
     JOINT_SHEAR_MM,
     LEFT_RIGHT_SEARCH_MM,
+    _chain_start,
     _eroded_in_plane,
     _matched_out_of_plane,
     apply_rigid_to_points,
@@ -310,3 +311,26 @@ def test_vertebra_held_at_its_joint_with_a_neighbour():
     (free, _), (held, facts) = search(centre, LEFT_RIGHT_SEARCH_MM), search(joint, JOINT_SHEAR_MM)
     assert free.TransformPoint(tuple(joint))[0] - joint[0] == pytest.approx(3.0, abs=0.3)
     assert abs(held.TransformPoint(tuple(joint))[0] - joint[0]) <= JOINT_SHEAR_MM + 1e-6, facts
+
+
+def _stacked_vertebrae(grid: sitk.Image) -> dict[str, sitk.Image]:
+    """Five box-shaped vertebra masks, L2 to S1, one below the other (index j runs inferior)
+    across the middle of the slices."""
+    masks = {}
+    for n, name in enumerate(("L2", "L3", "L4", "L5", "S1")):
+        array = np.zeros(grid.GetSize()[::-1], np.uint8)
+        array[3:12, 5 + 17 * n : 20 + 17 * n, 30:60] = 1
+        masks[name] = _like(grid, array)
+    return masks
+
+
+def test_chain_starts_at_the_middle_vertebra_seen_whole_at_both_visits():
+    """The second visit's field of view ends 50 mm lower down the spine: L2 and L3 are off it
+    and L4, the middle one, is cut by its edge, so the chain starts at L5; with nothing seen
+    whole, at the middle."""
+    grid = _grid(SIZE_VOX, SPACING_MM)
+    masks = _stacked_vertebrae(grid)
+    centre = _centre_mm(grid)
+    assert _chain_start(masks, _motion(centre, (0, 0, 0), (0, 0, 0)), grid) == "L4"
+    assert _chain_start(masks, _motion(centre, (0, 0, 0), (0, 0, 50.0)), grid) == "L5"
+    assert _chain_start(masks, _motion(centre, (0, 0, 0), (0, 0, 500.0)), grid) == "L4"
