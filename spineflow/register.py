@@ -671,7 +671,7 @@ def register_levels(
                 initial,
                 {"Refined": False, "Note": "not labelled at ses-1"},
             )
-        elif not sitk.GetArrayViewFromImage(_mapped_box(mask, initial, moving)).any():
+        elif not _lands_inside(_mapped_box(mask, initial, moving)):
             refined[name] = initial
             facts[name] = {"Refined": False, "Note": "outside the ses-2 field of view"}
         else:
@@ -705,7 +705,14 @@ def _seen_whole(mask: sitk.Image | None, transform: sitk.Transform, moving: sitk
     if mask is None or _touches_edge(mask):
         return False
     mapped = _mapped_box(mask, transform, moving)
-    return bool(sitk.GetArrayViewFromImage(mapped).any()) and not _touches_edge(mapped)
+    return _lands_inside(mapped) and not _touches_edge(mapped)
+
+
+def _lands_inside(mapped: sitk.Image) -> bool:
+    """Whether a mask mapped onto the moving image (``_mapped_box``) holds any of its voxels
+    off the outermost ones: on those alone, linear interpolation finds no neighbour and a
+    metric no sample (a vertebra beyond the field of view whose margin reaches its edge)."""
+    return bool(sitk.GetArrayViewFromImage(mapped)[1:-1, 1:-1, 1:-1].any())
 
 
 def _joint(centroids: dict, label: int, neighbour: int | None) -> np.ndarray | None:

@@ -15,6 +15,8 @@ from spineflow.register import (
     LEFT_RIGHT_SEARCH_MM,
     _chain_start,
     _eroded_in_plane,
+    _lands_inside,
+    _mapped_box,
     _matched_out_of_plane,
     apply_rigid_to_points,
     lps_to_ras,
@@ -334,3 +336,13 @@ def test_chain_starts_at_the_middle_vertebra_seen_whole_at_both_visits():
     assert _chain_start(masks, _motion(centre, (0, 0, 0), (0, 0, 0)), grid) == "L4"
     assert _chain_start(masks, _motion(centre, (0, 0, 0), (0, 0, 50.0)), grid) == "L5"
     assert _chain_start(masks, _motion(centre, (0, 0, 0), (0, 0, 500.0)), grid) == "L4"
+
+
+def test_a_vertebra_on_the_outermost_voxels_of_the_other_image_is_not_in_it():
+    """L2 moved 19 rows (20.9 mm) up the second image: only its lowest row lands there, on the
+    image's outermost row, where no metric finds a sample; 17 rows up, three rows land."""
+    grid = _grid(SIZE_VOX, SPACING_MM)
+    l2, centre = _stacked_vertebrae(grid)["L2"], _centre_mm(grid)
+    edge_only = _mapped_box(l2, _motion(centre, (0, 0, 0), (0, 0, 20.9)), grid)
+    assert sitk.GetArrayViewFromImage(edge_only).any() and not _lands_inside(edge_only)
+    assert _lands_inside(_mapped_box(l2, _motion(centre, (0, 0, 0), (0, 0, 18.7)), grid))
