@@ -642,15 +642,17 @@ def register_levels(
     the plane searched across its whole width (``search_out_of_plane``), then the sagittal
     refinement once more (``_refined_vertebra``).
 
-    The middle vertebra starts from the whole-field transform, each further one from its
+    The first vertebra, the one nearest the middle that both sessions show whole
+    (``_chain_start``), starts from the whole-field transform, each further one from its
     refined neighbour's (adjacent levels move little relative to each other; the sacrum may
     tilt by degrees relative to the whole field), both as it is and shifted so that the
     vertebra's label centroids of the two sessions meet (``_starts``); the start that ends
     best-matching is kept. Out of the plane, each further one turns about its joint with that
     neighbour and keeps its left-right place there within JOINT_SHEAR_MM. A refinement that
     runs further than MAX_REFINE_SHIFT_MM / MAX_REFINE_ROTATION_DEG in the sagittal plane is
-    dropped for its start. A vertebra not labelled in the fixed session keeps its neighbour's
-    transform, and says so. Returns facts per vertebra for the sidecar."""
+    dropped for its start. A vertebra not labelled in the fixed session, or not inside the
+    moving image (``_lands_inside``), keeps its start, and says so. Returns facts per vertebra
+    for the sidecar."""
     set_itk_threads(threads)
     fixed = sitk.ReadImage(str(fixed_path), sitk.sitkFloat32)
     moving = sitk.ReadImage(str(moving_path), sitk.sitkFloat32)
