@@ -439,6 +439,12 @@ def _touches_edge(mask: sitk.Image) -> bool:
     return bool(any(edges))
 
 
+def _cut(mask: sitk.Image, mapped: sitk.Image) -> bool:
+    """Whether a vertebra is cut by either image's in-plane border: its mask in the fixed one,
+    or where it lands in the moving one (``mapped``, ``_mapped_box``)."""
+    return _touches_edge(mask) or _touches_edge(mapped)
+
+
 def _mapped_box(mask: sitk.Image, transform: sitk.Transform, moving: sitk.Image) -> sitk.Image:
     """Where the mask lands in the moving image under the transform, as a mask on its grid."""
     return sitk.Resample(mask, moving, transform.GetInverse(), sitk.sitkNearestNeighbor, 0)
@@ -603,7 +609,7 @@ def register_vertebra(
     cut by the edge of either image keeps the rotation too: a part of a body holds too little
     to turn it by."""
     transform = _recentred(initial, _mask_centre(mask))
-    cut = _touches_edge(mask) or _touches_edge(_mapped_box(mask, transform, moving))
+    cut = _cut(mask, _mapped_box(mask, transform, moving))
     fixed, mask = _crop_to(fixed, mask, 20.0), _crop_to(mask, mask, 20.0)
     moving = _crop_to(moving, _mapped_box(mask, transform, moving), 20.0)
     method = _correlation_method(mask)
@@ -704,10 +710,10 @@ def _chain_start(masks: dict, whole: sitk.Transform, moving: sitk.Image) -> str:
 def _seen_whole(mask: sitk.Image | None, transform: sitk.Transform, moving: sitk.Image) -> bool:
     """Whether the vertebra ``mask`` covers lies inside the fixed image and, mapped by
     ``transform``, inside the moving one, clear of their in-plane borders."""
-    if mask is None or _touches_edge(mask):
+    if mask is None:
         return False
     mapped = _mapped_box(mask, transform, moving)
-    return _lands_inside(mapped) and not _touches_edge(mapped)
+    return _lands_inside(mapped) and not _cut(mask, mapped)
 
 
 def _lands_inside(mapped: sitk.Image) -> bool:
