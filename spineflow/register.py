@@ -74,6 +74,9 @@ COARSE_LEFT_RIGHT_STEP_MM = 1.0
 EDGE_SIGMA_MM = 1.0
 SECOND_ROUND_STEPS = 2  # either side of the first round's angle
 MASK_MARGIN_MM = 3.0  # a vertebra's mask reaches this far beyond its label in the plane
+# a refinement or search reads the images this far around a vertebra in the plane: beyond what
+# a few millimetres and degrees of motion (and smoothing) can reach
+CROP_MARGIN_MM = 20.0
 # a vertebra's marrow: its label, this far inside its border in the sagittal plane, on slices
 # holding at least this many voxels of it
 MARROW_DEPTH_MM = 2.0
@@ -469,6 +472,12 @@ def _mapped_box(mask: sitk.Image, transform: sitk.Transform, moving: sitk.Image)
     return sitk.Resample(mask, moving, transform.GetInverse(), sitk.sitkNearestNeighbor, 0)
 
 
+def _around_landing(moving: sitk.Image, mask: sitk.Image, transform) -> sitk.Image:
+    """The part of the moving image around where the mask lands (``_mapped_box``), within
+    CROP_MARGIN_MM in the plane."""
+    return _crop_to(moving, _mapped_box(mask, transform, moving), CROP_MARGIN_MM)
+
+
 def _mask_centre(mask: sitk.Image) -> np.ndarray:
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(mask)
@@ -542,9 +551,9 @@ def search_out_of_plane(
     keeps its start. The shift is searched over +-``shift_range_mm``. Returns the transform and
     what was applied, and per cue what it found (shift None: no peak; the mean is of the
     cues that peak)."""
-    # what the searched motions can reach of the moving image: the mutual information reads
-    # every voxel of it for its range (on a whole image, 1.7 times as long)
-    moving = _crop_to(moving, _mapped_box(wide_mask, transform, moving), 20.0)
+    # the mutual information reads every voxel of the moving image for its range (on a whole
+    # image, 1.7 times as long)
+    moving = _around_landing(moving, wide_mask, transform)
     cues = {
         "Intensity": _metric_images(fixed, moving, wide_mask, _masked_mutual_information),
         "Edges": _metric_images(_edges(fixed), _edges(moving), wide_mask),
@@ -626,8 +635,8 @@ def register_vertebra(
     to turn it by."""
     transform = _recentred(initial, _mask_centre(mask))
     cut = _cut(mask, _mapped_box(mask, transform, moving))
-    fixed, mask = _crop_to(fixed, mask, 20.0), _crop_to(mask, mask, 20.0)
-    moving = _crop_to(moving, _mapped_box(mask, transform, moving), 20.0)
+    fixed, mask = _crop_to(fixed, mask, CROP_MARGIN_MM), _crop_to(mask, mask, CROP_MARGIN_MM)
+    moving = _around_landing(moving, mask, transform)
     method = _correlation_method(mask)
     _step_descent(method, 0.5, 1e-4, iterations, 0.6, 1e-8)
     # LPS x is (nearly) the slice normal of a sagittal series: the slab cannot pin a shift
