@@ -49,6 +49,12 @@ MAX_REFINE_ROTATION_DEG = 5.0
 LATERAL_REACH_MM = 10.0
 LEFT_RIGHT_SEARCH_MM = 6.0
 LEFT_RIGHT_STEP_MM = 0.5
+# a search over +-6 mm reads only what lands inside the moving image at both of its ends: on
+# a slab of 15 slices, not a vertebra's outermost slices. The second round searches within
+# this of the first round's shift, and reads them. On seed 3 the left-right error at the disc
+# centres fell from 0.147 to 0.122 mm SD, the worst disc's TRE from 0.61 to 0.43 mm (on the
+# demo: 0.147 to 0.154, max 0.38 both)
+FINE_LEFT_RIGHT_MM = 2.0
 # its turn out of the sagittal plane, about the spine's long axis (yaw) and about the
 # anterior-posterior axis (roll), is left to this search by the whole-field fit (which keeps
 # the sessions' scanner axes; patients lie within a few degrees of the same way): searched over
@@ -501,6 +507,11 @@ def _turned(transform, centre_mm, roll_deg=0.0, yaw_deg=0.0, shift_mm=0.0):
     return turned
 
 
+def _moved(transform, centre_mm, motion: dict, **more) -> sitk.Euler3DTransform:
+    """``_turned`` by ``motion`` (roll_deg, yaw_deg, shift_mm), each plus ``more``'s."""
+    return _turned(transform, centre_mm, **{k: v + more.get(k, 0.0) for k, v in motion.items()})
+
+
 def _grid_search(cue: _Cue, build, angles, shifts) -> float | None:
     """Where the cue's metric of ``build(angle, shift)`` is least on the grid angles x shifts:
     the angle (``refined_minimum`` of each angle's least over the shifts, itself refined
@@ -518,14 +529,12 @@ def _best_turn(
     cue, transform, centre_mm, turn: dict, axis: str, half_range_deg, step_deg, shift_range_mm
 ):
     """The turn about one axis (``turn``'s key ``axis``: roll_deg or yaw_deg), on top of
-    ``turn``, where the cue's metric is least, each angle at its best left-right shift (within
-    +-shift_range_mm, on a COARSE_LEFT_RIGHT_STEP_MM grid); 0 where it does not peak within
-    the range."""
+    ``turn`` (and its shift_mm), where the cue's metric is least, each angle at its best
+    left-right shift (within +-shift_range_mm of turn's, on a COARSE_LEFT_RIGHT_STEP_MM grid);
+    0 where it does not peak within the range."""
 
     def build(angle, shift_mm):
-        return _turned(
-            transform, centre_mm, **{**turn, axis: turn[axis] + angle}, shift_mm=shift_mm
-        )
+        return _moved(transform, centre_mm, turn, **{axis: angle, "shift_mm": shift_mm})
 
     shifts = _grid(shift_range_mm, COARSE_LEFT_RIGHT_STEP_MM)
     return _grid_search(cue, build, _grid(half_range_deg, step_deg), shifts) or 0.0
@@ -543,14 +552,14 @@ def search_out_of_plane(
     whole width, or the whole labelled spine): the mean of the motions where, over it, the
     intensities' mutual information and their edges' (EDGE_SIGMA_MM) normalised correlation
     peak, each found alone (``_peak_motion``), turning about ``centre_mm``: its yaw and its roll
-    (``_best_turn``; a roll left out moves the yaw's peak and the other way round, so twice,
-    the second time SECOND_ROUND_STEPS either side of the first), then its left-right shift
-    to a fraction of the LEFT_RIGHT_STEP_MM grid (parabola through the peak). Exhaustive
-    searches, because a few thick slices give a gradient too little to go on. A peak on the
-    edge of a range is no peak (what drives the correlation is not the bone): that motion
-    keeps its start. The shift is searched over +-``shift_range_mm``. Returns the transform and
-    what was applied, and per cue what it found (shift None: no peak; the mean is of the
-    cues that peak)."""
+    (``_best_turn``; a roll left out moves the yaw's peak and the other way round), then its
+    left-right shift to a fraction of the LEFT_RIGHT_STEP_MM grid (parabola through the peak);
+    all twice, the second time within SECOND_ROUND_STEPS and FINE_LEFT_RIGHT_MM of the first.
+    Exhaustive searches, because a few thick slices give a gradient too little to go on. A
+    peak on the edge of a range is no peak (what drives the correlation is not the bone): that
+    motion keeps its start. The shift is searched over +-``shift_range_mm``. Returns the
+    transform and what was applied, and per cue what it found (shift None: no peak; the mean
+    is of the cues that peak)."""
     # the mutual information reads every voxel of the moving image for its range (on a whole
     # image, 1.7 times as long)
     moving = _around_landing(moving, wide_mask, transform)
@@ -580,30 +589,30 @@ def _edges(image: sitk.Image) -> sitk.Image:
 
 def _peak_motion(cue, transform, centre_mm, shift_range_mm) -> tuple[dict, float | None]:
     """``search_out_of_plane``'s searches with one cue: the turn (roll_deg, yaw_deg) and the
-    left-right shift where its metric is least."""
-    turn = {"roll_deg": 0.0, "yaw_deg": 0.0}
+    left-right shift where its metric is least. Twice: the second round within
+    SECOND_ROUND_STEPS of the first's angles and FINE_LEFT_RIGHT_MM of its shift, so that its
+    metric reads every voxel that lands inside the moving image over that narrower reach
+    (``_grid_search``). The shift is None where neither round finds a peak."""
+    motion = {"roll_deg": 0.0, "yaw_deg": 0.0, "shift_mm": 0.0}
+    reach_mm, peaked = shift_range_mm, False
     for second_round in (False, True):
         for axis, half_range_deg, step_deg in (
             ("yaw_deg", YAW_SEARCH_DEG, YAW_STEP_DEG),
             ("roll_deg", ROLL_SEARCH_DEG, ROLL_STEP_DEG),
         ):
             half_range_deg = SECOND_ROUND_STEPS * step_deg if second_round else half_range_deg
-            turn[axis] += _best_turn(
-                cue,
-                transform,
-                centre_mm,
-                turn,
-                axis,
-                half_range_deg,
-                step_deg,
-                shift_range_mm,
+            motion[axis] += _best_turn(
+                cue, transform, centre_mm, motion, axis, half_range_deg, step_deg, reach_mm
             )
-    turned = _turned(transform, centre_mm, **turn)
-    shift = _grid_search(
-        cue, lambda a, _: _turned(turned, centre_mm, shift_mm=a),
-        _grid(shift_range_mm, LEFT_RIGHT_STEP_MM), np.zeros(1),
-    )  # fmt: skip
-    return turn, shift
+        shift = _grid_search(
+            cue, lambda a, _: _moved(transform, centre_mm, motion, shift_mm=a),
+            _grid(reach_mm, LEFT_RIGHT_STEP_MM), np.zeros(1),
+        )  # fmt: skip
+        if shift is not None:
+            motion["shift_mm"] += shift
+            reach_mm, peaked = min(reach_mm, FINE_LEFT_RIGHT_MM), True
+    turn = {axis: motion[axis] for axis in ("roll_deg", "yaw_deg")}
+    return turn, motion["shift_mm"] if peaked else None
 
 
 def _inside(moving: sitk.Image, reference: sitk.Image, transforms) -> sitk.Image:

@@ -229,16 +229,19 @@ def test_vertebra_refinement_recovers_its_sagittal_motion():
 def test_out_of_plane_search_finds_yaw_roll_and_left_right_shift():
     """Across 3.3 mm slices: a turn about the long axis and about the anterior-posterior axis,
     and a left-right shift, found by the exhaustive searches from no motion at all, on the
-    intensities and on their edges."""
+    intensities and on their edges. The body reaches the slab's outer slices, which a search
+    over +-6 mm cannot read (they land off the moving image at its ends); the second round,
+    within 2 mm of the first's shift, reads them (with the first round's reach throughout:
+    yaw 6.6 deg, roll 2.3 deg, TRE max 0.41 mm)."""
     grid_centre = _centre_mm(_grid(SIZE_VOX, SPACING_MM))
     truth = _motion(grid_centre, (0.0, 2.0, 7.0), (2.3, 0.0, 0.0))
     fixed, moving, centre = _session_pair(truth)
     body = sitk.Cast(fixed > 30.0, sitk.sitkUInt8)
     start = _motion(centre, (0, 0, 0), (0, 0, 0))
     found, facts = search_out_of_plane(fixed, moving, body, start, centre)
-    assert facts["YawDegrees"] == pytest.approx(7.0, abs=0.5)
-    assert facts["RollDegrees"] == pytest.approx(2.0, abs=0.5)
-    assert _tre_mm(found, truth, centre).max() < 0.5, facts
+    assert facts["YawDegrees"] == pytest.approx(7.0, abs=0.2)
+    assert facts["RollDegrees"] == pytest.approx(2.0, abs=0.2)
+    assert _tre_mm(found, truth, centre).max() < 0.2, facts
     # each cue alone finds the motion too, and the answer is their mean
     cues = facts["PerCue"].values()
     for name, truth_value in (("YawDegrees", 7.0), ("RollDegrees", 2.0),
