@@ -33,5 +33,6 @@ rule group_tables:
         failures=INDEX_FAILED + SESSION_FAILURES,
         pair_failures=PAIR_FAILURES,
         participants=[f"sub-{s}" for s in SUBJECTS_WITH_PAIR],
+        qc=config["qc"],
     script:
         "../scripts/group_tables.py"

@@ -55,6 +55,7 @@ rule measure:
         runtime=5,
     params:
         cortex_mm=config["measurement"]["endplate_cortex_mm"],
+        qc=config["qc"],
         failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:
         "../scripts/measure.py"

@@ -18,4 +18,5 @@ run(
     deriv_root=Path(smk.output.description).parent,
     per_participant=list(zip(smk.params.participants, smk.input.longitudinal)),
     pair_failures=smk.params.pair_failures,
+    qc_settings=smk.params.qc,
 )

@@ -14,4 +14,5 @@ run(
     cortex_mm=smk.params.cortex_mm,
     raw_sidecar=smk.input.raw_sidecar,
     cortex_fit_paths=list(smk.input.cortex_fits),
+    qc_settings=smk.params.qc,
 )

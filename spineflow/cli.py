@@ -12,6 +12,7 @@ import yaml
 
 from .bids import group_dir
 from .evaluate import evaluate, format_report
+from .evaluate_masks import evaluate_masks, format_scores, scores_json
 from .synth.cohort import CohortOptions, generate_cohort
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,7 +85,14 @@ def _demo(args) -> int:
 
 def _accuracy(args) -> int:
     """The accuracy benchmark: a cohort across the whole parameter spread, the pipeline, the
-    figures against truth; or (--output, --truth) the figures of an existing run."""
+    figures against truth; or (--output, --truth) the figures of an existing run; or
+    (--realdata) the real exams with manual masks, written as DICOM by their folder's
+    ``to_dicom.py``, run and scored (--masks with --output: score an existing run)."""
+    if args.realdata:
+        return _real_exams(Path(args.realdata).resolve(), Path(args.dir).resolve(), args)
+    if args.output and args.masks:
+        print(format_scores(evaluate_masks(Path(args.output), Path(args.masks))))
+        return 0
     if args.output:
         report = evaluate(Path(args.output), Path(args.truth))
         print(format_report(report))
@@ -92,6 +100,25 @@ def _accuracy(args) -> int:
     return _generate_and_run(
         Path(args.dir).resolve(), args.participants, args.seed, args.cores, args.snakemake_args
     )
+
+
+def _real_exams(source: Path, root: Path, args) -> int:
+    """Each variant (slab: 4 mm slices, iso: 1 mm) of the real exams: DICOM and masks written
+    by the data's own ``to_dicom.py`` (kept if there), the workflow, the scores."""
+    code = 0
+    for variant in args.variants:
+        cohort_dir = root / variant
+        if not (cohort_dir / "truth").exists():
+            subprocess.check_call([sys.executable, str(source / "to_dicom.py"), str(cohort_dir),
+                                   "--variant", variant, "--src", str(source)])  # fmt: skip
+        config = {"dicom_dir": str(cohort_dir / "dicom"), "output_dir": str(cohort_dir / "output"),
+                  "participants_tsv": str(cohort_dir / "participants.tsv"),
+                  "id_map": str(cohort_dir / "id_map.tsv")}  # fmt: skip
+        code |= run_workflow(config, cohort_dir, args.cores, args.snakemake_args)
+        scores = evaluate_masks(cohort_dir / "output", cohort_dir / "truth")
+        (cohort_dir / "scores.json").write_text(scores_json(scores))
+        print(f"\nReal exams, {variant} ({cohort_dir}):\n{format_scores(scores)}", flush=True)
+    return code
 
 
 def _scale(args) -> int:
@@ -128,6 +155,14 @@ def main(argv=None) -> int:
     accuracy.add_argument("--cores", type=int, default=2)
     accuracy.add_argument("--output", help="evaluate this existing run (its output_dir) instead")
     accuracy.add_argument("--truth", help="with --output: the cohort's truth/ folder")
+    accuracy.add_argument(
+        "--realdata", help="a folder of real exams with manual masks and its to_dicom.py"
+    )
+    accuracy.add_argument(
+        "--variants", nargs="+", default=["slab", "iso"], choices=["slab", "iso"],
+        help="with --realdata: 4 mm slabs and/or the 1 mm slices",
+    )  # fmt: skip
+    accuracy.add_argument("--masks", help="with --output: a truth/ folder of manual masks")
     accuracy.add_argument(
         "snakemake_args", nargs=argparse.REMAINDER, help="anything after -- goes to snakemake"
     )

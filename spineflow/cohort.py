@@ -27,7 +27,7 @@ from spineflow.fileio import atomic_write_text
 
 NA = "n/a"
 BIDS_VERSION = "1.10.0"
-STATUSES = ("ok", "not_in_fov", "failed")
+STATUSES = ("ok", "not_in_fov", "failed", "qc_failed")
 SESSION_1, SESSION_2 = "ses-1", "ses-2"
 
 

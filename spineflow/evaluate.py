@@ -44,8 +44,20 @@ TARGETS = {
 
 def merged(output_dir, truth_dir, kind: str) -> pd.DataFrame:
     measured = pd.read_csv(group_dir(output_dir) / f"{kind}.tsv", sep="\t", na_values="n/a")
-    truth = pd.read_csv(Path(truth_dir) / f"{kind}.tsv", sep="\t", na_values="n/a")
+    truth = _with_ras_centres(pd.read_csv(Path(truth_dir) / f"{kind}.tsv", sep="\t",
+                                          na_values="n/a"))  # fmt: skip
     return truth.merge(measured, on=KEYS[kind], how="outer", suffixes=("_true", ""))
+
+
+def _with_ras_centres(truth: pd.DataFrame) -> pd.DataFrame:
+    """Truth with ``centre_scanner_ras`` (JSON [x, y, z], RAS mm): spineflow's cohorts write
+    it so; other generators write DICOM scanner coordinates (LPS) as center_x_mm ...
+    center_z_mm, turned into RAS here."""
+    lps = ["center_x_mm", "center_y_mm", "center_z_mm"]
+    if "centre_scanner_ras" in truth or not set(lps) <= set(truth):
+        return truth
+    ras = truth[lps].to_numpy(float) * np.array([-1.0, -1.0, 1.0])
+    return truth.assign(centre_scanner_ras=[json.dumps(list(map(float, c))) for c in ras])
 
 
 def summarise(measure: str, error: pd.Series) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__, cohort, convert, longitudinal, measure, segment
+from . import __version__, cohort, convert, longitudinal, measure, qc, segment
 from .dicom_index import load_index
 from .labels import VERTEBRA_LABELS, lookup_table
 from .midsagittal import load_canonical
@@ -82,13 +82,17 @@ def fit_cortex(image_path, dseg_path, out_json, raw_sidecar=None):
 
 
 def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv, sidecar_path, cortex_mm,
-                    raw_sidecar=None, cortex_fit_paths=()):  # fmt: skip
-    """Disc and vertebra tables of one session, and a sidecar with how they were measured and
-    the disc geometry the longitudinal step carries between sessions. ``cortex_fit_paths``: the
+                    raw_sidecar=None, cortex_fit_paths=(), qc_settings=None):  # fmt: skip
+    """Disc and vertebra tables of one session, through the QC gate (``qc.gate_session``,
+    limits from the config's ``qc``), and a sidecar with how they were measured and the disc
+    geometry the longitudinal step carries between sessions. ``cortex_fit_paths``: the
     participant's sessions' ``fit_cortex`` files, pooled when ``cortex_mm`` is auto."""
     volume, labels, thickness = _labelled_image(image_path, dseg_path, raw_sidecar)
     fits = [json.loads(Path(p).read_text()) for p in cortex_fit_paths] or None
     discs, vertebrae, facts = measure.measure_session(volume, labels, cortex_mm, thickness, fits)
+    limits = qc.QcLimits.from_config(qc_settings)
+    facts["LabelOrderProblem"] = qc.order_problem(facts["Discs"], limits)
+    discs, vertebrae = qc.gate_session(discs, vertebrae, limits, facts["LabelOrderProblem"])
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)
     sources = [str(image_path), str(dseg_path), *map(str, cortex_fit_paths)]
@@ -142,13 +146,18 @@ def longitudinal_heights(sidecar_ses1, sidecar_ses2, level_tfms: dict, out_tsv):
 
 
 def group_tables(per_session, failures, discs_tsv, vertebrae_tsv, deriv_root,
-                 per_participant=(), pair_failures=()):  # fmt: skip
-    """The cohort tables; ``per_participant``: (participant_id, path) of the longitudinal
-    tables, whose registration checks reach the notes; ``pair_failures``: participants whose
-    registration failed (noted)."""
-    discs = cohort.assemble(per_session["discs"], "discs", failures)
+                 per_participant=(), pair_failures=(), qc_settings=None):  # fmt: skip
+    """The cohort tables, values whose sessions disagree beyond what can change marked
+    ``qc_failed`` (``qc.gate_sessions``); ``per_participant``: (participant_id, path) of the
+    longitudinal tables, whose registration checks reach the notes; ``pair_failures``:
+    participants whose registration failed (noted)."""
+    limits = qc.QcLimits.from_config(qc_settings)
+    discs = qc.gate_sessions(cohort.assemble(per_session["discs"], "discs", failures), "discs",
+                             limits)  # fmt: skip
     discs = cohort.with_longitudinal_checks(discs, per_participant, pair_failures)
-    vertebrae = cohort.assemble(per_session["vertebrae"], "vertebrae", failures)
+    vertebrae = qc.gate_sessions(
+        cohort.assemble(per_session["vertebrae"], "vertebrae", failures), "vertebrae", limits
+    )
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)
     cohort.write_derivatives_description(deriv_root, __version__)

@@ -31,6 +31,7 @@ from statsmodels.stats.weightstats import ttost_paired
 from spineflow import LEVELS, VERTEBRAE
 from spineflow.agreement import GRADES
 from spineflow.cohort import SESSION_1, SESSION_2, _prefixed, with_bids_ids
+from spineflow.qc import QC_FAILED
 
 # measure -> (table, key column, unit); Pfirrmann grades are ordinal, tested like the study
 MEASURES = {
@@ -365,17 +366,26 @@ def _sessions_scanned(*tables: pd.DataFrame) -> dict[str, set]:
     return both.groupby("participant_id")["session_id"].agg(set).to_dict()
 
 
+def _qc_failed(table: pd.DataFrame, key: str) -> dict[str, set]:
+    """Structure -> the participants with a value the QC gate failed at either session."""
+    table = with_bids_ids(table)
+    failed = table[table["status"] == QC_FAILED]
+    return failed.groupby(key)["participant_id"].agg(set).to_dict()
+
+
 def table3(
     tables: dict, pairs_of: dict, people: pd.DataFrame, settings: Settings, grade_source: str
 ):
     """For each measure, group (all, then each value of the participants' group) and level
     (overall, then each level): the paired summary, plus who is left out and why. Participants
     without a ses-2 are counted in ``n_no_ses2``; others in the group without a pair for the
-    level (not in the field of view or failed at either session) in ``n_excluded``."""
+    level (not in the field of view or failed at either session) in ``n_excluded``, and of
+    those, the ones whose value the QC gate failed (``qc_failed``) in ``n_qc_failed``."""
     rows = []
     sessions_of = _sessions_scanned(tables["discs"], tables["vertebrae"], tables["grades"])
-    for name, (_, key, _) in MEASURES.items():
+    for name, (table_name, key, _) in MEASURES.items():
         pairs = pairs_of[name]
+        gated = _qc_failed(tables[table_name], key)
         order = VERTEBRAE if key == "vertebra" else LEVELS
         for group, members in _participant_groups(people).items():
             if group == ALL:  # everyone imaged counts, listed in participants.tsv or not
@@ -407,6 +417,10 @@ def table3(
                 paired_ids = set(paired.index if level == OVERALL else paired["participant_id"])
                 row["n_no_ses2"] = len(no_ses2 & members)
                 row["n_excluded"] = len((scored | members) - paired_ids - no_ses2)
+                row["n_qc_failed"] = len(
+                    members & set().union(*gated.values()) if level == OVERALL
+                    else members & gated.get(level, set())
+                )  # fmt: skip
                 row["grade_source"] = grade_source if name == "pfirrmann" else ""
                 group_rows.append(row)
             adjusted = holm([r["p_value"] for r in group_rows[1:]])
@@ -421,6 +435,7 @@ def table3(
         "n_pairs",
         "n_no_ses2",
         "n_excluded",
+        "n_qc_failed",
         "mean_ses1",
         "mean_ses2",
         "mean_change",

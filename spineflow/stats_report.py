@@ -148,7 +148,9 @@ def _table3_view(table: pd.DataFrame) -> pd.DataFrame:
             {
                 "Measure": _measure_cell(r),
                 "Group": r.group,
-                "n pairs (no ses-2, excluded)": f"{r.n_pairs} ({r.n_no_ses2}, {r.n_excluded})",
+                "n pairs (no ses-2, excluded; QC)": (
+                    f"{r.n_pairs} ({r.n_no_ses2}, {r.n_excluded}; {r.n_qc_failed})"
+                ),
                 "Timepoint 1": fmt(r.mean_ses1),
                 "Timepoint 2": fmt(r.mean_ses2),
                 "Change [95 % CI]": _interval(r.mean_change, r.ci95_low, r.ci95_high),

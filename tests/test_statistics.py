@@ -237,6 +237,19 @@ def test_not_in_fov_or_failed_excludes_the_pair():
     assert row["mean_change"] == pytest.approx((0.5 + 0.2 + 0.9) / 3)
 
 
+def test_qc_failed_values_are_left_out_and_counted():
+    records = _pairs([10.0, 11.0, 12.0], [10.5, 11.2, 12.9], "L5-S1")
+    records += [
+        ("sub-04", "ses-1", "L5-S1", 9.0, "ok"),
+        ("sub-04", "ses-2", "L5-S1", 27.0, "qc_failed"),
+    ]
+    row = _row(_table3(_discs(records)), level="L5-S1")
+    assert (row["n_pairs"], row["n_excluded"], row["n_qc_failed"]) == (3, 1, 1)
+    assert row["mean_ses2"] == pytest.approx((10.5 + 11.2 + 12.9) / 3)
+    overall = _row(_table3(_discs(records)), level="overall")
+    assert overall["n_qc_failed"] == 1
+
+
 @pytest.mark.parametrize("change", [0.0, 0.3])
 def test_identical_changes_defined_behaviour(change):
     row = _row(

@@ -1,0 +1,182 @@
+"""The QC gate: no value is reported ``ok`` that an anatomist would call impossible.
+
+A measured value keeps status ``ok`` only if it passes every check that applies to it:
+
+- its physical range (``QcLimits``: disc height 2-20 mm, width 20-65 mm, intervertebral
+  distance 15-50 mm);
+- its neighbouring levels in the same session: a disc far taller than the session's other discs
+  (a collapsed disc beside healthy ones is pathology, not an error, so only the tall side is
+  checked), a width or an intervertebral distance far from the others';
+- the labels' anatomical order (``order_problem``: measured disc centres must follow each other
+  caudally at a plausible spacing);
+- where the participant was seen twice, the other session (``gate_sessions``: a disc does not
+  change its width, nor a vertebra its height, by millimetres within months).
+
+A value that fails becomes ``qc_failed``: its number is left out of the tables (only ``ok``
+rows carry measures) and the note says what was measured and why it was not trusted. The
+statistics leave ``qc_failed`` values out and count them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .cohort import KINDS
+
+QC_FAILED = "qc_failed"
+# the measures each kind's checks read (the Pfirrmann grade has no physical range)
+CHECKED = {"discs": ("height_mm", "width_mm"), "vertebrae": ("intervertebral_distance_mm",)}
+
+
+@dataclass(frozen=True)
+class QcLimits:
+    """The gate's limits (config ``qc``)."""
+
+    range_mm: dict = field(
+        default_factory=lambda: {
+            "height_mm": (2.0, 20.0),
+            "width_mm": (20.0, 65.0),
+            "intervertebral_distance_mm": (15.0, 50.0),
+        }
+    )
+    # a disc's height over the median of the session's other discs' heights
+    max_height_ratio: float = 2.0
+    # a width or an intervertebral distance over the median of the session's others'
+    ratio_range: dict = field(
+        default_factory=lambda: {"width_mm": (0.7, 1.4), "intervertebral_distance_mm": (0.65, 1.5)}
+    )
+    # the largest difference between two sessions of one participant
+    sessions_mm: dict = field(
+        default_factory=lambda: {
+            "height_mm": 2.0,
+            "width_mm": 5.0,
+            "intervertebral_distance_mm": 3.0,
+        }
+    )
+    # consecutive measured disc centres along the spine (label order), mm
+    disc_spacing_mm: tuple = (18.0, 65.0)
+
+    @classmethod
+    def from_config(cls, settings: dict | None) -> QcLimits:
+        """Limits from the config's ``qc`` section (missing keys keep their defaults)."""
+        settings = settings or {}
+        default = cls()
+        ranges = {
+            **default.range_mm,
+            **{k: tuple(v) for k, v in settings.get("range_mm", {}).items()},
+        }
+        ratios = {
+            **default.ratio_range,
+            **{k: tuple(v) for k, v in settings.get("ratio_range", {}).items()},
+        }
+        return cls(
+            range_mm=ranges,
+            max_height_ratio=float(settings.get("max_height_ratio", default.max_height_ratio)),
+            ratio_range=ratios,
+            sessions_mm={**default.sessions_mm, **settings.get("sessions_mm", {})},
+            disc_spacing_mm=tuple(settings.get("disc_spacing_mm", default.disc_spacing_mm)),
+        )
+
+
+def _fail(table: pd.DataFrame, reasons: pd.Series, kind: str) -> None:
+    """Mark rows qc_failed (index -> reason), each reason appended to the row's note and its
+    measures blanked: a row that is not ok carries no number."""
+    for index, reason in reasons.items():
+        note = table.at[index, "note"]
+        note = note if isinstance(note, str) else ""
+        table.at[index, "status"] = QC_FAILED
+        table.at[index, "note"] = "; ".join(filter(None, [note, f"QC: {reason}"]))
+        for measure in KINDS[kind].measures:
+            if measure in table:
+                table.at[index, measure] = np.nan
+
+
+def _ok_values(table: pd.DataFrame, measure: str) -> pd.Series:
+    return table.loc[(table["status"] == "ok") & table[measure].notna(), measure]
+
+
+def _range_reasons(table: pd.DataFrame, measure: str, limits: QcLimits) -> pd.Series:
+    lo, hi = limits.range_mm[measure]
+    values = _ok_values(table, measure)
+    bad = values[(values < lo) | (values > hi)]
+    return bad.map(lambda v: f"{measure} {v:.1f} outside {lo:g}-{hi:g} mm")
+
+
+def _neighbour_reasons(table: pd.DataFrame, measure: str, limits: QcLimits) -> pd.Series:
+    """Values far from the median of the session's other values of the measure, where those
+    others agree with each other (so that the odd one out is the one flagged)."""
+    values = _ok_values(table, measure)
+    lo, hi = (
+        (0.0, limits.max_height_ratio) if measure == "height_mm" else limits.ratio_range[measure]
+    )
+    reasons = {}
+    for index, value in values.items():
+        others = values.drop(index)
+        if len(others) < 2 or others.max() > hi * others.min():  # nothing to judge it by
+            continue
+        median = float(others.median())
+        if not lo <= value / median <= hi:
+            reasons[index] = (
+                f"{measure} {value:.1f} is {value / median:.2f} times the median "
+                f"of the session's other levels ({median:.1f})"
+            )
+    return pd.Series(reasons, dtype=object)
+
+
+def gate_session(
+    discs: pd.DataFrame, vertebrae: pd.DataFrame, limits: QcLimits, order_problem: str = ""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One session's tables with the rows whose values fail a check marked ``qc_failed``:
+    every measured row when ``order_problem`` names one, else ranges, then neighbouring
+    levels (among the values still ok)."""
+    out = []
+    for table, kind in ((discs, "discs"), (vertebrae, "vertebrae")):
+        table = table.copy()
+        if order_problem:
+            ok = table.index[table["status"] == "ok"]
+            _fail(table, pd.Series(order_problem, index=ok, dtype=object), kind)
+        for check in (_range_reasons, _neighbour_reasons):
+            for measure in CHECKED[kind]:
+                _fail(table, check(table, measure, limits), kind)
+        out.append(table)
+    return out[0], out[1]
+
+
+def order_problem(discs: list[dict], limits: QcLimits) -> str:
+    """Why the measured discs are not in anatomical order (empty if they are): each disc's
+    centre must lie caudal to the one above it, along that disc's cranial axis, at a spacing a
+    vertebra allows. ``discs``: geometry records (``measure.geometry_record``), cranial to
+    caudal; those not ok are skipped."""
+    measured = [d for d in discs if d["status"] == "ok"]
+    lo, hi = limits.disc_spacing_mm
+    for upper, lower in zip(measured[:-1], measured[1:]):
+        step = np.subtract(upper["origin_ras"], lower["origin_ras"])
+        along = float(step @ np.asarray(lower["up_ras"]))
+        if not lo <= along <= hi:
+            return (
+                f"labels out of anatomical order: {upper['level']} lies {along:.0f} mm above "
+                f"{lower['level']} ({lo:g}-{hi:g} expected)"
+            )
+    return ""
+
+
+def gate_sessions(table: pd.DataFrame, kind: str, limits: QcLimits) -> pd.DataFrame:
+    """A group table (discs or vertebrae) with the values whose two sessions disagree by more
+    than a disc or a vertebra can change (``QcLimits.sessions_mm``) marked ``qc_failed`` in
+    both sessions: one of them is wrong and nothing tells which."""
+    key = KINDS[kind].key
+    table = table.copy()
+    for measure in CHECKED[kind]:
+        limit = limits.sessions_mm[measure]
+        for _, rows in _ok_values(table, measure).groupby([table["participant_id"], table[key]]):
+            if len(rows) > 1 and rows.max() - rows.min() > limit:
+                sessions = table.loc[rows.index, "session_id"]
+                values = ", ".join(f"{s} {v:.1f}" for s, v in zip(sessions, rows))
+                reason = (
+                    f"sessions disagree on {measure} by {rows.max() - rows.min():.1f} mm ({values})"
+                )
+                _fail(table, pd.Series(reason, index=rows.index, dtype=object), kind)
+    return table

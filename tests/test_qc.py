@@ -1,0 +1,125 @@
+"""The QC gate: impossible values never leave as ok, possible ones (pathology included) do."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from spineflow.qc import QC_FAILED, QcLimits, gate_session, gate_sessions, order_problem
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _discs(heights, widths=(35.0, 36.0, 37.0)):
+    return pd.DataFrame(
+        {
+            "level": ["L3-L4", "L4-L5", "L5-S1"],
+            "height_mm": heights,
+            "width_mm": widths,
+            "pfirrmann_auto": [1, 2, 3],
+            "status": "ok",
+            "note": "",
+        }
+    )
+
+
+def _vertebrae(distances=(25.0, 26.0, 25.5, 24.0)):
+    return pd.DataFrame(
+        {
+            "vertebra": ["L3", "L4", "L5", "S1"],
+            "intervertebral_distance_mm": distances,
+            "status": "ok",
+            "note": "",
+        }
+    )
+
+
+def test_a_value_outside_its_physical_range_is_qc_failed_with_the_value_in_the_note():
+    discs, vertebrae = gate_session(_discs([10.0, 27.6, 9.0]), _vertebrae(), QcLimits())
+    row = discs.set_index("level").loc["L4-L5"]
+    assert row["status"] == QC_FAILED
+    assert "27.6" in row["note"] and "2-20" in row["note"]
+    assert np.isnan(row["height_mm"]) and pd.isna(row["pfirrmann_auto"])
+    assert (discs.set_index("level").loc[["L3-L4", "L5-S1"], "status"] == "ok").all()
+    assert (vertebrae["status"] == "ok").all()
+
+
+def test_a_width_far_from_the_other_levels_fails_a_collapsed_disc_does_not():
+    discs, _ = gate_session(
+        _discs([3.0, 10.0, 11.0], widths=(36.0, 55.0, 35.0)), _vertebrae(), QcLimits()
+    )
+    by_level = discs.set_index("level")
+    assert by_level.at["L4-L5", "status"] == QC_FAILED  # 55 mm beside 36 and 35
+    assert "times the median" in by_level.at["L4-L5", "note"]
+    assert by_level.at["L3-L4", "status"] == "ok"  # 3 mm beside 10 and 11: a collapsed disc
+
+
+def test_a_disc_twice_as_tall_as_its_neighbours_fails():
+    discs, _ = gate_session(_discs([8.0, 19.0, 9.0]), _vertebrae(), QcLimits())
+    assert discs.set_index("level").at["L4-L5", "status"] == QC_FAILED
+
+
+def test_an_intervertebral_distance_off_its_neighbours_fails():
+    _, vertebrae = gate_session(_discs([9.0, 10.0, 11.0]), _vertebrae((25.0, 45.0, 26.0, 24.0)),
+                                QcLimits())  # fmt: skip
+    by_vertebra = vertebrae.set_index("vertebra")
+    assert by_vertebra.at["L4", "status"] == QC_FAILED
+    assert (by_vertebra.drop("L4")["status"] == "ok").all()
+
+
+def test_labels_out_of_order_fail_every_value():
+    records = [
+        {"level": "L3-L4", "status": "ok", "origin_ras": [0, 0, 0], "up_ras": [0, 0, 1]},
+        {"level": "L4-L5", "status": "ok", "origin_ras": [0, 0, 35], "up_ras": [0, 0, 1]},
+        {"level": "L5-S1", "status": "ok", "origin_ras": [0, 5, -2], "up_ras": [0, 0, 1]},
+    ]
+    problem = order_problem(records, QcLimits())
+    assert "L4-L5" in problem and "order" in problem
+    discs, vertebrae = gate_session(_discs([9.0, 10.0, 11.0]), _vertebrae(), QcLimits(), problem)
+    assert (discs["status"] == QC_FAILED).all() and (vertebrae["status"] == QC_FAILED).all()
+
+
+def test_discs_in_order_at_a_vertebra_apart_pass():
+    records = [
+        {"level": level, "status": "ok", "origin_ras": [0, 0, z], "up_ras": [0, 0.2, 0.98]}
+        for level, z in (("L3-L4", 70.0), ("L4-L5", 35.0), ("L5-S1", 0.0))
+    ]
+    assert order_problem(records, QcLimits()) == ""
+
+
+def test_two_sessions_that_disagree_beyond_any_change_both_fail():
+    table = pd.concat(
+        [
+            _discs([10.0, 11.0, 12.0]).assign(participant_id="sub-01", session_id="ses-1"),
+            _discs([10.3, 14.0, 12.1]).assign(participant_id="sub-01", session_id="ses-2"),
+        ],
+        ignore_index=True,
+    )
+    gated = gate_sessions(table, "discs", QcLimits())
+    failed = gated[gated["status"] == QC_FAILED]
+    assert set(failed["level"]) == {"L4-L5"} and len(failed) == 2
+    assert "disagree" in failed["note"].iloc[0]
+
+
+def test_the_limits_documented_in_config_and_schema_are_the_gates_own():
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())["properties"]["qc"]
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["qc"]
+    defaults = QcLimits()
+    for key in ("range_mm", "ratio_range", "sessions_mm"):
+        documented = {k: v["default"] for k, v in schema["properties"][key]["properties"].items()}
+        own = {k: list(v) if isinstance(v, tuple) else v for k, v in getattr(defaults, key).items()}
+        assert documented == own == config[key], key
+    for key in ("max_height_ratio", "disc_spacing_mm"):
+        own = getattr(defaults, key)
+        own = list(own) if isinstance(own, tuple) else own
+        assert schema["properties"][key]["default"] == own == config[key], key
+
+
+@pytest.mark.parametrize("settings", [None, {}, {"range_mm": {"height_mm": [3, 18]}}])
+def test_limits_from_config_keep_defaults_for_what_is_not_given(settings):
+    limits = QcLimits.from_config(settings)
+    assert limits.range_mm["width_mm"] == (20.0, 65.0)
+    expected = (3, 18) if settings and "range_mm" in settings else (2.0, 20.0)
+    assert limits.range_mm["height_mm"] == expected
