@@ -93,15 +93,15 @@ def lies_on(centre: np.ndarray, known: list[Anchor]) -> str:
     if not known:
         return "?"
     points = np.array([a.centre[1:] for a in known])
+    axis = points[-1] - points[0]
+    along = (centre[1:] - points[0]) @ axis / max(axis @ axis, 1e-9)
+    if not 0.0 <= along <= 1.0:
+        return "?"
     distance = np.linalg.norm(points - centre[1:], axis=1)
     k = int(np.argmin(distance))
     spacing = [np.linalg.norm(points[k] - points[j]) for j in (k - 1, k + 1) if 0 <= j < len(known)]
     reach = 0.75 * min(spacing) if spacing else 15.0
-    if distance[k] <= reach:
-        return known[k].name
-    axis = points[-1] - points[0]
-    along = (centre[1:] - points[0]) @ axis / max(axis @ axis, 1e-9)
-    return "none" if 0.0 <= along <= 1.0 else "?"
+    return known[k].name if distance[k] <= reach else "none"
 
 
 # ------------------------------------------------------------------ heights from the masks

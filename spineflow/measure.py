@@ -36,7 +36,7 @@ from .edges import (
 )
 from .gridsearch import refined_minimum
 from .labels import VERTEBRA_LABELS, disc_label
-from .midsagittal import Volume, find_midline, inside_mm, plane_at, sample
+from .midsagittal import Volume, find_midline, inside_mm, labels_midline, plane_at, sample
 
 CENTRAL_SHARE = 0.8  # height is averaged over the central 80 % of the disc's AP extent
 N_HEIGHT_PROFILES = 25
@@ -134,6 +134,8 @@ class Plane:
         self.volume = volume
         # the slices' own thickness (the spacing less any gap), when the sidecar tells it
         self.thickness_mm = float(thickness_mm or volume.spacing_mm[0])
+        if midline is None:  # a map of whole bodies gives it; else the canal
+            midline = labels_midline(labels, volume.spacing_mm)
         self.midline = find_midline(volume) if midline is None else np.asarray(midline)
         self.image = plane_at(volume, self.midline)
         nearest = np.clip(np.rint(self.midline).astype(int), 0, labels.shape[0] - 1)
@@ -360,7 +362,7 @@ def _locate(plane: Plane, level: str, label: int, upper_label: int, slips_mm) ->
         result.status, result.note = "not_in_fov", "cut by the edge of the field of view"
         return result
     if len(points) < 10 or upper_label not in plane.labels:
-        result.status, result.note = _missing_status(plane, label)
+        result.status, result.note = _missing_status(plane, label, len(points) >= 10)
         return result
     frame = _principal_frame(points)
     for _ in range(2):
@@ -698,8 +700,9 @@ def _refine_side(plane: Plane, disc: DiscResult, side: int, cortex_mm: float):
 # ------------------------------------------------------------------ statuses and distances
 
 
-def _missing_status(plane: Plane, label: int) -> tuple[str, str]:
-    """A structure without labels: above the highest labelled structure means out of view."""
+def _missing_status(plane: Plane, label: int, disc_labelled: bool) -> tuple[str, str]:
+    """A disc without its labels (``disc_labelled``: its own label is there, the vertebra
+    above it is not): above the highest labelled structure means out of view."""
     present = [lab for lab in np.unique(plane.labels) if lab > 0]
     if not present:
         return "failed", "no structures segmented"
@@ -709,7 +712,9 @@ def _missing_status(plane: Plane, label: int) -> tuple[str, str]:
     top_structure = min(present, key=lambda lab: vertebra_of.get(lab, lab))
     if rank < highest or (rank == highest and plane.touches_border(top_structure)):
         return "not_in_fov", "above the field of view"
-    return "failed", "not found by the segmentation"
+    if disc_labelled:
+        return "failed", "the label map has no label for the vertebra above the disc"
+    return "failed", "not in the label map: neither the disc nor both its vertebrae"
 
 
 def endplate_midpoint(disc: DiscResult, side: str):

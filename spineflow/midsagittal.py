@@ -124,25 +124,53 @@ def find_midline(volume: Volume, canal: np.ndarray | None = None) -> np.ndarray:
     the CSF signal across the slices is symmetric about the midline, so its centroid (above
     half maximum) locates it to a fraction of the slice spacing. A coronal curve or a tilted
     patient moves the midline from slice to slice along the spine, so it is followed row by
-    row: a robust quadratic in z over the canal's rows, held constant beyond them.
+    row (``smooth_midline``).
     """
     canal = canal_projection(volume) if canal is None else canal
     rows = np.flatnonzero(canal.sum(axis=0) >= 2)
     centres = np.array([_lr_centre(volume.data[:, canal[:, k], k].mean(axis=1)) for k in rows])
     keep = np.isfinite(centres)
-    rows, centres = rows[keep], centres[keep]
-    if len(rows) == 0:
+    if not keep.any():
         raise ValueError("no spinal canal found across the slices")
-    z_mm = rows * volume.spacing_mm[2]
+    return smooth_midline(rows[keep], centres[keep], volume.data.shape, volume.spacing_mm)
+
+
+def smooth_midline(rows: np.ndarray, centres: np.ndarray, shape, spacing_mm) -> np.ndarray:
+    """The midline of every row z from its centres in some rows: a robust quadratic in z over
+    those rows (rows a stray bright slice pulled off the curve dropped), held constant beyond
+    them."""
+    z_mm = rows * spacing_mm[2]
     coef = np.array([np.median(centres)])
     inlier = np.ones(len(rows), bool)
     if len(rows) >= 20:
-        for _ in range(3):  # drop rows a stray bright slice pulled off the curve
+        for _ in range(3):
             coef = np.polyfit(z_mm[inlier], centres[inlier], 2)
             residual = centres - np.polyval(coef, z_mm)
             inlier = np.abs(residual) <= max(3 * 1.4826 * np.median(np.abs(residual)), 0.1)
-    all_z = np.clip(np.arange(volume.data.shape[2]) * volume.spacing_mm[2], z_mm.min(), z_mm.max())
-    return np.clip(np.polyval(coef, all_z), 0, volume.data.shape[0] - 1)
+    all_z = np.clip(np.arange(shape[2]) * spacing_mm[2], z_mm.min(), z_mm.max())
+    return np.clip(np.polyval(coef, all_z), 0, shape[0] - 1)
+
+
+# a label map whose bodies are this wide across the slices holds the whole bodies (another
+# tool's map, a manual tracing), not the few slices around a midline the built-in one labels
+WHOLE_BODY_LABELS_MM = 15.0
+
+
+def labels_midline(labels: np.ndarray, spacing_mm) -> np.ndarray | None:
+    """The mid-sagittal surface from a label map of whole vertebral bodies: per row z the
+    centroid of its body voxels across the slices (``smooth_midline``); None when the bodies
+    are labelled only near a midline (narrower than WHOLE_BODY_LABELS_MM)."""
+    bodies = (labels > 0) & (labels < 100)
+    per_row = bodies.sum(axis=1)  # [x, z]: voxels per slice and row
+    rows = np.flatnonzero(per_row.sum(axis=0) > 0)
+    if not len(rows):
+        return None
+    width_slices = np.median([np.ptp(np.flatnonzero(per_row[:, k])) + 1 for k in rows])
+    if width_slices * spacing_mm[0] < WHOLE_BODY_LABELS_MM:
+        return None
+    x = np.arange(labels.shape[0])
+    centres = (per_row[:, rows] * x[:, None]).sum(axis=0) / per_row[:, rows].sum(axis=0)
+    return smooth_midline(rows, centres, labels.shape, spacing_mm)
 
 
 def find_midline_x(volume: Volume) -> float:

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from . import structures
 from .labels import (
     NAMES_CAUDAL_TO_CRANIAL,
     VERTEBRA_LABELS,
@@ -460,8 +461,10 @@ def from_external(volume: Volume, path, scheme_spec) -> tuple[np.ndarray, dict]:
         )
     names = {value: name for value, name in lookup_table()}
     found = [names[v] for v in sorted(np.unique(labels)) if v in names]
+    labels, filled = structures.complete(labels, volume.spacing_mm)
     return labels, {
         "LabelScheme": scheme_spec if isinstance(scheme_spec, str) else "custom",
         "WholeSacrumLabel": whole_sacrum,
         "LevelsFound": found,
+        "StructuresFilledIn": filled,
     }

@@ -76,6 +76,43 @@ def test_measured_on_external_truth_maps_the_heights_are_the_truth(session, tmp_
     assert np.all(np.abs(errors) < 0.5), errors.tolist()
 
 
+@pytest.mark.parametrize("keep", ["bodies", "discs"])
+def test_a_map_of_bodies_only_or_discs_only_measures_the_truth(session, tmp_path, keep):
+    """As SPINEPS' vertebra maps or a manual tracing of the discs give them: the other kind is
+    filled in between (``structures.complete``)."""
+    cohort, image, truth = session
+    values = np.asarray(truth.dataobj).copy()
+    values[(values >= 100) if keep == "bodies" else (values < 100)] = 0
+    path = tmp_path / f"{keep}_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(values, truth.affine), path)
+    volume = load_canonical(image)
+    labels, facts = from_external(volume, path, "spineps")
+    assert facts["StructuresFilledIn"]
+    discs, vertebrae, _ = measure_session(volume, labels)
+    true = pd.read_csv(cohort / "truth" / "discs.tsv", sep="\t")
+    true = true[(true.participant_id == SESSION[0]) & (true.session_id == SESSION[1])]
+    merged = discs.merge(true, on="level", suffixes=("", "_true"))
+    assert (merged.status == merged.status_true).all(), merged[["level", "status", "note"]]
+    ok = merged[merged.status == "ok"]
+    assert len(ok) >= 2
+    errors = ok.height_mm - ok.height_mm_true
+    assert np.all(np.abs(errors) < 0.5), errors.tolist()
+    assert (vertebrae.status != "failed").all(), vertebrae[["vertebra", "status", "note"]]
+
+
+def test_a_map_that_lacks_what_a_disc_needs_says_so(session, tmp_path):
+    _, image, truth = session
+    values = np.asarray(truth.dataobj).copy()
+    values[(values >= 100) | (values == VERTEBRA_LABELS["L5"])] = 0  # L3, L4 and S1 bodies
+    path = tmp_path / "partial_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(values, truth.affine), path)
+    volume = load_canonical(image)
+    labels, _ = from_external(volume, path, "spineps")
+    discs, _, _ = measure_session(volume, labels)
+    row = discs.set_index("level").loc["L4-L5"]
+    assert row["status"] == "failed" and "not in the label map" in row["note"]
+
+
 def test_a_mapping_naming_unknown_structures_is_refused():
     with pytest.raises(ValueError, match="unknown structures"):
         scheme({20: "L1", 99: "C7"})
