@@ -13,13 +13,14 @@ import yaml
 from .bids import group_dir
 from .evaluate import evaluate, format_report
 from .evaluate_masks import evaluate_masks, format_scores, scores_json
-from .synth.cohort import CohortOptions, generate_cohort
+from .synth.cohort import MEASURED_SERIES, CohortOptions, generate_cohort
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _synth(args) -> None:
-    options = CohortOptions(participants=args.participants, seed=args.seed, workers=args.workers)
+    options = CohortOptions(participants=args.participants, seed=args.seed, workers=args.workers,
+                            contrasts=tuple(args.contrasts))  # fmt: skip
     out = generate_cohort(args.out, options)
     print(f"synthetic cohort written to {out} (DICOM in {out / 'dicom'}, truth in {out / 'truth'})")
 
@@ -53,16 +54,17 @@ def run_workflow(config: dict, workdir: Path, cores: int, extra: list[str]) -> i
     return subprocess.call(command)
 
 
-def _generate_and_run(root: Path, participants: int, seed: int, cores: int, extra) -> int:
+def _generate_and_run(root: Path, participants: int, seed: int, cores: int, extra,
+                      contrasts=("pd_fs",)) -> int:  # fmt: skip
     """Synthetic cohort in root/cohort (kept if there), the workflow on it into root/output
     (a second pass reports failed sessions in the tables); prints the accuracy; exit code."""
     cohort_dir, output_dir = root / "cohort", root / "output"
     started = time.monotonic()
     if not (cohort_dir / "truth" / "discs.tsv").exists():
         print(f"generating a synthetic cohort of {participants} in {cohort_dir} ...", flush=True)
-        generate_cohort(
-            cohort_dir, CohortOptions(participants=participants, seed=seed, workers=cores)
-        )
+        options = CohortOptions(participants=participants, seed=seed, workers=cores,
+                                contrasts=tuple(contrasts))  # fmt: skip
+        generate_cohort(cohort_dir, options)
     synth_s = time.monotonic() - started
     config = demo_config(cohort_dir, output_dir)
     code = run_workflow(config, root, cores, extra)
@@ -97,9 +99,8 @@ def _accuracy(args) -> int:
         report = evaluate(Path(args.output), Path(args.truth))
         print(format_report(report))
         return 0
-    return _generate_and_run(
-        Path(args.dir).resolve(), args.participants, args.seed, args.cores, args.snakemake_args
-    )
+    return _generate_and_run(Path(args.dir).resolve(), args.participants, args.seed, args.cores,
+                             args.snakemake_args, args.contrasts)  # fmt: skip
 
 
 def _real_exams(source: Path, root: Path, args) -> int:
@@ -129,6 +130,15 @@ def _scale(args) -> int:
     return 0
 
 
+CONTRASTS_ARG = ("--contrasts",)
+CONTRASTS_OPTIONS = {
+    "nargs": "+",
+    "default": ["pd_fs"],
+    "choices": sorted(MEASURED_SERIES),
+    "help": "the measured series' contrast, one drawn per participant",
+}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="spineflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +147,7 @@ def main(argv=None) -> int:
     synth.add_argument("--participants", type=int, default=4)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--workers", type=int, default=2)
+    synth.add_argument(*CONTRASTS_ARG, **CONTRASTS_OPTIONS)
     demo = sub.add_parser("demo", help="synthetic cohort + the whole pipeline + accuracy")
     demo.add_argument("--dir", default="demo")
     demo.add_argument("--participants", type=int, default=28)
@@ -153,6 +164,7 @@ def main(argv=None) -> int:
     accuracy.add_argument("--participants", type=int, default=24)
     accuracy.add_argument("--seed", type=int, default=3)
     accuracy.add_argument("--cores", type=int, default=2)
+    accuracy.add_argument(*CONTRASTS_ARG, **CONTRASTS_OPTIONS)
     accuracy.add_argument("--output", help="evaluate this existing run (its output_dir) instead")
     accuracy.add_argument("--truth", help="with --output: the cohort's truth/ folder")
     accuracy.add_argument(

@@ -30,6 +30,7 @@ def marrow_boundary(
     plateau_mm: tuple[float, float] = (1.5, 8.0),
     reach_mm: float = 4.0,
     noise_sd: float = 0.0,
+    line_noise: float | None = None,
 ):
     """Position of the half-way crossing at the first step out of the marrow (NaN if none).
 
@@ -40,6 +41,11 @@ def marrow_boundary(
     reach_mm beyond it); NaN without a clear step. The step must clear 4 times the noise: the
     plateau's own spread, or ``noise_sd`` where that is larger (a short plateau's few samples
     can make the spread small).
+
+    With ``line_noise`` (the profile's own noise, where known), a dark line before that step
+    marks the edge instead: the cortex, darker than the marrow by CORTEX_LINE_NOISES times
+    that noise (and CORTEX_LINE_SHARE of the marrow), where the disc beyond it is about as
+    bright as the marrow (an annulus) and the first clear step is the nucleus further in.
     """
     s = np.asarray(t_mm, dtype=float) * vertebra_side
     y = np.asarray(values, dtype=float)
@@ -63,8 +69,13 @@ def marrow_boundary(
         k += 1
     if k >= len(y_sorted):
         return float("nan")
+    line = _cortex_line(y_sorted, first, k, marrow, line_noise) if line_noise else None
+    if line is not None:
+        k = line
     sign = np.sign(marrow - y_sorted[k])  # +1: the disc side is darker
     ahead = np.flatnonzero((s_sorted <= s_sorted[k]) & (s_sorted >= s_sorted[k] - 2.5))
+    if line is not None:  # the line's own darkest, not the step beyond it
+        ahead = ahead[: max(1, np.searchsorted(-s_sorted[ahead], -s_sorted[line]) + 3)]
     extreme = np.nanmax(sign * (marrow - y_sorted[ahead]))
     half = marrow - sign * extreme / 2
     for j in range(first, min(ahead.max(), len(y_sorted) - 1)):
@@ -73,6 +84,21 @@ def marrow_boundary(
             crossing = s_sorted[j] + frac * (s_sorted[j + 1] - s_sorted[j])
             return float(crossing * vertebra_side)
     return float("nan")
+
+
+CORTEX_LINE_NOISES = 3.0
+CORTEX_LINE_SHARE = 0.08
+
+
+def _cortex_line(y: np.ndarray, first: int, step: int, marrow: float, noise: float) -> int | None:
+    """Index of the first dark line between the marrow plateau (from ``first``) and the first
+    step out of it (``step``): a local minimum darker than the marrow by CORTEX_LINE_NOISES
+    times ``noise`` and CORTEX_LINE_SHARE of the marrow; None without one."""
+    depth = max(CORTEX_LINE_NOISES * noise, CORTEX_LINE_SHARE * abs(marrow))
+    for j in range(first + 1, min(step, len(y) - 1)):
+        if marrow - y[j] >= depth and y[j] <= y[j - 1] and y[j] <= y[j + 1]:
+            return j
+    return None
 
 
 def _design(s: np.ndarray, marrow_edge: float, cortex_mm: float, blur_mm: float) -> np.ndarray:
@@ -89,6 +115,7 @@ def fit_edge(
     vertebra_side: int,
     cortex_mm: float = 0.5,
     blur_mm: float = 0.5,
+    line_noise: float | None = None,
 ) -> float:
     """Position (on t) of the endplate surface; vertebra_side +1 if marrow lies at larger t.
 
@@ -97,8 +124,9 @@ def fit_edge(
     ``blur_mm`` (pixel and interpolation), fitted to the marrow side and the first
     ``DISC_SIDE_MM`` of the disc. Marrow and disc levels are free, so bright and dark discs are
     handled alike. The surface is the cortex's disc side. NaN without a clear step.
+    ``line_noise``: the profile's noise, where known (``marrow_boundary``'s cortex line).
     """
-    crossing = marrow_boundary(t_mm, values, guess_mm, vertebra_side)
+    crossing = marrow_boundary(t_mm, values, guess_mm, vertebra_side, line_noise=line_noise)
     if not np.isfinite(crossing):
         return float("nan")
     s = np.asarray(t_mm, dtype=float) * vertebra_side

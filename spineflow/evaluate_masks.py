@@ -95,7 +95,7 @@ def lies_on(centre: np.ndarray, known: list[Anchor]) -> str:
     points = np.array([a.centre[1:] for a in known])
     axis = points[-1] - points[0]
     along = (centre[1:] - points[0]) @ axis / max(axis @ axis, 1e-9)
-    if not 0.0 <= along <= 1.0:
+    if not -0.05 <= along <= 1.05:  # beyond the masks' span (the outermost anchors: within it)
         return "?"
     distance = np.linalg.norm(points - centre[1:], axis=1)
     k = int(np.argmin(distance))

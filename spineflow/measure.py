@@ -47,6 +47,10 @@ N_HEIGHT_PROFILES = 25
 GAP_LABEL_SLIP_MM = (0.0, 2.5, 5.0)
 DISC_LABEL_SLIP_MM = GAP_LABEL_SLIP_MM + (7.5, 10.0)
 PROFILE_STEP_MM = 0.25
+# an endplate's first guess is read on profiles averaged along it over this half-width: a
+# cortex fainter than the noise of one profile (disc SNR 15, an annulus as bright as marrow)
+# stands out of the average of eleven
+EDGE_AVERAGE_MM = 2.5
 BORDER_PX = 1.5  # a structure this close to the image edge is cut by the field of view
 CORTEX_GRID_MM = np.round(np.arange(0.0, 1.31, 0.1), 2)  # candidate cortical thicknesses
 BONE_WINDOW_MM = 3.5  # how far into the vertebra the endplate model looks
@@ -186,9 +190,13 @@ class Plane:
         """Samples along frame.ap at height t (NaN outside the image)."""
         return self.sample_mm(frame.point(u, np.full_like(u, t)))
 
-    def profile(self, frame: Frame, u: float, t: np.ndarray) -> np.ndarray:
-        """Samples along frame.up at AP position u (NaN outside the image)."""
-        return self.sample_mm(frame.point(np.full_like(t, u), t))
+    def profile(self, frame: Frame, u: float, t: np.ndarray, half_width_mm: float = 0.0):
+        """Samples along frame.up at AP position u (NaN outside the image), averaged over
+        AP positions within ``half_width_mm`` of u (every 0.5 mm)."""
+        offsets = np.arange(-half_width_mm, half_width_mm + 1e-9, 0.5)
+        with np.errstate(invalid="ignore"):
+            return np.mean([self.sample_mm(frame.point(np.full_like(t, u + o), t))
+                            for o in offsets], axis=0)  # fmt: skip
 
     def sample_mm(self, points: np.ndarray) -> np.ndarray:
         """Bilinear samples of the mid-sagittal image at (y, z) mm points (NaN outside)."""
@@ -290,12 +298,16 @@ def _edges_across(plane: Plane, frame: Frame, u_values, guesses_up, guesses_down
 
 def _edges_on_side(plane, frame, u_values, guesses, other_side, side, slips_mm):
     edges = np.full(len(u_values), np.nan)
+    # the averaged profile's noise: the image's, over the pixels the average spans
+    spanned = 1.0 + 2.0 * EDGE_AVERAGE_MM / float(plane.spacing.min())
+    line_noise = plane.noise_sigma / np.sqrt(spanned) if plane.noise_sigma > 0 else None
     for slip in slips_mm:
         for k, u in enumerate(u_values):
             guess = guesses[k] + side * slip
             mid = (guesses[k] + other_side[k]) / 2
             t = np.arange(mid, guess + side * 9.0, side * PROFILE_STEP_MM)
-            edges[k] = fit_edge(t, plane.profile(frame, u, t), guess, side, 0.0)
+            profile = plane.profile(frame, u, t, EDGE_AVERAGE_MM)
+            edges[k] = fit_edge(t, profile, guess, side, 0.0, line_noise=line_noise)
         if _found_in_most(edges):
             break
     return edges
@@ -347,12 +359,12 @@ def locate_disc(plane: Plane, level: str) -> DiscResult:
     return _locate(plane, level, disc_label(upper), VERTEBRA_LABELS[upper], DISC_LABEL_SLIP_MM)
 
 
-def locate_gap(plane: Plane, gap_label: int, upper_label: int) -> tuple[float, str]:
-    """Height between the marrow edges of any labelled gap between two bodies (NaN if it
-    cannot be measured), what tells a disc from a fused sacral remnant, and the status of
-    the measurement (ok, not_in_fov: cut by the image, failed: no endplates seen)."""
-    gap = _locate(plane, "gap", gap_label, upper_label, GAP_LABEL_SLIP_MM)
-    return gap.height_mm, gap.status
+def locate_gap(plane: Plane, gap_label: int, upper_label: int) -> DiscResult:
+    """Any labelled gap between two bodies located like a disc: its height between the marrow
+    edges (NaN if it cannot be measured: what tells a disc from a fused sacral remnant), its
+    frame (the tilt of its mid-plane), and the status of the measurement (ok, not_in_fov: cut
+    by the image, failed: no endplates seen)."""
+    return _locate(plane, "gap", gap_label, upper_label, GAP_LABEL_SLIP_MM)
 
 
 def _locate(plane: Plane, level: str, label: int, upper_label: int, slips_mm) -> DiscResult:

@@ -39,11 +39,12 @@ def load_canonical(path) -> Volume:
     return Volume(data, image.affine, tuple(float(z) for z in image.header.get_zooms()[:3]))
 
 
-def _bright_tubes(plane: np.ndarray, spacing_mm):
-    """Components of the image that are brighter than the tissue around them (the image over
-    the 15 mm Gaussian mean of the body's pixels, air left out: a bias field that N4 left
-    behind brightens whole regions, not a narrow band within them): the component labels, each
-    pixel's local contrast and its brightness relative to the image's brightest."""
+def _tubes(plane: np.ndarray, spacing_mm, polarity: int = 1):
+    """Components of the image that stand out from the tissue around them, brighter (polarity
+    +1) or darker (-1): the image over the 15 mm Gaussian mean of the body's pixels, air left
+    out (a bias field that N4 left behind brightens whole regions, not a narrow band within
+    them). Returns the component labels, each pixel's local contrast (inverted for dark) and
+    its brightness relative to the image's brightest (its darkness for dark), and the body."""
     smooth = ndimage.gaussian_filter(plane, 1.0)
     top = np.percentile(smooth, 99.5)
     body = (smooth > 0.1 * top).astype(float)
@@ -52,54 +53,172 @@ def _bright_tubes(plane: np.ndarray, spacing_mm):
         ndimage.gaussian_filter(body, sigma), 1e-6
     )
     contrast = smooth / np.maximum(background, 1e-6)
-    labels, _ = ndimage.label((contrast > LOCAL_CONTRAST) & (smooth > 0.2 * top))
-    return labels, contrast, smooth / top, body > 0
+    level = smooth / top
+    if polarity < 0:
+        contrast, level = 1.0 / np.maximum(contrast, 1e-6), 1.0 - level
+        inside = body > 0
+    else:
+        inside = smooth > 0.2 * top
+    labels, _ = ndimage.label((contrast > LOCAL_CONTRAST) & inside)
+    return labels, contrast, level, body > 0
 
 
-def _lr_narrowness(volume: Volume, mask: np.ndarray) -> float:
-    """1 minus the share of the slices where the structure is brighter than half its peak: a
-    tube (the thecal sac, ~20 mm wide) is narrow across the slices, a sheet (skin, a band of
-    residual bias) is bright in all of them."""
-    profile = volume.data[:, mask].mean(axis=1)
+def _lr_narrowness(volume: Volume, mask: np.ndarray, polarity: int = 1) -> float:
+    """1 minus the share of the slices where the structure stands out by more than half its
+    peak: a tube (the thecal sac, ~20 mm wide) is narrow across the slices, a sheet (skin, a
+    band of residual bias) is bright in all of them."""
+    profile = polarity * volume.data[:, mask].mean(axis=1)
     profile = profile - profile.min()
     if profile.max() <= 0:
         return 0.0
     return float(1.0 - np.mean(profile >= 0.5 * profile.max()))
 
 
-def find_canal(plane: np.ndarray, spacing_mm, volume: Volume | None = None, near=None):
-    """Mask of the thecal sac: the bright, long, narrow structure of a fluid-sensitive image.
+@dataclass(frozen=True)
+class Canal:
+    """The thecal sac in a sagittal plane ([y, z] mask) and its brightness: +1 bright (T2, PD,
+    STIR: CSF), -1 dark (T1)."""
 
-    Candidates are locally bright components 4-35 mm wide; the score favours long, bright ones
-    that stand out most and have no air around them; with the volume, also ones that are narrow
-    across the slices (a tube, not a sheet). With ``near`` (a mask), the candidate overlapping
-    it most is taken instead."""
-    labels, contrast, brightness, body = _bright_tubes(plane, spacing_mm)
+    mask: np.ndarray
+    polarity: int = 1
+
+
+def _candidates(plane: np.ndarray, spacing_mm, volume: Volume | None, polarity: int):
+    """(score, mask) of the tubes 4-35 mm wide: long ones that stand out most, bright (dark)
+    ones, with no air around them; with the volume, narrow across the slices."""
+    labels, contrast, level, body = _tubes(plane, spacing_mm, polarity)
     ring = ndimage.generate_binary_structure(2, 1)
-    best, best_score = None, 0.0
+    found = []
     for index, region in enumerate(ndimage.find_objects(labels), start=1):
         mask = labels[region] == index
         extent_mm = mask.shape[1] * spacing_mm[1]  # cranio-caudal extent
         width_mm = mask.sum() * spacing_mm[0] * spacing_mm[1] / max(extent_mm, 1e-6)
         if not CANAL_MIN_WIDTH_MM < width_mm < CANAL_MAX_WIDTH_MM:
             continue
-        if near is not None:
-            score = float(np.sum(near[region] & mask))
-        else:
-            # CSF is the brightest tissue of a fluid-sensitive image, in the image as a whole too
-            score = extent_mm * (float(np.mean(contrast[region][mask])) - 1.0)
-            score *= float(np.mean(brightness[region][mask]))
-            # the canal lies deep in the body; the skin, bright near a surface coil, borders air
-            whole = labels == index
-            around = ndimage.binary_dilation(whole, ring, iterations=int(10 / spacing_mm[0]))
-            score *= float(np.mean(body[around & ~whole]))
-            if volume is not None:
-                score *= _lr_narrowness(volume, whole) ** 2
-        if score > best_score:
-            best, best_score = index, score
-    if best is None:
-        raise ValueError("no spinal canal found (no long, narrow, bright structure)")
-    return labels == best
+        # CSF is the brightest tissue of a fluid-sensitive image, in the image as a whole too
+        score = extent_mm * (float(np.mean(contrast[region][mask])) - 1.0)
+        score *= float(np.mean(level[region][mask]))
+        # the canal lies deep in the body; the skin, bright near a surface coil, borders air
+        whole = labels == index
+        around = ndimage.binary_dilation(whole, ring, iterations=int(10 / spacing_mm[0]))
+        score *= float(np.mean(body[around & ~whole]))
+        if volume is not None:
+            score *= _lr_narrowness(volume, whole, polarity) ** 2
+        if score > 0:
+            found.append((score, whole))
+    return sorted(found, key=lambda c: -c[0])
+
+
+def find_canal(plane: np.ndarray, spacing_mm, volume: Volume | None = None, near=None,
+               polarity: int = 1) -> np.ndarray:  # fmt: skip
+    """Mask of the thecal sac in a plane: the tube (of the given brightness) that overlaps
+    ``near`` most; without ``near``, the best candidate that has vertebrae in front of it
+    (``canal_projection``)."""
+    candidates = _candidates(plane, spacing_mm, volume, polarity)
+    if near is not None:
+        candidates = [(float(np.sum(near & mask)), mask) for _, mask in candidates]
+        candidates = sorted((c for c in candidates if c[0] > 0), key=lambda c: -c[0])
+    if not candidates:
+        raise ValueError("no spinal canal found (no long, narrow tube)")
+    return candidates[0][1]
+
+
+# the strongest tubes are judged by what lies in front of them (in the slice each stands out
+# most): one whose band repeats one vertebral period further by this much more than the
+# strongest's, and at least this much, is the canal instead (the strongest being fat under
+# the skin of a T2 image)
+JUDGED = 5
+REPEAT_MARGIN = 0.15
+REPEAT_MIN = 0.3
+
+
+def canal_projection(volume: Volume, polarity: int = 1) -> Canal:
+    """The canal in a projection across the slices: the maximum-intensity one for a bright
+    canal (fluid-sensitive images), the minimum-intensity one for a dark canal (T1).
+
+    A long, narrow tube of the canal's brightness deep in the body is the thecal sac on most
+    images (``_candidates``), but the fat under the skin of a T2 image without fat suppression
+    is one as well: among the strongest candidates, the one with vertebral bodies and discs in
+    front of it, repeating every vertebra (``vertebrae_in_front``), is taken where that repeat
+    is clearly stronger than the strongest candidate's."""
+    spacing = volume.plane_spacing_mm
+    projection = volume.data.max(axis=0) if polarity > 0 else volume.data.min(axis=0)
+    candidates = _candidates(projection, spacing, volume, polarity)[:JUDGED]
+    if not candidates:
+        raise ValueError("no spinal canal found (no long, narrow tube)")
+    repeats = [vertebrae_in_front(_peak_slice(volume, mask, polarity), spacing, mask)
+               for _, mask in candidates]  # fmt: skip
+    best = int(np.argmax(repeats))
+    chosen = best if repeats[best] >= max(REPEAT_MIN, repeats[0] + REPEAT_MARGIN) else 0
+    return Canal(candidates[chosen][1], polarity)
+
+
+def _peak_slice(volume: Volume, mask: np.ndarray, polarity: int) -> np.ndarray:
+    """The slice in which a projection's tube stands out most (the fat and vessels beside the
+    canal fill the projection's band in front of it; one slice shows the vertebrae)."""
+    profile = polarity * volume.data[:, mask].mean(axis=1)
+    return volume.data[int(np.argmax(profile))].astype(float)
+
+
+def front_curve(mask: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray]:
+    """Anterior wall of a canal mask as a smooth curve (points 1 mm apart, caudal to cranial)
+    with anterior normals. Rows where the sac is much narrower than usual are dropped at both
+    ends: at its blind end (near S2) and where it leaves the image the front wall turns away
+    from the vertebrae."""
+    rows = np.flatnonzero(mask.any(axis=0))
+    width = mask[:, rows].sum(axis=0)
+    wide = np.flatnonzero(width >= 0.35 * np.median(width))
+    rows = rows[wide[0] : wide[-1] + 1]
+    front_y = np.array([np.flatnonzero(mask[:, k]).max() for k in rows]) * spacing_mm[0]
+    z = rows * spacing_mm[1]
+    window = max(3, int(round(12.0 / spacing_mm[1])) | 1)
+    front_y = ndimage.gaussian_filter1d(ndimage.median_filter(front_y, window), 4.0)
+    return resample_curve(np.column_stack([front_y, z]))
+
+
+def resample_curve(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points 1 mm apart along a polyline, and unit normals pointing anterior (+y)."""
+    arc = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+    even = np.arange(0, arc[-1], 1.0)
+    points = np.column_stack(
+        [np.interp(even, arc, points[:, 0]), np.interp(even, arc, points[:, 1])]
+    )
+    tangent = np.gradient(points, axis=0)
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+    # the curve runs caudal -> cranial, so this rotation points anterior all along it, also
+    # where the sacrum turns backwards
+    normals = np.column_stack([tangent[:, 1], -tangent[:, 0]])
+    return points, normals
+
+
+BAND_MM = (3.0, 25.0)  # the vertebral bodies in front of the canal's front wall
+PERIOD_MM = (22, 55)  # a vertebra and its disc
+
+
+def vertebrae_in_front(plane: np.ndarray, spacing_mm, mask: np.ndarray) -> float:
+    """How alike the band in front of a tube is to itself one vertebral period further along
+    (the best normalised correlation over lags of PERIOD_MM, up to half the band's length):
+    bodies and discs repeat as whole rows across it; skin, fat planes, bowel and bladder have
+    no vertebrae in front of them."""
+    try:
+        points, normals = front_curve(mask, spacing_mm)
+    except (ValueError, IndexError):
+        return 0.0
+    depth = np.arange(BAND_MM[0], BAND_MM[1], 0.5)
+    grid = points[:, None, :] + depth[None, :, None] * normals[:, None, :]
+    band = sample(plane, spacing_mm, grid.reshape(-1, 2)).reshape(len(points), len(depth))
+    band = band[np.isfinite(band).all(axis=1)]
+    lags = np.arange(PERIOD_MM[0], min(PERIOD_MM[1], len(band) // 2))
+    if not len(lags):
+        return 0.0
+    trend = ndimage.median_filter(band, (61, 1), mode="nearest")
+    band = ndimage.gaussian_filter(band / np.maximum(trend, 1e-6), (1.0, 2.0))
+    band -= band.mean(axis=0)
+    return max(
+        float((band[:-lag] * band[lag:]).sum()
+              / np.sqrt((band[:-lag] ** 2).sum() * (band[lag:] ** 2).sum() + 1e-12))
+        for lag in lags
+    )  # fmt: skip
 
 
 def _lr_centre(profile: np.ndarray) -> float:
@@ -112,23 +231,21 @@ def _lr_centre(profile: np.ndarray) -> float:
     return float(np.sum(weights * np.arange(len(profile))) / np.sum(weights))
 
 
-def canal_projection(volume: Volume) -> np.ndarray:
-    """The canal in the maximum-intensity projection across the slices (a [y, z] mask)."""
-    return find_canal(volume.data.max(axis=0), volume.plane_spacing_mm, volume)
-
-
-def find_midline(volume: Volume, canal: np.ndarray | None = None) -> np.ndarray:
+def find_midline(volume: Volume, canal: Canal | None = None) -> np.ndarray:
     """Fractional slice index of the spine's mid-sagittal surface for every row z.
 
-    The canal is found in the maximum-intensity projection (``canal_projection``); in each row
+    The canal is found in a projection across the slices (``canal_projection``); in each row
     the CSF signal across the slices is symmetric about the midline, so its centroid (above
-    half maximum) locates it to a fraction of the slice spacing. A coronal curve or a tilted
+    half maximum; of the inverted signal for a dark canal) locates it to a fraction of the
+    slice spacing. A coronal curve or a tilted
     patient moves the midline from slice to slice along the spine, so it is followed row by
     row (``smooth_midline``).
     """
     canal = canal_projection(volume) if canal is None else canal
-    rows = np.flatnonzero(canal.sum(axis=0) >= 2)
-    centres = np.array([_lr_centre(volume.data[:, canal[:, k], k].mean(axis=1)) for k in rows])
+    mask = canal.mask
+    rows = np.flatnonzero(mask.sum(axis=0) >= 2)
+    centres = np.array([_lr_centre(canal.polarity * volume.data[:, mask[:, k], k].mean(axis=1))
+                        for k in rows])  # fmt: skip
     keep = np.isfinite(centres)
     if not keep.any():
         raise ValueError("no spinal canal found across the slices")

@@ -31,12 +31,15 @@ from .labels import (
 )
 from .measure import Plane, locate_gap
 from .midsagittal import (
+    Canal,
     Volume,
     canal_projection,
     find_canal,
     find_midline,
+    front_curve,
     inside_mm,
     plane_at,
+    resample_curve,
     sample,
 )
 
@@ -72,36 +75,11 @@ class Column:
         return marrow_rows(self)
 
 
-def canal_front_curve(plane: np.ndarray, spacing_mm, near=None) -> tuple[np.ndarray, np.ndarray]:
-    """Anterior wall of the canal as a smooth curve (points 1 mm apart) with anterior normals.
-
-    Rows where the sac is much narrower than usual are dropped at both ends: at its blind end
-    (near S2) and where it leaves the image the front wall turns away from the vertebrae."""
-    canal = find_canal(plane, spacing_mm, near=near)
-    rows = np.flatnonzero(canal.any(axis=0))
-    width = canal[:, rows].sum(axis=0)
-    wide = np.flatnonzero(width >= 0.35 * np.median(width))
-    rows = rows[wide[0] : wide[-1] + 1]
-    front_y = np.array([np.flatnonzero(canal[:, k]).max() for k in rows]) * spacing_mm[0]
-    z = rows * spacing_mm[1]
-    window = max(3, int(round(12.0 / spacing_mm[1])) | 1)
-    front_y = ndimage.gaussian_filter1d(ndimage.median_filter(front_y, window), 4.0)
-    return _resample_curve(np.column_stack([front_y, z]))
-
-
-def _resample_curve(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Points 1 mm apart along a polyline, and unit normals pointing anterior (+y)."""
-    arc = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
-    even = np.arange(0, arc[-1], 1.0)
-    points = np.column_stack(
-        [np.interp(even, arc, points[:, 0]), np.interp(even, arc, points[:, 1])]
-    )
-    tangent = np.gradient(points, axis=0)
-    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
-    # the curve runs caudal -> cranial, so this rotation points anterior all along it, also
-    # where the sacrum turns backwards
-    normals = np.column_stack([tangent[:, 1], -tangent[:, 0]])
-    return points, normals
+def canal_front_curve(plane: np.ndarray, spacing_mm, canal: Canal) -> tuple[np.ndarray, np.ndarray]:
+    """Anterior wall of the canal in the plane (the tube of its brightness overlapping the
+    canal found across the slices, ``midsagittal.front_curve``)."""
+    mask = find_canal(plane, spacing_mm, near=canal.mask, polarity=canal.polarity)
+    return front_curve(mask, spacing_mm)
 
 
 def _sample_column(plane, spacing_mm, points, normals) -> Column:
@@ -162,14 +140,14 @@ def extend_along_sacrum(plane, spacing_mm, column: Column, max_mm: float = 110.0
     track = np.array(track[1 : last_found + 1])
     if len(track) < 10:
         return column
-    points, normals = _resample_curve(np.vstack([track[::-1], column.points_mm]))
+    points, normals = resample_curve(np.vstack([track[::-1], column.points_mm]))
     return _sample_column(plane, spacing_mm, points, normals)
 
 
-def straighten(plane: np.ndarray, spacing_mm, canal=None) -> Column:
+def straighten(plane: np.ndarray, spacing_mm, canal: Canal) -> Column:
     """The column along the canal (the component of the plane overlapping ``canal``, the
-    canal found across the slices, when given) and on down the sacrum."""
-    points, normals = canal_front_curve(plane, spacing_mm, near=canal)
+    canal found across the slices) and on down the sacrum."""
+    points, normals = canal_front_curve(plane, spacing_mm, canal)
     column = _sample_column(plane, spacing_mm, points, normals)
     return extend_along_sacrum(plane, spacing_mm, column)
 
@@ -370,33 +348,68 @@ def extrude(labels2d: np.ndarray, midline: np.ndarray, shape, half_width_slices:
     return seg
 
 
-def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int, list[float]]:
-    """Index of the gap that is L5-S1: the lowest of a disc's height between marrow edges,
-    with a whole body below it.
+def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int | None, dict]:
+    """Index of the gap that is L5-S1 (None where it cannot be told), and what was measured.
 
     Gaps from the bottom of the column are measured like discs (perpendicular to their own
     endplates, so an oblique sacral remnant is not taken for thick); those thinner than
-    MIN_DISC_MM are fused sacral remnants, those taller than MAX_DISC_MM no single disc. The body
-    below L5-S1 (S1) must be a whole body unless the image itself cuts it. A gap whose
-    endplates are not seen (a dim sacrum, a remnant without marrow around it) is no L5-S1 to
-    anchor on; one cut by the image counts by its length along the column. Returns the index
-    and the heights measured (NaN: not seen)."""
+    MIN_DISC_MM are fused sacral remnants, those taller than MAX_DISC_MM no single disc. L5-S1
+    is the lowest gap of a disc's height with a whole body below it (S1), unless the image
+    itself cuts that body; a gap whose endplates are not seen (a dim sacrum, a remnant without
+    marrow around it) is no L5-S1 to anchor on; one cut by the image counts by its length
+    along the column.
+
+    A second cue checks the first: the lumbosacral junction is the spine's sharpest bend. A
+    well-formed S1-S2 disc (a young adult's, or a lumbarised S1) has a disc's height, but the
+    sacrum below L5-S1 hardly bends: where the gap above the chosen one bends against its own
+    neighbour above by BEND_DISAGREEMENT_DEG more than the chosen one does, the cues disagree.
+    None then, and where no gap qualifies."""
     labelling = provisional_labelling(len(runs))
     labels2d = plane_labels(volume.data.shape[1:], volume.plane_spacing_mm, column,
                             column_labels(column, runs, labelling))  # fmt: skip
     plane = Plane(volume, extrude(labels2d, midline, volume.data.shape), midline)
-    heights = []
-    for k in range(min(SACRAL_GAPS_CHECKED, len(runs) - 1)):
-        height, status = locate_gap(plane, labelling.gap_values[k], labelling.body_values[k + 1])
-        if status == "not_in_fov":  # cut by the image: its length in the column
-            height = float(runs[k + 1][0] - runs[k][1])
-        heights.append(round(height, 2))
+    checked = min(SACRAL_GAPS_CHECKED + 2, len(runs) - 1)
+    gaps = [locate_gap(plane, labelling.gap_values[k], labelling.body_values[k + 1])
+            for k in range(checked)]  # fmt: skip
+    heights = [float(g.height_mm) for g in gaps]
+    for k, gap in enumerate(gaps):
+        if gap.status == "not_in_fov":  # cut by the image: its length in the column
+            heights[k] = float(runs[k + 1][0] - runs[k][1])
+    tilts = [_tilt_deg(g) for g in gaps]
+    facts = {
+        "SacralGapHeightsMillimetres": [round(h, 2) for h in heights],
+        "GapTiltsDegrees": [round(t, 1) if np.isfinite(t) else None for t in tilts],
+    }
+    for k in range(min(SACRAL_GAPS_CHECKED, checked)):
         below_whole = runs[k][1] - runs[k][0] >= MIN_BODY_MM or plane.touches_border(
             labelling.body_values[k]
         )
-        if MIN_DISC_MM <= height <= MAX_DISC_MM and below_whole:
-            return k, heights
-    return 0, heights
+        if MIN_DISC_MM <= heights[k] <= MAX_DISC_MM and below_whole:
+            bends = [tilts[j] - tilts[j + 1] if j + 1 < checked else np.nan for j in (k, k + 1)]
+            if bends[1] >= bends[0] + BEND_DISAGREEMENT_DEG:
+                facts["AnchorProblem"] = (
+                    "the sacrum's cues disagree: the lowest gap of a disc's height bends by "
+                    f"{bends[0]:.0f} degrees, the gap above it by {bends[1]:.0f} (heights "
+                    f"{facts['SacralGapHeightsMillimetres']} mm, caudal to cranial)"
+                )
+                return None, facts
+            return k, facts
+    facts["AnchorProblem"] = (
+        "no gap of a disc's height with a whole body below it among the lowest "
+        f"{SACRAL_GAPS_CHECKED} (heights {facts['SacralGapHeightsMillimetres']} mm)"
+    )
+    return None, facts
+
+
+BEND_DISAGREEMENT_DEG = 10.0
+
+
+def _tilt_deg(gap) -> float:
+    """The forward tilt of a located gap's mid-plane (its cranial axis against the image's
+    superior axis, positive anterior), NaN where it was not located."""
+    if gap.status != "ok" or gap.frame is None:
+        return float("nan")
+    return float(np.degrees(np.arctan2(gap.frame.up[0], gap.frame.up[1])))
 
 
 def segment_volume(volume: Volume, half_width_slices: int = 1) -> tuple[np.ndarray, dict]:
@@ -407,7 +420,9 @@ def segment_volume(volume: Volume, half_width_slices: int = 1) -> tuple[np.ndarr
     spacing = volume.plane_spacing_mm
     column = straighten(plane, spacing, canal)
     runs = body_runs(column)
-    anchor, heights = find_anchor(volume, midline, column, runs)
+    anchor, anchor_facts = find_anchor(volume, midline, column, runs)
+    if anchor is None:
+        raise ValueError(f"levels not labelled: {anchor_facts['AnchorProblem']}")
     runs = split_merged_bodies(column, runs, anchor + 1)
     labelling, names = anatomical_labelling(len(runs), anchor)
     # S1's label: its cranial part only, the rest of the run may be further sacrum
@@ -416,8 +431,9 @@ def segment_volume(volume: Volume, half_width_slices: int = 1) -> tuple[np.ndarr
     seg = extrude(labels2d, midline, volume.data.shape, half_width_slices)
     facts = {
         "MidsagittalSliceIndex": float(np.mean(midline)),
+        "CanalBrightness": "bright" if canal.polarity > 0 else "dark",
         "LevelsFound": names,
-        "SacralGapHeightsMillimetres": heights,
+        **anchor_facts,
     }
     return seg, facts
 

@@ -17,6 +17,7 @@ Only what is missing is filled; labelled voxels are never changed.
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .labels import NAMES_CAUDAL_TO_CRANIAL, VERTEBRA_LABELS, disc_label
 
@@ -27,6 +28,15 @@ CRANIAL_TO_CAUDAL = list(reversed(NAMES_CAUDAL_TO_CRANIAL))  # T10 ... L5, S1
 
 def _coordinates(mask: np.ndarray, spacing_yz) -> np.ndarray:
     return np.argwhere(mask) * np.asarray(spacing_yz, float)
+
+
+FACING_MM = 15.0
+
+
+def _facing(points: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The points within FACING_MM of the other structure (all of them if none is)."""
+    near = cKDTree(other).query(points)[0] <= FACING_MM
+    return points[near] if near.sum() >= 3 else points
 
 
 def _surface(points: np.ndarray, axis_up: np.ndarray, axis_ap: np.ndarray, bins, side: int):
@@ -52,7 +62,8 @@ def fill_between(upper: np.ndarray, lower: np.ndarray, spacing_yz, reach_mm: flo
     if not known or (len(known) == 1 and reach_mm is None):
         return out
     pa, pb = _coordinates(upper, spacing_yz), _coordinates(lower, spacing_yz)
-    if len(known) == 2:
+    if len(known) == 2:  # between their facing parts (a whole sacrum's centre lies far off)
+        pa, pb = _facing(pa, pb), _facing(pb, pa)
         axis_up = pa.mean(axis=0) - pb.mean(axis=0)
     else:  # along the structure's short axis, towards the missing neighbour
         points = pa if len(pa) else pb

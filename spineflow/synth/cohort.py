@@ -78,6 +78,9 @@ class CohortOptions:
     snr_range: tuple[float, float] = (10.0, 40.0)
     supersample: int = 4
     workers: int = 2
+    # the measured series' contrast, one drawn per participant: "pd_fs" (the study's
+    # fat-suppressed PD TSE), "t2" (a T2 TSE without fat suppression, the 1.5 T routine)
+    contrasts: tuple[str, ...] = ("pd_fs",)
 
 
 def generate_cohort(out: str | Path, options: CohortOptions = CohortOptions()) -> Path:
@@ -109,9 +112,21 @@ def generate_cohort(out: str | Path, options: CohortOptions = CohortOptions()) -
     return out
 
 
+# per contrast: tissue signals, the range of the fat signal (how well fat suppression
+# worked; None: no fat suppression) and the series as the scanner names it
+MEASURED_SERIES = {
+    "pd_fs": (render.PD_FS, (0.04, 0.3), SeriesInfo(3, "pd_tse_fs_sag", 3200, 33, "FS")),
+    "t2": (render.T2, None, SeriesInfo(3, "t2_tse_sag", 4000, 100, "")),
+}
+
+
 def _generate_participant(plan: dict) -> dict:
     rng = np.random.default_rng(plan["seed"])
     options: CohortOptions = plan["options"]
+    kind = options.contrasts[0]
+    if len(options.contrasts) > 1:  # one draw more only then: single-contrast cohorts unchanged
+        kind = options.contrasts[int(rng.integers(len(options.contrasts)))]
+    base, fat_range, series = MEASURED_SERIES[kind]
     person = _demographics(rng, plan["participant_id"])
     params1 = sampling.sample_participant(rng)
     change = _planted_change(rng)
@@ -129,7 +144,7 @@ def _generate_participant(plan: dict) -> dict:
         spine = anatomy.build_spine(params)
         snr = rng.uniform(*options.snr_range)
         scene = sampling.sample_scene(rng, spine, snr, np.random.default_rng(body_seed))
-        contrast = sampling.sample_contrast(rng, render.PD_FS, fat_range=(0.04, 0.3))
+        contrast = sampling.sample_contrast(rng, base, fat_range=fat_range)
         rotation, translation, geometry, fov = _place_scan(rng, spine, k == cut_session, protocol)
         # the SNR is that of L4's marrow as received, under the bias field
         l4 = spine.vertebra("L4")
@@ -150,6 +165,7 @@ def _generate_participant(plan: dict) -> dict:
             study,
             rng,
             options.supersample,
+            series,
         )
         statuses = _fov_status(spine, rotation, translation, geometry)
         common = {"participant_id": plan["participant_id"], "session_id": session_id}
@@ -432,9 +448,10 @@ def _place_scan(rng, spine, cut_l3l4: bool, protocol: Protocol):
     raise RuntimeError("could not place an unambiguous field of view")
 
 
-def _write_study(folder, spine, scene, contrast, rotation, translation, geometry, study, rng, ss):
-    """The measured sagittal PD-FS series plus decoys: a 3-plane localizer, a sagittal T1 and an
-    axial T2 that a careless series selection would pick."""
+def _write_study(folder, spine, scene, contrast, rotation, translation, geometry, study, rng, ss,
+                 series: SeriesInfo):  # fmt: skip
+    """The measured sagittal series (PD-FS or T2) plus decoys: a 3-plane localizer, a sagittal
+    T1 and an axial T2 that a careless series selection would pick."""
     localizer_uid = generate_uid()
     for k, geom in enumerate(_localizer_geometries()):
         image = render.render_volume(spine, scene, geom, rotation, translation, contrast, rng, 1, 1)
@@ -462,13 +479,15 @@ def _write_study(folder, spine, scene, contrast, rotation, translation, geometry
     write_series(
         folder / "SE002", t1, geometry, study, SeriesInfo(2, "t1_tse_sag", 650, 9.8, ""), rng
     )
-    pd_fs = render.render_volume(spine, scene, geometry, rotation, translation, contrast, rng, ss)
+    measured = render.render_volume(
+        spine, scene, geometry, rotation, translation, contrast, rng, ss
+    )
     write_series(
         folder / "SE003",
-        pd_fs,
+        measured,
         geometry,
         study,
-        SeriesInfo(3, "pd_tse_fs_sag", 3200, 33, "FS"),
+        series,
         rng,
     )
     axial = _axial_geometry(spine, rotation, translation)

@@ -2,8 +2,9 @@
 multiplicative bias field and Rician noise.
 
 Intensities are for a sagittal fat-suppressed proton-density TSE (CSF brightest, healthy nucleus
-bright, marrow and muscle intermediate-low, fat, cortex, ligaments and flowing blood dark) or,
-for the decoy series, a T1-weighted TSE.
+bright, marrow and muscle intermediate-low, fat, cortex, ligaments and flowing blood dark), a T2
+TSE without fat suppression (fat and fatty marrow bright as well) or, for the decoy series, a
+T1-weighted TSE.
 """
 
 from __future__ import annotations
@@ -32,6 +33,19 @@ PD_FS = {
     "posterior_bone": 0.3,
     # nucleus signal by Pfirrmann grade (I bright and homogeneous ... V black)
     "nucleus": {1: 0.95, 2: 0.8, 3: 0.5, 4: 0.3, 5: 0.14},
+}
+# T2 TSE without fat suppression (the 1.5 T routine): fat and fatty marrow bright, CSF the
+# brightest, a healthy nucleus bright, annulus, cortex and ligaments dark
+T2 = {
+    **PD_FS,
+    "fat": 0.85,
+    "muscle": 0.22,
+    "urine": 0.95,
+    "cord": 0.5,
+    "marrow": 0.55,
+    "annulus": 0.14,
+    "posterior_bone": 0.45,
+    "nucleus": {1: 0.9, 2: 0.72, 3: 0.42, 4: 0.24, 5: 0.12},
 }
 T1 = {
     **PD_FS,

@@ -1,0 +1,51 @@
+"""The canal is the tube with vertebrae in front of it, not the brightest tube in the image."""
+
+import numpy as np
+
+from spineflow.midsagittal import Volume, canal_projection, vertebrae_in_front
+
+SHAPE = (9, 200, 300)  # [x, y (posterior -> anterior), z], 1 mm voxels
+
+
+def _volume(canal_signal=0.8, fat_signal=1.0, vertebrae=True):
+    """A body of soft tissue (0.3) with, in the middle slices: fat under the skin of the back
+    (a thin bright stripe 6 mm under the body's surface), the canal (a tube 14 mm deep) and in
+    front of it a column of bodies (0.45, 26 mm) and discs (0.9, 10 mm)."""
+    rng = np.random.default_rng(0)
+    data = np.zeros(SHAPE, np.float32)
+    data[:, 14:190, :] = 0.3  # the body; air behind y = 14
+    middle = slice(3, 6)
+    data[middle, 20:27, 5:295] = fat_signal
+    data[middle, 70:84, 20:280] = canal_signal
+    if vertebrae:
+        for z0 in range(20, 280, 36):
+            data[middle, 86:126, z0 : z0 + 26] = 0.45
+            data[middle, 86:126, z0 + 26 : z0 + 36] = 0.9
+    data += rng.normal(0, 0.02, data.shape).astype(np.float32)
+    return Volume(data, np.eye(4), (1.0, 1.0, 1.0))
+
+
+def test_the_tube_with_vertebrae_in_front_is_the_canal_not_the_brighter_fat():
+    volume = _volume()
+    canal = canal_projection(volume)
+    rows = np.flatnonzero(canal.mask.any(axis=0))
+    depth = np.median([np.flatnonzero(canal.mask[:, k]).mean() for k in rows])
+    assert 68 <= depth <= 86, depth  # the canal's place, not the fat's (20-27)
+    assert canal.polarity == 1
+
+
+def test_vertebrae_in_front_tell_the_canal_from_the_fat():
+    volume = _volume()
+    plane = volume.data.max(axis=0)
+    canal, fat = np.zeros(plane.shape, bool), np.zeros(plane.shape, bool)
+    canal[70:84, 20:280], fat[20:27, 5:295] = True, True
+    spacing = np.ones(2)
+    assert vertebrae_in_front(plane, spacing, canal) > 0.5
+    assert vertebrae_in_front(plane, spacing, fat) < 0.2
+
+
+def test_without_vertebrae_in_front_of_any_tube_the_strongest_stays():
+    canal = canal_projection(_volume(vertebrae=False))
+    rows = np.flatnonzero(canal.mask.any(axis=0))
+    depth = np.median([np.flatnonzero(canal.mask[:, k]).mean() for k in rows])
+    assert depth < 30, depth  # nothing to tell them apart by: the brightest, as before
