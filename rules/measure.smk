@@ -8,6 +8,7 @@ rule cortex:
     input:
         image=PATHS.derived(GEOMETRY, desc="preproc"),
         dseg=PATHS.derived(GEOMETRY, desc="vertebrae", suffix="dseg"),
+        dseg_sidecar=PATHS.derived(GEOMETRY, ".json", desc="vertebrae", suffix="dseg"),
         raw_sidecar=PATHS.raw_image(GEOMETRY, ".json"),
     output:
         PATHS.cortex_fit_json(GEOMETRY),
@@ -33,6 +34,7 @@ rule measure:
     input:
         image=PATHS.derived(GEOMETRY, desc="preproc"),
         dseg=PATHS.derived(GEOMETRY, desc="vertebrae", suffix="dseg"),
+        dseg_sidecar=PATHS.derived(GEOMETRY, ".json", desc="vertebrae", suffix="dseg"),
         raw_sidecar=PATHS.raw_image(GEOMETRY, ".json"),
         cortex_fits=lambda wc: participant_cortex_fits(
             config, PATHS, wc.subject, SESSIONS

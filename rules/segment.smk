@@ -5,6 +5,7 @@
 rule segment:
     input:
         image=PATHS.derived(GEOMETRY, desc="preproc"),
+        raw_sidecar=PATHS.raw_image(GEOMETRY, ".json"),
         external=lambda wc: external_labels(config, wc.subject, wc.session),
     output:
         dseg=PATHS.derived(GEOMETRY, desc="vertebrae", suffix="dseg"),

@@ -8,6 +8,7 @@ run(
     failure_record=smk.params.failure,
     image_path=smk.input.image,
     dseg_path=smk.input.dseg,
+    dseg_sidecar=smk.input.dseg_sidecar,
     out_json=smk.output[0],
     raw_sidecar=smk.input.raw_sidecar,
 )

@@ -8,6 +8,7 @@ run(
     failure_record=smk.params.failure,
     image_path=smk.input.image,
     dseg_path=smk.input.dseg,
+    dseg_sidecar=smk.input.dseg_sidecar,
     discs_tsv=smk.output.discs,
     vertebrae_tsv=smk.output.vertebrae,
     sidecar_path=smk.output.sidecar,

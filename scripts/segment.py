@@ -13,4 +13,5 @@ run(
     method=smk.params.method,
     external_path=smk.input.external[0] if smk.input.external else None,
     label_scheme=smk.params.labels,
+    raw_sidecar=smk.input.raw_sidecar,
 )

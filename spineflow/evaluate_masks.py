@@ -88,20 +88,25 @@ def lies_on(centre: np.ndarray, known: list[Anchor]) -> str:
     """The structure a label centred at ``centre`` lies on, in the sagittal plane (the masks'
     and the labels' slices need not be the same): the nearest anchor, if it lies nearer to it
     than three quarters of the way to that anchor's neighbours; 'none' where no anchor is that
-    near but the label lies among them (within the masks' span along the spine); '?' beyond
-    the span (nothing to judge it by)."""
+    near but the label lies among them (within the masks' span along the spine). Beyond the
+    span, the outermost anchor only if the label lies well within it (a quarter of the way to
+    its neighbour: the structure beyond it has no mask), '?' otherwise."""
     if not known:
         return "?"
     points = np.array([a.centre[1:] for a in known])
     axis = points[-1] - points[0]
     along = (centre[1:] - points[0]) @ axis / max(axis @ axis, 1e-9)
-    if not -0.05 <= along <= 1.05:  # beyond the masks' span (the outermost anchors: within it)
-        return "?"
     distance = np.linalg.norm(points - centre[1:], axis=1)
     k = int(np.argmin(distance))
     spacing = [np.linalg.norm(points[k] - points[j]) for j in (k - 1, k + 1) if 0 <= j < len(known)]
+    if not 0.0 <= along <= 1.0:
+        within_end = spacing and distance[k] <= BEYOND_SHARE * min(spacing)
+        return known[k].name if within_end else "?"
     reach = 0.75 * min(spacing) if spacing else 15.0
     return known[k].name if distance[k] <= reach else "none"
+
+
+BEYOND_SHARE = 0.25
 
 
 # ------------------------------------------------------------------ heights from the masks

@@ -296,11 +296,16 @@ def _edges_across(plane: Plane, frame: Frame, u_values, guesses_up, guesses_down
     return upper, lower
 
 
+def _averaged_noise(plane: Plane) -> float:
+    """The noise of a profile averaged over EDGE_AVERAGE_MM either side (``Plane.profile``):
+    the image's, over the pixels the average spans."""
+    spanned = 1.0 + 2.0 * EDGE_AVERAGE_MM / float(plane.spacing.min())
+    return plane.noise_sigma / np.sqrt(spanned)
+
+
 def _edges_on_side(plane, frame, u_values, guesses, other_side, side, slips_mm):
     edges = np.full(len(u_values), np.nan)
-    # the averaged profile's noise: the image's, over the pixels the average spans
-    spanned = 1.0 + 2.0 * EDGE_AVERAGE_MM / float(plane.spacing.min())
-    line_noise = plane.noise_sigma / np.sqrt(spanned) if plane.noise_sigma > 0 else None
+    line_noise = _averaged_noise(plane) if plane.noise_sigma > 0 else None
     for slip in slips_mm:
         for k, u in enumerate(u_values):
             guess = guesses[k] + side * slip
@@ -404,21 +409,22 @@ def _locate(plane: Plane, level: str, label: int, upper_label: int, slips_mm) ->
     walls = np.array([result.upper_walls, result.lower_walls])
     unseen = []
     for end, direction in ((0, -1), (1, +1)):  # the ends once more, from the walls outwards
-        wall = np.nanmean(walls[:, end]) if np.isfinite(walls[:, end]).any() else np.nan
-        found = _disc_end(plane, result, wall, direction) if np.isfinite(wall) else np.nan
-        if np.isfinite(found):
-            if end == 0:
-                result.u_post = found
-            else:
-                result.u_ant = found
-        elif np.isfinite(wall):
-            unseen.append("posterior" if end == 0 else "anterior")
+        side = ("posterior", "anterior")[end]
+        found_walls = walls[:, end][np.isfinite(walls[:, end])]
+        if not found_walls.size:  # no wall confirms the end the labels suggest
+            unseen.append(f"{side} wall not found")
+            continue
+        found = _disc_end(plane, result, float(found_walls.mean()), direction)
+        if not np.isfinite(found):  # tissue as bright as the disc against it
+            unseen.append(f"{side} rim not seen")
+        elif end == 0:
+            result.u_post = found
+        else:
+            result.u_ant = found
     result.height_mm = _mean_height(result)
-    result.width_mm = float(result.u_ant - result.u_post)
-    if unseen:  # tissue as bright as the disc against it: no rim to see
-        result.width_mm = float("nan")
-        rims = " and ".join(unseen)
-        result.note = "; ".join(filter(None, [result.note, f"{rims} rim not seen: no width"]))
+    result.width_mm = float("nan") if unseen else float(result.u_ant - result.u_post)
+    if unseen:
+        result.note = "; ".join(filter(None, [result.note, " and ".join(unseen) + ": no width"]))
     return result
 
 
@@ -584,24 +590,36 @@ def pooled_cortex_mm(fits: list[dict]) -> tuple[float, int, int]:
 
 
 def _located_discs(plane: Plane) -> dict[str, DiscResult]:
-    """Every level's disc located on the plane, with the far endplates below S1 and, when the
-    L2-L3 disc is not whole, above L3 (``locate_far_endplate``)."""
+    """Every level's disc located on the plane, with the far endplate below S1 and, for each
+    vertebra whose disc above was not located, its cranial endplate found from its disc below
+    (``locate_far_endplate``; under ``cranial_key``: the field of view may cut a disc and leave
+    the endplate below it in view)."""
     located = {level: locate_disc(plane, level) for level in DISC_LEVELS}
     located["S1-S2"] = locate_far_endplate(plane, located["L5-S1"], -1)
-    if located["L2-L3"].status != "ok":  # L3's cranial endplate may be in view all the same
-        from_l3 = locate_far_endplate(plane, located["L3-L4"], +1)
-        if from_l3.status == "ok" or located["L2-L3"].status == "failed":
-            located["L2-L3"] = from_l3
+    for above, below in zip(DISC_ORDER[:-1], DISC_ORDER[1:]):
+        if located[above].status != "ok":
+            far = locate_far_endplate(plane, located[below], +1)
+            if far.status == "ok" or located[above].status == "failed":
+                located[cranial_key(above)] = far
     return located
+
+
+DISC_ORDER = ("L2-L3", "L3-L4", "L4-L5", "L5-S1")  # cranial to caudal
+
+
+def cranial_key(level: str) -> str:
+    """Key of the vertebra below a disc's cranial endplate found without the disc."""
+    return f"{level} from below"
 
 
 def _whole_discs(located: dict[str, DiscResult]) -> list[DiscResult]:
     return [d for d in located.values() if d.status == "ok" and d.has_both_endplates]
 
 
-def cortex_fit(volume: Volume, labels: np.ndarray, thickness_mm: float | None = None) -> dict:
+def cortex_fit(volume: Volume, labels: np.ndarray, thickness_mm: float | None = None,
+               midline: np.ndarray | None = None) -> dict:  # fmt: skip
     """One session's cortex misfit as a record for ``pooled_cortex_mm``."""
-    plane = Plane(volume, labels, thickness_mm=thickness_mm)
+    plane = Plane(volume, labels, midline, thickness_mm)
     return _cortex_record(plane, _located_discs(plane))
 
 
@@ -630,9 +648,16 @@ def refine_disc(plane: Plane, disc: DiscResult, cortex_mm: float) -> DiscResult:
 # remnant, L3 to L2-L3: lumbar bodies are 20-35 mm tall, S1 a little less)
 BODY_SEARCH_MM = (10.0, 45.0)
 TREND_WINDOW_MM = 15.0  # the marrow's running level along a body (``_detrended``)
-# the far endplates found from a body, per side of the disc: the level they stand for, the
-# structure's name in notes
-FAR_ENDPLATES = {-1: ("S1-S2", "S1's caudal"), +1: ("L2-L3", "L3's cranial")}
+
+
+def _far_endplate_names(level: str, side: int) -> tuple[str, str]:
+    """The level a far endplate found from a disc stands for, and its name in notes: below
+    L5-S1 (side -1), S1's caudal endplate (the S1-S2 remnant); above a disc X-Y (+1), X's
+    cranial endplate (the disc above X)."""
+    if side < 0:
+        return "S1-S2", "S1's caudal"
+    vertebra = level.split("-")[0]
+    return _neighbour_discs(vertebra)[0], f"{vertebra}'s cranial"
 
 
 def _detrended(profile: np.ndarray) -> np.ndarray:
@@ -650,16 +675,17 @@ def _detrended(profile: np.ndarray) -> np.ndarray:
 
 def locate_far_endplate(plane: Plane, disc: DiscResult, side: int) -> DiscResult:
     """The other endplate of the vertebra on one side of a measured disc (side -1: S1 below
-    L5-S1, its caudal endplate, the S1-S2 remnant's cranial side; +1: L3 above L3-L4, its
+    L5-S1, its caudal endplate, the S1-S2 remnant's cranial side; +1: e.g. L3 above L3-L4, its
     cranial endplate, L2-L3's caudal side): along the body's axis, the first step out of its
-    marrow BODY_SEARCH_MM from the disc.
+    marrow BODY_SEARCH_MM from the disc, on profiles averaged over EDGE_AVERAGE_MM along it
+    (the sacral junction may be a thin dark line fainter than one profile's noise).
 
     Segmentations rarely give the sacral remnant (SPINEPS and TotalSpineSeg label the sacrum as
     one), and in a curved sacrum it is too thin to trace along the column; and where the field
-    of view ends inside the L2-L3 disc, L3's cranial endplate is in view without a disc to
-    locate it by. Either way the body is one block of marrow with the endplate at its far end.
-    The result is a ``DiscResult`` of that level with only the body's surface."""
-    level, name = FAR_ENDPLATES[side]
+    of view ends inside the disc above a vertebra, its cranial endplate is in view without a
+    disc to locate it by. Either way the body is one block of marrow with the endplate at its
+    far end. The result is a ``DiscResult`` of that level with only the body's surface."""
+    level, name = _far_endplate_names(disc.level, side)
     result = DiscResult(level)
     if disc.status != "ok":
         result.status, result.note = disc.status, f"{disc.level} {disc.note}".strip()
@@ -675,11 +701,12 @@ def locate_far_endplate(plane: Plane, disc: DiscResult, side: int) -> DiscResult
     half = 0.3 * (disc.u_ant - disc.u_post)
     u_values = np.linspace(-half, half, N_HEIGHT_PROFILES)
     t = side * np.arange(BODY_SEARCH_MM[0] - 8.0, BODY_SEARCH_MM[1] + 8.0, PROFILE_STEP_MM)
-    profiles = [plane.profile(frame, u, t) for u in u_values]
+    profiles = [plane.profile(frame, u, t, EDGE_AVERAGE_MM) for u in u_values]
+    noise = _averaged_noise(plane)
     edges = np.array([
         marrow_boundary(t, _detrended(values), side * BODY_SEARCH_MM[0], -side,
                         plateau_mm=(2.0, 6.0), reach_mm=BODY_SEARCH_MM[1] - BODY_SEARCH_MM[0],
-                        noise_sd=plane.noise_sigma / max(np.nanmedian(values), 1e-6))
+                        noise_sd=noise / max(np.nanmedian(values), 1e-6))
         for values in profiles
     ])  # fmt: skip
     found = _curve_if_enough(u_values, edges)
@@ -752,18 +779,18 @@ def _neighbour_discs(name: str) -> tuple[str, str]:
 def _intervertebral_distance(plane: Plane, discs: dict, name: str) -> dict:
     above, below = _neighbour_discs(name)
     row = {"vertebra": name, "intervertebral_distance_mm": np.nan, "status": "ok", "note": ""}
+    over = discs.get(cranial_key(above), discs[above])  # the cranial endplate's carrier
     # the endplates' own discs tell whether they lie in view (the body's label may touch the
     # image edge elsewhere: a sacrum running out of a small field of view)
-    if "not_in_fov" in (discs[above].status, discs[below].status):
+    if "not_in_fov" in (over.status, discs[below].status):
         row["status"], row["note"] = "not_in_fov", "an endplate is outside the field of view"
         return row
-    needed = {above: discs[above].lower_coef, below: discs[below].upper_coef}
-    failed = [d for d, coef in needed.items() if coef is None]
+    carriers = {above: (over, over.lower_coef), below: (discs[below], discs[below].upper_coef)}
+    failed = [f"{d} {result.note}" for d, (result, coef) in carriers.items() if coef is None]
     if failed:
-        row["status"] = "failed"
-        row["note"] = "endplate not measured: " + "; ".join(f"{d} {discs[d].note}" for d in failed)
+        row["status"], row["note"] = "failed", "endplate not measured: " + "; ".join(failed)
         return row
-    cranial = endplate_midpoint(discs[above], "lower")
+    cranial = endplate_midpoint(over, "lower")
     caudal = endplate_midpoint(discs[below], "upper")
     if cranial is None or caudal is None:
         row["status"], row["note"] = "failed", "endplate midpoint not found"
@@ -808,6 +835,7 @@ def measure_session(
     cortex_mm: float | str = "auto",
     thickness_mm: float | None = None,
     cortex_fits: list[dict] | None = None,
+    midline: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Per-level disc and vertebra tables of one session, and facts for its sidecar (with each
     study disc's geometry, ``geometry_record``).
@@ -817,8 +845,10 @@ def measure_session(
     records, this one's included) or, without them, from this session's endplates alone; a
     number fixes it.
     thickness_mm: the slices' thickness (the DICOM SliceThickness), when not their spacing.
+    midline: the mid-sagittal surface (fractional slice index per row), where the segmentation
+    found it; None: from the labels or the canal (``Plane``).
     """
-    plane = Plane(volume, labels, thickness_mm=thickness_mm)
+    plane = Plane(volume, labels, midline, thickness_mm)
     located = _located_discs(plane)
     facts = {"MidsagittalSliceIndex": float(np.mean(plane.midline))}
     if cortex_mm == "auto":

@@ -109,18 +109,15 @@ def _candidates(plane: np.ndarray, spacing_mm, volume: Volume | None, polarity: 
     return sorted(found, key=lambda c: -c[0])
 
 
-def find_canal(plane: np.ndarray, spacing_mm, volume: Volume | None = None, near=None,
-               polarity: int = 1) -> np.ndarray:  # fmt: skip
-    """Mask of the thecal sac in a plane: the tube (of the given brightness) that overlaps
-    ``near`` most; without ``near``, the best candidate that has vertebrae in front of it
-    (``canal_projection``)."""
-    candidates = _candidates(plane, spacing_mm, volume, polarity)
-    if near is not None:
-        candidates = [(float(np.sum(near & mask)), mask) for _, mask in candidates]
-        candidates = sorted((c for c in candidates if c[0] > 0), key=lambda c: -c[0])
-    if not candidates:
-        raise ValueError("no spinal canal found (no long, narrow tube)")
-    return candidates[0][1]
+def find_canal(plane: np.ndarray, spacing_mm, canal: Canal) -> np.ndarray:
+    """Mask of the thecal sac in a plane: the tube of the canal's brightness that overlaps the
+    canal found across the slices (``canal_projection``) most."""
+    overlaps = [(float(np.sum(canal.mask & mask)), mask)
+                for _, mask in _candidates(plane, spacing_mm, None, canal.polarity)]  # fmt: skip
+    overlaps = [o for o in overlaps if o[0] > 0]
+    if not overlaps:
+        raise ValueError("no spinal canal found in the mid-sagittal plane")
+    return max(overlaps, key=lambda o: o[0])[1]
 
 
 # the strongest tubes are judged by what lies in front of them (in the slice each stands out
@@ -130,27 +127,69 @@ def find_canal(plane: np.ndarray, spacing_mm, volume: Volume | None = None, near
 JUDGED = 5
 REPEAT_MARGIN = 0.15
 REPEAT_MIN = 0.3
+REPEAT_SOME = 0.1
 
 
 def canal_projection(volume: Volume, polarity: int = 1) -> Canal:
-    """The canal in a projection across the slices: the maximum-intensity one for a bright
-    canal (fluid-sensitive images), the minimum-intensity one for a dark canal (T1).
+    """The thecal sac, bright (``polarity`` +1: fluid-sensitive images) in the maximum-intensity
+    projection across the slices, or dark (-1: T1) in the minimum-intensity one.
 
     A long, narrow tube of the canal's brightness deep in the body is the thecal sac on most
     images (``_candidates``), but the fat under the skin of a T2 image without fat suppression
     is one as well: among the strongest candidates, the one with vertebral bodies and discs in
     front of it, repeating every vertebra (``vertebrae_in_front``), is taken where that repeat
-    is clearly stronger than the strongest candidate's."""
+    is clearly stronger than the strongest candidate's. Where the strongest has a faint repeat
+    (REPEAT_SOME) and no candidate a clear one, the strongest; where none has any (the canal
+    merged in the projection with the fat and nerve roots beside it), the slices are searched
+    one by one (``_canal_in_a_slice``); failing that, the strongest candidate."""
     spacing = volume.plane_spacing_mm
     projection = volume.data.max(axis=0) if polarity > 0 else volume.data.min(axis=0)
     candidates = _candidates(projection, spacing, volume, polarity)[:JUDGED]
-    if not candidates:
-        raise ValueError("no spinal canal found (no long, narrow tube)")
     repeats = [vertebrae_in_front(_peak_slice(volume, mask, polarity), spacing, mask)
                for _, mask in candidates]  # fmt: skip
-    best = int(np.argmax(repeats))
-    chosen = best if repeats[best] >= max(REPEAT_MIN, repeats[0] + REPEAT_MARGIN) else 0
-    return Canal(candidates[chosen][1], polarity)
+    if candidates and max(repeats) >= REPEAT_MIN:
+        best = int(np.argmax(repeats))
+        chosen = best if repeats[best] >= repeats[0] + REPEAT_MARGIN else 0
+        return Canal(candidates[chosen][1], polarity)
+    if candidates and repeats[0] >= REPEAT_SOME:  # faint in the projection's clutter
+        return Canal(candidates[0][1], polarity)
+    in_a_slice = _canal_in_a_slice(volume, polarity)
+    if in_a_slice is not None:
+        return in_a_slice
+    if not candidates:
+        raise ValueError("no spinal canal found (no long, narrow tube)")
+    return Canal(candidates[0][1], polarity)
+
+
+def canal_polarity(sidecar: dict | None) -> int:
+    """The canal's brightness from the series' timing (a BIDS sidecar): dark (-1) on a
+    T1-weighted spin echo (short TR and TE), bright (+1) otherwise and without timing."""
+    sidecar = sidecar or {}
+    repetition, echo = sidecar.get("RepetitionTime"), sidecar.get("EchoTime")
+    if repetition is None or echo is None or sidecar.get("InversionTime"):
+        return 1
+    return -1 if repetition < T1_MAX_TR_S and echo < T1_MAX_TE_S else 1
+
+
+T1_MAX_TR_S, T1_MAX_TE_S = 1.2, 0.03  # a T1-weighted spin echo's timing (BIDS: seconds)
+
+
+SLICE_STEP_MM = 2.0  # the slices searched one by one
+
+
+def _canal_in_a_slice(volume: Volume, polarity: int) -> Canal | None:
+    """The tube of any single slice (every SLICE_STEP_MM) with the most vertebra-like band in
+    front of it, if that repeats by REPEAT_MIN; None otherwise."""
+    spacing = volume.plane_spacing_mm
+    stride = max(1, int(round(SLICE_STEP_MM / volume.spacing_mm[0])))
+    best = None
+    for x in range(0, volume.data.shape[0], stride):
+        plane = volume.data[x].astype(float)
+        for _, mask in _candidates(plane, spacing, volume, polarity)[:JUDGED]:
+            repeat = vertebrae_in_front(plane, spacing, mask)
+            if repeat >= REPEAT_MIN and (best is None or repeat > best[0]):
+                best = (repeat, mask)
+    return None if best is None else Canal(best[1], polarity)
 
 
 def _peak_slice(volume: Volume, mask: np.ndarray, polarity: int) -> np.ndarray:

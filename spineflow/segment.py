@@ -56,6 +56,9 @@ THIN_GAP_MM = 3.0  # no disc is this thin between marrow runs (half the thinnest
 COLUMN_DEPTH_MM = 60.0
 STEP_MM = 0.5
 S1_LABEL_MM = 25  # S1 is labelled this far down from its cranial endplate
+# the sidecar's record of the mid-sagittal surface: the fractional sagittal slice index of
+# each row along the superior axis, both in the image's closest canonical (RAS) orientation
+MIDSAGITTAL_SURFACE = "MidsagittalSurfaceSliceIndexPerRow"
 SACRAL_GAPS_CHECKED = 4  # gaps measured from the bottom of the column to find L5-S1
 PROVISIONAL_GAP = 200  # provisional label values while the anchor is not known
 
@@ -78,7 +81,7 @@ class Column:
 def canal_front_curve(plane: np.ndarray, spacing_mm, canal: Canal) -> tuple[np.ndarray, np.ndarray]:
     """Anterior wall of the canal in the plane (the tube of its brightness overlapping the
     canal found across the slices, ``midsagittal.front_curve``)."""
-    mask = find_canal(plane, spacing_mm, near=canal.mask, polarity=canal.polarity)
+    mask = find_canal(plane, spacing_mm, canal)
     return front_curve(mask, spacing_mm)
 
 
@@ -361,9 +364,9 @@ def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int | No
 
     A second cue checks the first: the lumbosacral junction is the spine's sharpest bend. A
     well-formed S1-S2 disc (a young adult's, or a lumbarised S1) has a disc's height, but the
-    sacrum below L5-S1 hardly bends: where the gap above the chosen one bends against its own
-    neighbour above by BEND_DISAGREEMENT_DEG more than the chosen one does, the cues disagree.
-    None then, and where no gap qualifies."""
+    sacrum below L5-S1 hardly bends; a degenerated L5-S1 may be thinner than MIN_DISC_MM, but
+    still bends most (``_bend_problem``). None where the cues disagree or cannot be read,
+    and where no gap qualifies."""
     labelling = provisional_labelling(len(runs))
     labels2d = plane_labels(volume.data.shape[1:], volume.plane_spacing_mm, column,
                             column_labels(column, runs, labelling))  # fmt: skip
@@ -385,13 +388,10 @@ def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int | No
             labelling.body_values[k]
         )
         if MIN_DISC_MM <= heights[k] <= MAX_DISC_MM and below_whole:
-            bends = [tilts[j] - tilts[j + 1] if j + 1 < checked else np.nan for j in (k, k + 1)]
-            if bends[1] >= bends[0] + BEND_DISAGREEMENT_DEG:
-                facts["AnchorProblem"] = (
-                    "the sacrum's cues disagree: the lowest gap of a disc's height bends by "
-                    f"{bends[0]:.0f} degrees, the gap above it by {bends[1]:.0f} (heights "
-                    f"{facts['SacralGapHeightsMillimetres']} mm, caudal to cranial)"
-                )
+            problem = _bend_problem(tilts, k)
+            if problem:
+                heights_mm = facts["SacralGapHeightsMillimetres"]
+                facts["AnchorProblem"] = f"{problem} (heights {heights_mm} mm, caudal to cranial)"
                 return None, facts
             return k, facts
     facts["AnchorProblem"] = (
@@ -404,6 +404,32 @@ def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int | No
 BEND_DISAGREEMENT_DEG = 10.0
 
 
+def _bend_problem(tilts: list[float], k: int) -> str:
+    """Why the bend at gap k (its tilt against the gap above's) does not confirm it as L5-S1,
+    empty if it does: a neighbouring gap bends BEND_DISAGREEMENT_DEG more (the sharper bend
+    is the lumbosacral junction: the chosen gap is then a well-formed S1-S2 disc with L5-S1
+    above it, or L4-L5 above a degenerated L5-S1 too thin for a disc), or the bend at it or
+    above it cannot be read. A gap below that was not located is no L5-S1 (no endplates
+    seen) and checks nothing."""
+
+    def bend(j):
+        return tilts[j] - tilts[j + 1] if 0 <= j and j + 1 < len(tilts) else None
+
+    own = bend(k)
+    if own is None or not np.isfinite(own):
+        return "the bend at the lowest gap of a disc's height cannot be read"
+    for j, where in ((k + 1, "above"), (k - 1, "below")):
+        other = bend(j)
+        if other is None or (where == "below" and not np.isfinite(other)):
+            continue
+        if not np.isfinite(other):
+            return f"the bend at the gap {where} the lowest gap of a disc's height cannot be read"
+        if other >= own + BEND_DISAGREEMENT_DEG:
+            return (f"the sacrum's cues disagree: the lowest gap of a disc's height bends by "
+                    f"{own:.0f} degrees, the gap {where} it by {other:.0f}")  # fmt: skip
+    return ""
+
+
 def _tilt_deg(gap) -> float:
     """The forward tilt of a located gap's mid-plane (its cranial axis against the image's
     superior axis, positive anterior), NaN where it was not located."""
@@ -412,9 +438,12 @@ def _tilt_deg(gap) -> float:
     return float(np.degrees(np.arctan2(gap.frame.up[0], gap.frame.up[1])))
 
 
-def segment_volume(volume: Volume, half_width_slices: int = 1) -> tuple[np.ndarray, dict]:
-    """3D label map (labels in the slices around the mid-sagittal surface) and facts about it."""
-    canal = canal_projection(volume)
+def segment_volume(volume: Volume, half_width_slices: int = 1,
+                   canal_polarity: int = 1) -> tuple[np.ndarray, dict]:  # fmt: skip
+    """3D label map (labels in the slices around the mid-sagittal surface) and facts about it,
+    the mid-sagittal surface among them (``MIDSAGITTAL_SURFACE``: the measurement uses the
+    same). ``canal_polarity``: +1 a bright canal (fluid-sensitive), -1 a dark one (T1)."""
+    canal = canal_projection(volume, canal_polarity)
     midline = find_midline(volume, canal)
     plane = plane_at(volume, midline)
     spacing = volume.plane_spacing_mm
@@ -431,6 +460,7 @@ def segment_volume(volume: Volume, half_width_slices: int = 1) -> tuple[np.ndarr
     seg = extrude(labels2d, midline, volume.data.shape, half_width_slices)
     facts = {
         "MidsagittalSliceIndex": float(np.mean(midline)),
+        MIDSAGITTAL_SURFACE: np.round(midline, 3).tolist(),
         "CanalBrightness": "bright" if canal.polarity > 0 else "dark",
         "LevelsFound": names,
         **anchor_facts,

@@ -7,12 +7,13 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import __version__, cohort, convert, longitudinal, measure, qc, segment
 from .dicom_index import load_index
 from .labels import VERTEBRA_LABELS, lookup_table
-from .midsagittal import load_canonical
+from .midsagittal import canal_polarity, load_canonical
 from .preprocess import n4_bias_correct, write_sidecar
 from .register import register_levels, register_rigid
 
@@ -65,7 +66,8 @@ def segment_session(image_path, dseg_path, dseg_tsv, sidecar_path, method="built
         labels, facts = segment.from_external(volume, external_path, label_scheme)
         facts.update(Method="external", Sources=[str(image_path), str(external_path)])
     else:
-        labels, facts = segment.segment_volume(volume)
+        polarity = canal_polarity(_read_json(raw_sidecar))
+        labels, facts = segment.segment_volume(volume, canal_polarity=polarity)
         facts.update(Method="spineflow builtin", Sources=[str(image_path)])
     segment.write_dseg(labels, volume, image_path, dseg_path)
     table = pd.DataFrame(lookup_table(), columns=["index", "name"])
@@ -73,23 +75,29 @@ def segment_session(image_path, dseg_path, dseg_tsv, sidecar_path, method="built
     write_sidecar(sidecar_path, facts)
 
 
-def fit_cortex(image_path, dseg_path, out_json, raw_sidecar=None):
+def fit_cortex(image_path, dseg_path, out_json, raw_sidecar=None, dseg_sidecar=None):
     """The session's cortex misfit per candidate thickness (``measure.cortex_fit``), which
     the measurement of each of the participant's sessions pools."""
-    fit = measure.cortex_fit(*_labelled_image(image_path, dseg_path, raw_sidecar))
+    volume, labels, thickness, midline = _labelled_image(image_path, dseg_path, raw_sidecar,
+                                                      dseg_sidecar)  # fmt: skip
+    fit = measure.cortex_fit(volume, labels, thickness, midline)
     log.info("cortex fitted on %d endplates", fit["Endplates"])
     write_sidecar(out_json, {"Sources": [str(image_path), str(dseg_path)], **fit})
 
 
 def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv, sidecar_path, cortex_mm,
-                    raw_sidecar=None, cortex_fit_paths=(), qc_settings=None):  # fmt: skip
+                    raw_sidecar=None, cortex_fit_paths=(), qc_settings=None,
+                    dseg_sidecar=None):  # fmt: skip
     """Disc and vertebra tables of one session, through the QC gate (``qc.gate_session``,
     limits from the config's ``qc``), and a sidecar with how they were measured and the disc
     geometry the longitudinal step carries between sessions. ``cortex_fit_paths``: the
     participant's sessions' ``fit_cortex`` files, pooled when ``cortex_mm`` is auto."""
-    volume, labels, thickness = _labelled_image(image_path, dseg_path, raw_sidecar)
+    volume, labels, thickness, midline = _labelled_image(image_path, dseg_path, raw_sidecar,
+                                                      dseg_sidecar)  # fmt: skip
     fits = [json.loads(Path(p).read_text()) for p in cortex_fit_paths] or None
-    discs, vertebrae, facts = measure.measure_session(volume, labels, cortex_mm, thickness, fits)
+    discs, vertebrae, facts = measure.measure_session(
+        volume, labels, cortex_mm, thickness, fits, midline
+    )
     limits = qc.QcLimits.from_config(qc_settings)
     facts["LabelOrderProblem"] = qc.order_problem(facts["Discs"], limits)
     discs, vertebrae = qc.gate_session(discs, vertebrae, limits, facts["LabelOrderProblem"])
@@ -99,16 +107,20 @@ def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv, sidecar_pat
     write_sidecar(sidecar_path, {"Sources": sources, **facts})
 
 
-def _labelled_image(image_path, dseg_path, raw_sidecar):
-    """A session's image, its label map and its slices' thickness (``_slice_thickness_mm``)."""
+def _labelled_image(image_path, dseg_path, raw_sidecar, dseg_sidecar):
+    """A session's image, its label map, its slices' thickness (the DICOM SliceThickness, when
+    not their spacing) and the mid-sagittal surface the segmentation recorded in the label
+    map's sidecar, where it did (``segment.MIDSAGITTAL_SURFACE``; None: the measurement finds
+    its own)."""
     volume = load_canonical(image_path)
-    return volume, measure.load_labels(dseg_path, volume), _slice_thickness_mm(raw_sidecar)
+    labels = measure.load_labels(dseg_path, volume)
+    surface = (_read_json(dseg_sidecar) or {}).get(segment.MIDSAGITTAL_SURFACE)
+    midline = None if surface is None else np.asarray(surface, float)
+    return volume, labels, (_read_json(raw_sidecar) or {}).get("SliceThickness"), midline
 
 
-def _slice_thickness_mm(raw_sidecar) -> float | None:
-    if raw_sidecar and Path(raw_sidecar).exists():
-        return json.loads(Path(raw_sidecar).read_text()).get("SliceThickness")
-    return None
+def _read_json(path) -> dict | None:
+    return json.loads(Path(path).read_text()) if path and Path(path).exists() else None
 
 
 def register_sessions(fixed, moving, fixed_dseg, moving_dseg, out_tfm, level_tfms, out_image,

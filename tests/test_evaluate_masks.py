@@ -66,6 +66,8 @@ def test_labels_are_placed_on_structures_read_from_discs_only_masks():
     assert lies_on(centre_of["L4-L5"] + [0, 0, 38], known) == "L3-L4"  # one level off
     assert lies_on(centre_of["L4"] + [0, 25, 0], known) == "none"  # in front of L4, off it
     assert lies_on(centre_of["L2-L3"] + [0, 0, 60], known) == "?"  # beyond the masks
+    assert lies_on(centre_of["L5-S1"] + [0, 0, -2], known) == "L5-S1"  # the end mask's own
+    assert lies_on(centre_of["L5-S1"] + [0, -4, -5], known) == "?"  # S1: no mask to judge by
 
 
 def test_mask_heights_say_which_kind_of_mask_they_come_from():

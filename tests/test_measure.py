@@ -67,10 +67,11 @@ def _to_stack(y, z, angle_deg):
     return a + PIVOT_AS[0], s + PIVOT_AS[1]
 
 
-def _tissue(a, s, cortex_mm=0.0):
+def _tissue(a, s, cortex_mm=0.0, anterior=ANTERIOR):
     """Signal (canal at full LR coverage) and label at stack points; an optional dark cortical
-    shell of cortex_mm lines each body (inside its outer surface, which stays the truth)."""
-    value = np.where(a >= 0, ANTERIOR, POSTERIOR).astype(float)
+    shell of cortex_mm lines each body (inside its outer surface, which stays the truth);
+    ``anterior``: the signal of the tissue in front of the column."""
+    value = np.where(a >= 0, anterior, POSTERIOR).astype(float)
     label = np.zeros(a.shape, np.int16)
     value = np.where((a >= -BULGE_MM) & (a < 0), LIGAMENT, value)
     value = np.where((a >= -BULGE_MM - CANAL_AP_MM) & (a < -BULGE_MM), CANAL, value)
@@ -98,7 +99,7 @@ def _canal_lr_share() -> np.ndarray:
 
 
 def phantom(
-    angle_deg: float = 0.0, n_z: int = SHAPE[2], cortex_mm: float = 0.0
+    angle_deg: float = 0.0, n_z: int = SHAPE[2], cortex_mm: float = 0.0, anterior=ANTERIOR
 ) -> tuple[Volume, np.ndarray]:
     _, ny, nz = SHAPE
     dy, dz = SPACING[1:]
@@ -106,7 +107,7 @@ def phantom(
     yy = (np.arange(ny)[:, None] + sub[None, :]).ravel() * dy
     zz = (np.arange(nz)[:, None] + sub[None, :]).ravel() * dz
     a, s = _to_stack(*np.meshgrid(yy, zz, indexing="ij"), angle_deg)
-    value, _ = _tissue(a, s, cortex_mm)
+    value, _ = _tissue(a, s, cortex_mm, anterior)
     midline = value.reshape(ny, SUPERSAMPLE, nz, SUPERSAMPLE).mean(axis=(1, 3))
     lateral = np.where(value == CANAL, POSTERIOR, value)
     lateral = lateral.reshape(ny, SUPERSAMPLE, nz, SUPERSAMPLE).mean(axis=(1, 3))
@@ -277,16 +278,28 @@ def test_top_cutting_l3_l4_disc_marks_it_not_in_fov():
     assert vertebrae.loc["L5", "status"] == "ok"
 
 
-def test_top_cutting_l2_l3_disc_still_measures_l3_from_its_cranial_endplate():
-    """The field of view ends inside L2-L3: the disc is not measurable, but L3's cranial
-    endplate is in view, so L3's intervertebral distance is (``locate_far_endplate``)."""
-    top_s = (DISC_S["L2-L3"][0] + DISC_S["L2-L3"][1]) / 2
+@pytest.mark.parametrize("cut_disc, vertebra", [("L2-L3", "L3"), ("L3-L4", "L4")])
+def test_a_field_of_view_ending_in_a_disc_still_measures_the_vertebra_below_it(cut_disc, vertebra):
+    """The field of view ends inside a disc: the disc is not measurable, but the cranial
+    endplate of the vertebra below it is in view, and so its intervertebral distance
+    (``locate_far_endplate``)."""
+    top_s = (DISC_S[cut_disc][0] + DISC_S[cut_disc][1]) / 2
     _, vertebrae = _measure(0.0, n_z=int(_z_of(top_s) / SPACING[2]))
     whole = _cached(0.0, 0.0)[1]
-    assert vertebrae.loc["L3", "status"] == "ok", vertebrae.loc["L3", "note"]
-    assert vertebrae.loc["L3", "intervertebral_distance_mm"] == pytest.approx(
-        whole.loc["L3", "intervertebral_distance_mm"], abs=DISTANCE_TOLERANCE_MM
+    assert vertebrae.loc[vertebra, "status"] == "ok", vertebrae.loc[vertebra, "note"]
+    assert vertebrae.loc[vertebra, "intervertebral_distance_mm"] == pytest.approx(
+        whole.loc[vertebra, "intervertebral_distance_mm"], abs=DISTANCE_TOLERANCE_MM
     )
+
+
+def test_a_disc_end_no_vertebral_wall_confirms_gives_no_width():
+    # tissue in front of the bodies as bright as their marrow: no anterior wall shows
+    volume, labels = phantom(anterior=MARROW)
+    discs, _, _ = measure_session(volume, labels, cortex_mm=0.0)
+    for row in discs.itertuples():
+        assert row.status == "ok", row.note
+        assert np.isnan(row.width_mm) and "anterior wall not found: no width" in row.note
+        assert row.height_mm == pytest.approx(DISC_HEIGHTS[row.level], abs=HEIGHT_TOLERANCE_MM)
 
 
 def test_s1_caudal_endplate_found_under_a_residual_bias_field():

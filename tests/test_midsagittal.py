@@ -1,8 +1,9 @@
 """The canal is the tube with vertebrae in front of it, not the brightest tube in the image."""
 
 import numpy as np
+import pytest
 
-from spineflow.midsagittal import Volume, canal_projection, vertebrae_in_front
+from spineflow.midsagittal import Volume, canal_polarity, canal_projection, vertebrae_in_front
 
 SHAPE = (9, 200, 300)  # [x, y (posterior -> anterior), z], 1 mm voxels
 
@@ -25,13 +26,24 @@ def _volume(canal_signal=0.8, fat_signal=1.0, vertebrae=True):
     return Volume(data, np.eye(4), (1.0, 1.0, 1.0))
 
 
-def test_the_tube_with_vertebrae_in_front_is_the_canal_not_the_brighter_fat():
-    volume = _volume()
-    canal = canal_projection(volume)
+def _depth(canal) -> float:
+    """The canal mask's median depth (posterior -> anterior, mm)."""
     rows = np.flatnonzero(canal.mask.any(axis=0))
-    depth = np.median([np.flatnonzero(canal.mask[:, k]).mean() for k in rows])
-    assert 68 <= depth <= 86, depth  # the canal's place, not the fat's (20-27)
+    return float(np.median([np.flatnonzero(canal.mask[:, k]).mean() for k in rows]))
+
+
+def test_the_tube_with_vertebrae_in_front_is_the_canal_not_the_brighter_fat():
+    canal = canal_projection(_volume())
+    assert 68 <= _depth(canal) <= 86, _depth(canal)  # the canal's place, not the fat's (20-27)
     assert canal.polarity == 1
+
+
+def test_a_canal_merged_in_the_projection_is_found_in_its_own_slice():
+    volume = _volume()
+    # nerve roots and fat beside the sac, as bright as it, in the lateral slices: in the
+    # projection the canal is a wide band with no vertebrae repeating in front of it
+    volume.data[[0, 1, 2, 6, 7, 8], 60:100, 20:280] = 0.8
+    assert 68 <= _depth(canal_projection(volume)) <= 86
 
 
 def test_vertebrae_in_front_tell_the_canal_from_the_fat():
@@ -45,7 +57,20 @@ def test_vertebrae_in_front_tell_the_canal_from_the_fat():
 
 
 def test_without_vertebrae_in_front_of_any_tube_the_strongest_stays():
-    canal = canal_projection(_volume(vertebrae=False))
-    rows = np.flatnonzero(canal.mask.any(axis=0))
-    depth = np.median([np.flatnonzero(canal.mask[:, k]).mean() for k in rows])
+    depth = _depth(canal_projection(_volume(vertebrae=False)))
     assert depth < 30, depth  # nothing to tell them apart by: the brightest, as before
+
+
+@pytest.mark.parametrize(
+    "sidecar, polarity",
+    [
+        ({"RepetitionTime": 0.6, "EchoTime": 0.012}, -1),  # T1 spin echo: dark fluid
+        ({"RepetitionTime": 3.5, "EchoTime": 0.1}, 1),  # T2 TSE
+        ({"RepetitionTime": 3.0, "EchoTime": 0.03}, 1),  # PD fat-sat
+        ({"RepetitionTime": 0.9, "EchoTime": 0.02, "InversionTime": 0.15}, 1),  # STIR-like
+        ({}, 1),
+        (None, 1),
+    ],
+)
+def test_the_canal_is_dark_only_on_a_t1_weighted_series(sidecar, polarity):
+    assert canal_polarity(sidecar) == polarity

@@ -9,6 +9,7 @@ from spineflow.segment import (
     STEP_MM,
     VERTEBRA_LABELS,
     Column,
+    _bend_problem,
     body_runs,
     disc_label,
     segment_volume,
@@ -145,3 +146,22 @@ def test_a_hidden_disc_dark_in_part_is_not_taken_for_a_thin_one():
     assert len(split) == 5, split
     disc_rows = (split[2][1], split[3][0])
     assert 92 <= disc_rows[0] <= 94 and 101 <= disc_rows[1] <= 104, disc_rows
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    "tilts_deg, k, problem",
+    [
+        ([30, 15, 10, 5], 0, ""),  # L5-S1 bends most
+        ([5, 3, -15, -20], 0, "the gap above it by 18"),  # an S1-S2 disc, L5-S1 above it
+        ([40, 20, 15], 1, "the gap below it by 20"),  # L4-L5 above a thin, degenerated L5-S1
+        ([NAN, 20, 5, 3], 1, ""),  # no gap located below: nothing to check
+        ([NAN, 20, 5], 0, "the bend at the lowest gap of a disc's height cannot be read"),
+        ([30, 15, NAN], 0, "the bend at the gap above the lowest gap"),
+    ],
+)
+def test_the_sharpest_bend_cross_checks_the_sacrum(tilts_deg, k, problem):
+    found = _bend_problem(tilts_deg, k)
+    assert (problem in found) if problem else found == "", found
