@@ -285,17 +285,33 @@ def anatomical_labelling(n_bodies: int, anchor: int) -> tuple[Labelling, list[st
     return Labelling(body_values, gap_values), found + discs
 
 
+# a body's own marrow level is read this deep in front of the canal (behind any anterior
+# osteophyte, in front of the basivertebral vein's entry)
+BODY_CORE_MM = (4.0, 14.0)
+# its front is where its depth profile leaves that level by this share (the anterior cortex
+# and ligament), or by 4 times the profile's spread there, whichever is larger
+BODY_EDGE_SHARE = 0.25
+
+
 def body_extent_mm(column: Column, rows: tuple[int, int]) -> tuple[float, float]:
-    """Posterior and anterior depth of the body (marrow-like run from the canal forwards)."""
-    _, level, tolerance = column.marrow
-    block = column.image[rows[0] : rows[1]]
-    marrow = np.nanmedian(block, axis=0)
-    looks = np.abs(marrow - np.median(level[rows[0] : rows[1]])) < tolerance * 1.5
-    runs = [r for r in _runs(looks) if (r[1] - r[0]) * STEP_MM >= 5.0]  # at least 5 mm deep
-    if not runs:
+    """Posterior and anterior depth of the body: the run around its core (BODY_CORE_MM) where
+    its depth profile (the median over its rows) stays at the core's level. The rows' own
+    level, not the column's tolerance for telling bodies from discs: on a T2 image without fat
+    suppression the tissue in front of the spine lies within that tolerance of marrow."""
+    depth = column.depth_mm
+    profile = np.nanmedian(column.image[rows[0] : rows[1]], axis=0)
+    core = (depth >= BODY_CORE_MM[0]) & (depth <= BODY_CORE_MM[1]) & np.isfinite(profile)
+    if core.sum() < 4:
         return 2.0, 35.0
-    start, stop = max(runs, key=lambda r: r[1] - r[0])
-    return column.depth_mm[start], column.depth_mm[stop - 1]
+    level = np.median(profile[core])
+    spread = 1.4826 * np.median(np.abs(profile[core] - level))
+    looks = np.abs(profile - level) < max(BODY_EDGE_SHARE * abs(level), 4.0 * spread)
+    middle = np.mean(BODY_CORE_MM)
+    around = [r for r in _runs(looks) if depth[r[0]] <= middle <= depth[r[1] - 1]]
+    if not around or (around[0][1] - around[0][0]) * STEP_MM < 5.0:  # at least 5 mm deep
+        return 2.0, 35.0
+    start, stop = around[0]
+    return depth[start], depth[stop - 1]
 
 
 def column_labels(column: Column, runs: list[tuple[int, int]], labelling: Labelling) -> np.ndarray:
@@ -438,6 +454,30 @@ def _tilt_deg(gap) -> float:
     return float(np.degrees(np.arctan2(gap.frame.up[0], gap.frame.up[1])))
 
 
+def _anchor_with_bodies_split(volume: Volume, midline, column: Column, runs):
+    """L5-S1 (``find_anchor``) and the body runs above it split where merged
+    (``split_merged_bodies``). A disc hidden in a run merged above the chosen gap may be L5-S1
+    itself (the chosen gap then an S1-S2 remnant a thick slice makes look like a disc): with
+    the runs split, the anchor is sought again and must be the same gap."""
+    anchor, facts = find_anchor(volume, midline, column, runs)
+    if anchor is None:
+        raise ValueError(f"levels not labelled: {facts['AnchorProblem']}")
+    split = split_merged_bodies(column, runs, anchor + 1)
+    if split == runs:
+        return anchor, runs, facts
+    again, facts = find_anchor(volume, midline, column, split)
+    if again is None:
+        raise ValueError(
+            f"levels not labelled, once merged bodies are split: {facts['AnchorProblem']}"
+        )
+    if split[again][1] != runs[anchor][1]:
+        raise ValueError(
+            "levels not labelled: L5-S1 moves to another gap once the bodies merged "
+            f"above it are split (heights {facts['SacralGapHeightsMillimetres']} mm)"
+        )
+    return again, split, facts
+
+
 def segment_volume(volume: Volume, half_width_slices: int = 1,
                    canal_polarity: int = 1) -> tuple[np.ndarray, dict]:  # fmt: skip
     """3D label map (labels in the slices around the mid-sagittal surface) and facts about it,
@@ -449,10 +489,7 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
     spacing = volume.plane_spacing_mm
     column = straighten(plane, spacing, canal)
     runs = body_runs(column)
-    anchor, anchor_facts = find_anchor(volume, midline, column, runs)
-    if anchor is None:
-        raise ValueError(f"levels not labelled: {anchor_facts['AnchorProblem']}")
-    runs = split_merged_bodies(column, runs, anchor + 1)
+    anchor, runs, anchor_facts = _anchor_with_bodies_split(volume, midline, column, runs)
     labelling, names = anatomical_labelling(len(runs), anchor)
     # S1's label: its cranial part only, the rest of the run may be further sacrum
     runs[anchor] = (max(runs[anchor][0], runs[anchor][1] - S1_LABEL_MM), runs[anchor][1])

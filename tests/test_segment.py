@@ -10,6 +10,7 @@ from spineflow.segment import (
     VERTEBRA_LABELS,
     Column,
     _bend_problem,
+    body_extent_mm,
     body_runs,
     disc_label,
     segment_volume,
@@ -165,3 +166,19 @@ NAN = float("nan")
 def test_the_sharpest_bend_cross_checks_the_sacrum(tilts_deg, k, problem):
     found = _bend_problem(tilts_deg, k)
     assert (problem in found) if problem else found == "", found
+
+
+def test_a_body_ends_at_its_front_not_in_tissue_the_column_calls_marrow_like():
+    """A T2 image without fat suppression: marrow with texture, bright discs, and in front of
+    the bodies a dark ligament then tissue close enough to marrow for the column's tolerance."""
+    rng = np.random.default_rng(3)
+    depth = np.arange(0.0, COLUMN_DEPTH_MM, STEP_MM)
+    rows = 200
+    image = np.full((rows, depth.size), 1.4)  # prevertebral tissue
+    image[:, depth < 32.0] = 1.0 + rng.normal(0, 0.25, (rows, int(np.sum(depth < 32.0))))
+    image[:, (depth >= 32.0) & (depth < 34.0)] = 0.3  # anterior cortex and ligament
+    for start in range(30, rows, 35):
+        image[start : start + 9, depth < 33.0] = 1.6  # discs
+    column = Column(np.zeros((rows, 2)), np.tile([1.0, 0.0], (rows, 1)), depth, image)
+    posterior, anterior = body_extent_mm(column, (40, 64))
+    assert posterior <= 1.0 and 31.0 <= anterior <= 32.5, (posterior, anterior)
