@@ -604,7 +604,7 @@ def _located_discs(plane: Plane) -> dict[str, DiscResult]:
     return located
 
 
-DISC_ORDER = ("L2-L3", "L3-L4", "L4-L5", "L5-S1")  # cranial to caudal
+DISC_ORDER = ("L2-L3", *LEVELS)  # cranial to caudal
 
 
 def cranial_key(level: str) -> str:

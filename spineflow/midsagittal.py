@@ -63,11 +63,16 @@ def _tubes(plane: np.ndarray, spacing_mm, polarity: int = 1):
     return labels, contrast, level, body > 0
 
 
+def _across_slices(volume: Volume, mask: np.ndarray, polarity: int) -> np.ndarray:
+    """Per slice, the mean of a [y, z] mask's pixels, signed so the canal's brightness is up."""
+    return polarity * volume.data[:, mask].mean(axis=1)
+
+
 def _lr_narrowness(volume: Volume, mask: np.ndarray, polarity: int = 1) -> float:
     """1 minus the share of the slices where the structure stands out by more than half its
     peak: a tube (the thecal sac, ~20 mm wide) is narrow across the slices, a sheet (skin, a
     band of residual bias) is bright in all of them."""
-    profile = polarity * volume.data[:, mask].mean(axis=1)
+    profile = _across_slices(volume, mask, polarity)
     profile = profile - profile.min()
     if profile.max() <= 0:
         return 0.0
@@ -161,6 +166,9 @@ def canal_projection(volume: Volume, polarity: int = 1) -> Canal:
     return Canal(candidates[0][1], polarity)
 
 
+T1_MAX_TR_S, T1_MAX_TE_S = 1.2, 0.03  # a T1-weighted spin echo's timing (BIDS: seconds)
+
+
 def canal_polarity(sidecar: dict | None) -> int:
     """The canal's brightness from the series' timing (a BIDS sidecar): dark (-1) on a
     T1-weighted spin echo (short TR and TE), bright (+1) otherwise and without timing."""
@@ -169,9 +177,6 @@ def canal_polarity(sidecar: dict | None) -> int:
     if repetition is None or echo is None or sidecar.get("InversionTime"):
         return 1
     return -1 if repetition < T1_MAX_TR_S and echo < T1_MAX_TE_S else 1
-
-
-T1_MAX_TR_S, T1_MAX_TE_S = 1.2, 0.03  # a T1-weighted spin echo's timing (BIDS: seconds)
 
 
 SLICE_STEP_MM = 2.0  # the slices searched one by one
@@ -195,8 +200,7 @@ def _canal_in_a_slice(volume: Volume, polarity: int) -> Canal | None:
 def _peak_slice(volume: Volume, mask: np.ndarray, polarity: int) -> np.ndarray:
     """The slice in which a projection's tube stands out most (the fat and vessels beside the
     canal fill the projection's band in front of it; one slice shows the vertebrae)."""
-    profile = polarity * volume.data[:, mask].mean(axis=1)
-    return volume.data[int(np.argmax(profile))].astype(float)
+    return volume.data[int(np.argmax(_across_slices(volume, mask, polarity)))].astype(float)
 
 
 def front_curve(mask: np.ndarray, spacing_mm) -> tuple[np.ndarray, np.ndarray]:
