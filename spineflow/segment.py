@@ -51,6 +51,9 @@ from .midsagittal import (
 MIN_DISC_MM = 6.0
 MAX_DISC_MM = 18.0
 MIN_BODY_MM = 12.0
+MAX_BODY_MM = 40.0  # the tallest adult lumbar body (~30 mm) crossed obliquely
+# the marrow tolerances tried, in robust spreads of the column's residual (``marrow_rows``)
+TOLERANCE_SPREADS = (2.0, 1.5, 1.25, 1.0)
 MERGED_BODY_RATIO = 1.6  # a "body" this many times the typical one is two with a hidden disc
 THIN_GAP_MM = 3.0  # no disc is this thin between marrow runs (half the thinnest adult one)
 COLUMN_DEPTH_MM = 60.0
@@ -163,16 +166,28 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 def marrow_rows(column: Column) -> tuple[np.ndarray, np.ndarray, float]:
     """Per row: the share of the body band that looks like marrow, the local marrow level, and
     the tolerance used. The level is a running median along the column (bodies are the majority
-    of any 60 mm stretch), so a residual bias field does not matter."""
+    of any 60 mm stretch), so a residual bias field does not matter.
+
+    The tolerance is the widest of TOLERANCE_SPREADS (times the residual's robust spread, at
+    least 12 % of the level) under which no run of marrow above the lowest (the sacrum) is
+    taller than one body (MAX_BODY_MM); the widest of all where none is. On a T2 image without
+    fat suppression, marrow texture widens the spread until discs as dark as the tissue around
+    them look like marrow and the bodies run together."""
     band = column.image[:, (column.depth_mm >= 4) & (column.depth_mm <= 24)]
     row_level = np.nanmedian(band, axis=1)
     level = ndimage.median_filter(np.nan_to_num(row_level, nan=np.nanmedian(row_level)), 61)
     residual = band - level[:, None]
     finite = residual[np.isfinite(residual)]
     spread = float(1.4826 * np.median(np.abs(finite - np.median(finite))))
-    tolerance = max(2.0 * spread, 0.12 * float(np.median(level)))
-    likeness = np.nanmean(np.abs(residual) < tolerance, axis=1)
-    return ndimage.uniform_filter1d(likeness, 3), level, tolerance
+    tried = []
+    for spreads in TOLERANCE_SPREADS:
+        tolerance = max(spreads * spread, 0.12 * float(np.median(level)))
+        likeness = ndimage.uniform_filter1d(np.nanmean(np.abs(residual) < tolerance, axis=1), 3)
+        tried.append((likeness, level, tolerance))
+        runs = _runs(likeness >= 0.5)
+        if all(stop - start <= MAX_BODY_MM for start, stop in runs[1:] or runs):
+            return tried[-1]
+    return tried[0]
 
 
 def body_runs(column: Column) -> list[tuple[int, int]]:
@@ -202,14 +217,16 @@ def split_merged_bodies(column: Column, runs: list[tuple[int, int]], first: int)
     deepest dip.
     Where such a disc is darker in part, it ends a run with a gap thinner than any disc
     (THIN_GAP_MM) and the body below or above holds the rest of it: the two runs are joined
-    and split again at the disc's endplates (``_joined_across_thin_gaps``)."""
+    and split again at the disc's endplates (``_joined_across_thin_gaps``). Two runs as thin a
+    gap apart that together are no taller than one body are one body first."""
     likeness, _, _ = column.marrow
-    whole = [b - a for a, b in runs[first:] if a > 0 and b < len(likeness)]
+    above = _joined_across_thin_gaps(runs[first:], MAX_BODY_MM, whole_pairs=False)
+    whole = [b - a for a, b in above if a > 0 and b < len(likeness)]
     if not whole:
         return runs
     typical = float(min(whole))
     out = list(runs[:first])
-    pending = _joined_across_thin_gaps(runs[first:], typical)
+    pending = _joined_across_thin_gaps(above, 2 * typical + MIN_DISC_MM)
     while pending:
         start, stop = pending.pop(0)
         if stop - start > MERGED_BODY_RATIO * typical and stop - start >= 2 * MIN_BODY_MM:
@@ -221,13 +238,16 @@ def split_merged_bodies(column: Column, runs: list[tuple[int, int]], first: int)
     return out
 
 
-def _joined_across_thin_gaps(runs: list[tuple[int, int]], typical: float):
-    """The runs, each two a gap thinner than THIN_GAP_MM apart joined into one where the
-    pair is taller than two bodies with the thinnest disc between (a disc hides in them)."""
+def _joined_across_thin_gaps(runs: list[tuple[int, int]], tall_mm: float, whole_pairs=True):
+    """The runs, each two a gap thinner than THIN_GAP_MM apart joined into one where the pair
+    is taller than ``tall_mm`` (``whole_pairs``: a disc hides in them, to be split again) or
+    at most that tall (not ``whole_pairs``: one body with a dark line across it, the
+    basivertebral vein or a cleft)."""
     joined = list(runs[:1])
     for start, stop in runs[1:]:
         below = joined[-1]
-        if start - below[1] < THIN_GAP_MM and stop - below[0] > 2 * typical + MIN_DISC_MM:
+        tall = stop - below[0] > tall_mm
+        if start - below[1] < THIN_GAP_MM and tall == whole_pairs:
             joined[-1] = (below[0], stop)
         else:
             joined.append((start, stop))

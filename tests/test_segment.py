@@ -82,13 +82,13 @@ def test_top_of_the_spine_outside_the_image_keeps_sacral_anchoring():
     assert "T12" not in facts["LevelsFound"]
 
 
-def _column(profile_rows: list[tuple[int, float]]) -> Column:
+def _column(profile_rows: list[tuple[int, float]], noise: float = 2.0) -> Column:
     """A straightened column whose rows (caudal to cranial) hold the given signal across the
     whole depth: runs of (number of rows, signal)."""
     values = np.concatenate([np.full(n, value) for n, value in profile_rows])
     depth = np.arange(0.0, COLUMN_DEPTH_MM, STEP_MM)
     image = np.repeat(values[:, None], len(depth), axis=1)
-    image += np.random.default_rng(0).normal(0, 2.0, image.shape)
+    image += np.random.default_rng(0).normal(0, noise, image.shape)
     points = np.column_stack([np.zeros(len(values)), np.arange(len(values), dtype=float)])
     normals = np.tile([1.0, 0.0], (len(values), 1))
     return Column(points, normals, depth, image)
@@ -130,6 +130,33 @@ def test_three_bodies_with_two_hidden_discs_are_split_into_three():
         split[2:4], split[3:5], [(94, 102), (129, 138)], strict=True
     ):
         assert abs(top - cranial_cortex) <= 1 and abs(bottom - caudal_cortex - 1) <= 1
+
+
+def test_discs_little_darker_than_textured_marrow_still_part_the_bodies():
+    """T2 without fat suppression: marrow with texture (SD 10 on 100), discs 18 darker, within
+    two spreads of the marrow: the bodies would read as one run 170 rows tall. The tolerance
+    narrows until each body is a run of its own."""
+    marrow, disc = 100.0, 82.0
+    column = _column([(26, marrow), (9, disc)] * 5 + [(26, marrow)], noise=10.0)
+    runs = body_runs(column)
+    assert len(runs) == 6, runs
+    assert all(abs((b - a) - 26) <= 3 for a, b in runs), runs
+
+
+def test_a_dark_line_across_one_body_does_not_make_it_two():
+    """The basivertebral vein or a cleft: a dark line across L4, its halves 13 rows each
+    (each as tall as the shortest body) and together one body's height."""
+    marrow, disc, cortex = 100.0, 40.0, 5.0
+    column = _column([
+        (25, marrow), (9, disc), (25, marrow), (9, disc),  # S1, L5-S1, L5, L4-L5
+        (13, marrow), (2, cortex), (13, marrow), (9, disc),  # L4 with a dark line, L3-L4
+        (25, marrow), (9, disc), (20, marrow),  # L3, L2-L3, L2 (cut by the column's end)
+    ])  # fmt: skip
+    runs = body_runs(column)
+    assert len(runs) == 6, runs  # the line parts L4's marrow
+    split = split_merged_bodies(column, runs, 1)
+    assert len(split) == 5, split
+    assert abs(split[2][0] - 68) <= 1 and abs(split[2][1] - 96) <= 1, split
 
 
 def test_a_hidden_disc_dark_in_part_is_not_taken_for_a_thin_one():
