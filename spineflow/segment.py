@@ -255,7 +255,8 @@ def _joined_across_thin_gaps(runs: list[tuple[int, int]], tall_mm: float, whole_
 
 
 def _disc_inside(likeness: np.ndarray, start: int, stop: int) -> tuple[int, int] | None:
-    """Rows of the disc hidden in a merged run (``split_merged_bodies``), None without a dip."""
+    """Rows of the disc hidden in a merged run (``split_merged_bodies``), None without a dip:
+    between two dips of the likeness, around a thin gap where the run has one."""
     margin = int(MIN_BODY_MM * 0.75)
     inner = np.arange(start + margin, stop - margin)
     values = likeness[inner]
@@ -266,8 +267,16 @@ def _disc_inside(likeness: np.ndarray, start: int, stop: int) -> tuple[int, int]
     middle = (start + stop) / 2
     # the likeness is smoothed over 3 rows: a thin disc's two dips lie closer than its height
     pairs = [(a, b) for a in minima for b in minima if THIN_GAP_MM <= b - a <= MAX_DISC_MM]
+    # a run joined across a thin gap (``_joined_across_thin_gaps``) has its disc there
+    thin_gaps = inner[values < 0.5]
+    around_gap = [(a, b) for a, b in pairs if np.any((thin_gaps >= a) & (thin_gaps <= b))]
+    pairs = around_gap or pairs
     if pairs:
-        a, b = min(pairs, key=lambda ab: abs((ab[0] + ab[1]) / 2 - middle))
+        # the disc is the stretch least like marrow (not a body's vein next to it); among
+        # stretches alike, the one nearest the middle
+        unlike = {ab: float(np.mean(likeness[ab[0] : ab[1] + 1])) for ab in pairs}
+        alike = [ab for ab in pairs if unlike[ab] <= min(unlike.values()) + 0.1]
+        a, b = min(alike, key=lambda ab: abs((ab[0] + ab[1]) / 2 - middle))
         return int(a), int(b) + 1
     deepest = int(minima[np.argmin(likeness[minima])])
     return deepest, deepest + 1
@@ -446,10 +455,12 @@ def _bend_problem(tilts: list[float], k: int) -> str:
     is the lumbosacral junction: the chosen gap is then a well-formed S1-S2 disc with L5-S1
     above it, or L4-L5 above a degenerated L5-S1 too thin for a disc), or the bend at it or
     above it cannot be read. A gap below that was not located is no L5-S1 (no endplates
-    seen) and checks nothing."""
+    seen) and checks nothing. Where the gap two above is not located, the bend over the two
+    gaps above can still confirm: lordosis bends every lumbar level the same way, so it is at
+    least the bend at the one above."""
 
-    def bend(j):
-        return tilts[j] - tilts[j + 1] if 0 <= j and j + 1 < len(tilts) else None
+    def bend(j, over=1):
+        return tilts[j] - tilts[j + over] if 0 <= j and j + over < len(tilts) else None
 
     own = bend(k)
     if own is None or not np.isfinite(own):
@@ -459,6 +470,9 @@ def _bend_problem(tilts: list[float], k: int) -> str:
         if other is None or (where == "below" and not np.isfinite(other)):
             continue
         if not np.isfinite(other):
+            over_two = bend(j, over=2) if where == "above" else None
+            if over_two is not None and over_two < own + BEND_DISAGREEMENT_DEG:
+                continue
             return f"the bend at the gap {where} the lowest gap of a disc's height cannot be read"
         if other >= own + BEND_DISAGREEMENT_DEG:
             return (f"the sacrum's cues disagree: the lowest gap of a disc's height bends by "

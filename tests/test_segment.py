@@ -10,6 +10,7 @@ from spineflow.segment import (
     VERTEBRA_LABELS,
     Column,
     _bend_problem,
+    _disc_inside,
     body_extent_mm,
     body_runs,
     disc_label,
@@ -159,6 +160,17 @@ def test_a_dark_line_across_one_body_does_not_make_it_two():
     assert abs(split[2][0] - 68) <= 1 and abs(split[2][1] - 96) <= 1, split
 
 
+def test_a_hidden_disc_is_the_stretch_least_like_marrow_around_its_thin_gap():
+    """A run joined across a thin gap: the disc lies around the gap, where the rows are least
+    like marrow, not between the gap and the basivertebral vein of the body next to it (which
+    lies nearer the run's middle)."""
+    likeness = np.ones(90)
+    likeness[39:44] = [0.8, 0.65, 0.6, 0.65, 0.8]  # the vein, a dip at row 41
+    likeness[48:61] = [0.8, 0.6, 0.45, 0.55, 0.6, 0.62, 0.6, 0.58, 0.56, 0.6, 0.55, 0.7, 0.9]
+    first, last = _disc_inside(likeness, 0, 90)
+    assert first >= 48 and last <= 61, (first, last)
+
+
 def test_a_hidden_disc_dark_in_part_is_not_taken_for_a_thin_one():
     """A degenerated disc as bright as marrow but for a dark cleft at its top: the cleft ends
     a body run with a gap thinner than any disc, and the body below holds the rest of the disc."""
@@ -188,6 +200,8 @@ NAN = float("nan")
         ([NAN, 20, 5, 3], 1, ""),  # no gap located below: nothing to check
         ([NAN, 20, 5], 0, "the bend at the lowest gap of a disc's height cannot be read"),
         ([30, 15, NAN], 0, "the bend at the gap above the lowest gap"),
+        ([30, 8, NAN, -7], 0, ""),  # the bend over the two gaps above confirms
+        ([5, 3, NAN, -15], 0, "the bend at the gap above the lowest gap"),  # it cannot
     ],
 )
 def test_the_sharpest_bend_cross_checks_the_sacrum(tilts_deg, k, problem):
