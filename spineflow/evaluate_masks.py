@@ -213,6 +213,37 @@ def mask_heights(mask_image: nib.Nifti1Image) -> dict[str, tuple[float, str]]:
     return out
 
 
+def surfaces_beyond_mask_mm(geometry: dict, mask_image: nib.Nifti1Image, value: int):
+    """How far the run's two endplate surfaces of a disc lie beyond its disc mask's edges
+    (mm, positive outwards: into the bone; upper, lower), along the disc's cranial axis over
+    the central 80 % of its AP extent. ``geometry``: the disc's record in the session's
+    ``_discs.json`` (``measure.geometry_record``). NaN where the mask has no such disc."""
+    origin, ap, up = (np.asarray(geometry[k], float) for k in ("origin_ras", "ap_ras", "up_ras"))
+    centre_u = (geometry["u_post"] + geometry["u_ant"]) / 2
+    half = CENTRAL_SHARE * (geometry["u_ant"] - geometry["u_post"]) / 2
+    u = np.linspace(centre_u - half, centre_u + half, 21)
+    t = np.arange(-25.0, 25.0, 0.1)
+    points = origin + u[:, None, None] * ap + t[None, :, None] * up
+    voxels = nib.affines.apply_affine(np.linalg.inv(mask_image.affine), points.reshape(-1, 3))
+    inside = (np.asarray(mask_image.dataobj) == value).astype(float)
+    profiles = ndimage.map_coordinates(inside, voxels.T, order=1, mode="constant")
+    edges = np.array([_crossing(p, t) for p in profiles.reshape(len(u), len(t))])
+    upper = np.polyval(geometry["upper_coef"], u) - edges[:, 1]
+    lower = edges[:, 0] - np.polyval(geometry["lower_coef"], u)
+    with np.errstate(invalid="ignore"):
+        return float(np.nanmean(upper)), float(np.nanmean(lower))
+
+
+def _geometries(output_dir, participant_id: str, session_id: str) -> dict[str, dict]:
+    """The session's measured discs' geometry records, by level."""
+    anat = derivatives_root(output_dir) / participant_id / session_id / "anat"
+    found = sorted(anat.glob("*_discs.json"))
+    if not found:
+        return {}
+    records = json.loads(found[0].read_text()).get("Discs", [])
+    return {r["level"]: r for r in records if r.get("status") == "ok" and "origin_ras" in r}
+
+
 # ------------------------------------------------------------------ one run
 
 
@@ -250,10 +281,15 @@ def score_session(
     places = label_places(dseg, known) if dseg else []
     wrong = {p["label"] for p in places if p["lies_on"] != "?" and not p["right"]}
     heights = mask_heights(mask_image)
+    geometries = _geometries(output_dir, participant_id, session_id)
     rows = []
     mine = discs[(discs.participant_id == participant_id) & (discs.session_id == session_id)]
     for row in mine.itertuples():
         truth, how = heights.get(row.level, (float("nan"), ""))
+        beyond = (float("nan"), float("nan"))
+        if how == "disc" and row.status == "ok" and row.level in geometries:
+            value = disc_label(row.level.split("-")[0])
+            beyond = surfaces_beyond_mask_mm(geometries[row.level], mask_image, value)
         rows.append(
             {
                 "level": row.level,
@@ -262,6 +298,8 @@ def score_session(
                 "height_mm": row.height_mm,
                 "mask_height_mm": truth,
                 "mask": how,
+                "upper_beyond_mm": beyond[0],
+                "lower_beyond_mm": beyond[1],
                 "note": row.note,
                 "mislabelled": row.level in wrong,
             }
@@ -381,8 +419,13 @@ def format_scores(scores: list[dict]) -> str:
                 if np.isfinite(row.mask_height_mm)
                 else "   n/a"
             )
+            beyond = (
+                f" surfaces beyond it {row.upper_beyond_mm:+.2f} / {row.lower_beyond_mm:+.2f}"
+                if np.isfinite(row.upper_beyond_mm)
+                else ""
+            )
             lines.append(
-                f"    {row.level:6s} {row.status:10s} height {height} mask {mask}"
+                f"    {row.level:6s} {row.status:10s} height {height} mask {mask}{beyond}"
                 f"{'  MISLABELLED' if row.mislabelled and row.status == 'ok' else ''}"
                 f"  {row.note if isinstance(row.note, str) else ''}"
             )
@@ -404,6 +447,15 @@ def format_scores(scores: list[dict]) -> str:
             f"{diff.min():+.2f} to {diff.max():+.2f} mm; outside "
             f"[{HEIGHT_BAND_MM[0]:+g}, {HEIGHT_BAND_MM[1]:+g}] mm: "
             f"{int((~group['in_band']).sum())}"
+        )
+    beyond = pd.concat([s["levels"] for s in scores]) if scores else pd.DataFrame()
+    if "upper_beyond_mm" in beyond and beyond["upper_beyond_mm"].notna().any():
+        both = beyond[beyond["upper_beyond_mm"].notna()]
+        lines.append(
+            f"Endplate surfaces beyond the disc masks' edges (n {len(both)}; mm, into the "
+            f"bone): upper {both['upper_beyond_mm'].mean():+.2f} ± "
+            f"{both['upper_beyond_mm'].std(ddof=1):.2f}, lower "
+            f"{both['lower_beyond_mm'].mean():+.2f} ± {both['lower_beyond_mm'].std(ddof=1):.2f}"
         )
     miss = missed(figures)
     lines.append("Targets: all met" if not miss else "Targets missed: " + "; ".join(miss))

@@ -11,6 +11,7 @@ from spineflow.evaluate_masks import (
     disc_mask_height_mm,
     lies_on,
     mask_heights,
+    surfaces_beyond_mask_mm,
 )
 from spineflow.labels import VERTEBRA_LABELS, disc_label
 
@@ -79,3 +80,19 @@ def test_mask_heights_say_which_kind_of_mask_they_come_from():
     assert heights["L3-L4"][1] == "disc" and heights["L4-L5"][1] == "bodies"
     assert heights["L4-L5"][0] == pytest.approx(8.0, abs=0.3)
     assert "L5-S1" not in heights
+
+
+def test_endplate_surfaces_are_placed_against_the_disc_masks_edges():
+    """A disc mask 9 mm thick (voxel centres within 4 mm of its mid-plane, edges 4.5 mm out);
+    the run's upper surface 5.5 mm above the mid-plane, its lower 5.0 mm below: 1.0 and
+    0.5 mm beyond the mask, into the bone."""
+    data = np.zeros(SHAPE, np.int16)
+    _tilted_box(data, disc_label("L4"), (60, 100), 18, 4.0, 0.0)
+    geometry = {
+        "origin_ras": [10.0, 60.0, 100.0], "ap_ras": [0.0, 1.0, 0.0], "up_ras": [0.0, 0.0, 1.0],
+        "upper_coef": [0.0, 0.0, 5.5], "lower_coef": [0.0, 0.0, -5.0],
+        "u_post": -18.0, "u_ant": 18.0,
+    }  # fmt: skip
+    upper, lower = surfaces_beyond_mask_mm(geometry, nib.Nifti1Image(data, np.eye(4)),
+                                           disc_label("L4"))  # fmt: skip
+    assert upper == pytest.approx(1.0, abs=0.1) and lower == pytest.approx(0.5, abs=0.1)
