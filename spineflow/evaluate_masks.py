@@ -228,10 +228,11 @@ def surfaces_beyond_mask_mm(geometry: dict, mask_image: nib.Nifti1Image, value: 
     inside = (np.asarray(mask_image.dataobj) == value).astype(float)
     profiles = ndimage.map_coordinates(inside, voxels.T, order=1, mode="constant")
     edges = np.array([_crossing(p, t) for p in profiles.reshape(len(u), len(t))])
+    if not np.isfinite(edges).any():
+        return float("nan"), float("nan")
     upper = np.polyval(geometry["upper_coef"], u) - edges[:, 1]
     lower = edges[:, 0] - np.polyval(geometry["lower_coef"], u)
-    with np.errstate(invalid="ignore"):
-        return float(np.nanmean(upper)), float(np.nanmean(lower))
+    return float(np.nanmean(upper)), float(np.nanmean(lower))
 
 
 def _geometries(output_dir, participant_id: str, session_id: str) -> dict[str, dict]:

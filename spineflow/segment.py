@@ -179,15 +179,15 @@ def marrow_rows(column: Column) -> tuple[np.ndarray, np.ndarray, float]:
     residual = band - level[:, None]
     finite = residual[np.isfinite(residual)]
     spread = float(1.4826 * np.median(np.abs(finite - np.median(finite))))
-    tried = []
+    widest = None
     for spreads in TOLERANCE_SPREADS:
         tolerance = max(spreads * spread, 0.12 * float(np.median(level)))
         likeness = ndimage.uniform_filter1d(np.nanmean(np.abs(residual) < tolerance, axis=1), 3)
-        tried.append((likeness, level, tolerance))
+        widest = widest or (likeness, level, tolerance)
         runs = _runs(likeness >= 0.5)
         if all(stop - start <= MAX_BODY_MM for start, stop in runs[1:] or runs):
-            return tried[-1]
-    return tried[0]
+            return likeness, level, tolerance
+    return widest
 
 
 def body_runs(column: Column) -> list[tuple[int, int]]:
