@@ -169,8 +169,9 @@ def marrow_rows(column: Column) -> tuple[np.ndarray, np.ndarray, float]:
     of any 60 mm stretch), so a residual bias field does not matter.
 
     The tolerance is the widest of TOLERANCE_SPREADS (times the residual's robust spread, at
-    least 12 % of the level) under which no run of marrow above the lowest (the sacrum) is
-    taller than one body (MAX_BODY_MM); the widest of all where none is. On a T2 image without
+    least 12 % of the level) under which no run of marrow a body's height above the lowest
+    such run (the sacrum) is taller than one body (MAX_BODY_MM); the widest of all where none
+    is. On a T2 image without
     fat suppression, marrow texture widens the spread until discs as dark as the tissue around
     them look like marrow and the bodies run together."""
     band = column.image[:, (column.depth_mm >= 4) & (column.depth_mm <= 24)]
@@ -184,8 +185,8 @@ def marrow_rows(column: Column) -> tuple[np.ndarray, np.ndarray, float]:
         tolerance = max(spreads * spread, 0.12 * float(np.median(level)))
         likeness = ndimage.uniform_filter1d(np.nanmean(np.abs(residual) < tolerance, axis=1), 3)
         widest = widest or (likeness, level, tolerance)
-        runs = _runs(likeness >= 0.5)
-        if all(stop - start <= MAX_BODY_MM for start, stop in runs[1:] or runs):
+        bodies = [r for r in _runs(likeness >= 0.5) if r[1] - r[0] >= MIN_BODY_MM]
+        if all(stop - start <= MAX_BODY_MM for start, stop in bodies[1:] or bodies):
             return likeness, level, tolerance
     return widest
 

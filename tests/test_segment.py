@@ -144,6 +144,19 @@ def test_discs_little_darker_than_textured_marrow_still_part_the_bodies():
     assert all(abs((b - a) - 26) <= 3 for a, b in runs), runs
 
 
+def test_a_scrap_of_marrow_below_the_sacrum_does_not_narrow_the_tolerance():
+    """A few rows of marrow-like signal where the column starts, under a 47 mm sacrum with a
+    faint S1-S2 remnant: the sacrum is still the lowest body-sized run, tall as it may be, and
+    the tolerance stays wide enough that the remnant does not read as a disc."""
+    marrow, disc = 100.0, 40.0
+    column = _column([
+        (5, marrow), (3, disc), (22, marrow), (3, 75.0), (22, marrow),  # scrap, sacrum
+        (9, disc), (25, marrow), (9, disc), (25, marrow),  # L5-S1, L5, L4-L5, L4
+    ], noise=10.0)  # fmt: skip
+    runs = body_runs(column)
+    assert (8, 55) in runs, runs
+
+
 def test_a_dark_line_across_one_body_does_not_make_it_two():
     """The basivertebral vein or a cleft: a dark line across L4, its halves 13 rows each
     (each as tall as the shortest body) and together one body's height."""
