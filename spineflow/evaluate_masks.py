@@ -275,7 +275,9 @@ def score_session(
     vertebrae: pd.DataFrame,
 ) -> dict:
     """Labels, measured share, impossible values and heights of one exam."""
-    mask_image = nib.load(str(Path(truth_dir) / f"{participant_id}_dseg.nii.gz"))
+    on_disk = nib.load(str(Path(truth_dir) / f"{participant_id}_dseg.nii.gz"))
+    # read once: the labels, the heights and every disc's surfaces look at it
+    mask_image = nib.Nifti1Image(np.asarray(on_disk.dataobj), on_disk.affine, on_disk.header)
     known = anchors(mask_image)
     names_known = {a.name for a in known}
     dseg = _dseg(output_dir, participant_id, session_id)
