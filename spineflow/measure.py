@@ -92,6 +92,9 @@ class DiscResult:
     # posterior and anterior walls (frame u, mm) of the vertebrae above and below, by the disc
     upper_walls: tuple[float, float] = (np.nan, np.nan)
     lower_walls: tuple[float, float] = (np.nan, np.nan)
+    walls_unseen: tuple[str, ...] = ()  # the sides (posterior, anterior) no wall confirmed
+    # the surfaces (upper, lower) whose partial-volume fit ran away: left at the marrow edge
+    unfitted: tuple[str, ...] = ()
     features: dict = field(default_factory=dict)
 
     @property
@@ -413,6 +416,7 @@ def _locate(plane: Plane, level: str, label: int, upper_label: int, slips_mm) ->
         found_walls = walls[:, end][np.isfinite(walls[:, end])]
         if not found_walls.size:  # no wall confirms the end the labels suggest
             unseen.append(f"{side} wall not found")
+            result.walls_unseen += (side,)
             continue
         found = _disc_end(plane, result, float(found_walls.mean()), direction)
         if not np.isfinite(found):  # tissue as bright as the disc against it
@@ -630,13 +634,15 @@ def _cortex_record(plane: Plane, located: dict[str, DiscResult]) -> dict:
 
 
 def refine_disc(plane: Plane, disc: DiscResult, cortex_mm: float) -> DiscResult:
-    """The disc's endplates refined on the raw pixels (``_refine_side``); a far endplate
-    (``locate_far_endplate``) has one side only."""
-    sides = {+1: "upper_coef", -1: "lower_coef"}
-    refined = replace(disc, **{
-        name: _refine_side(plane, disc, side, cortex_mm)
-        for side, name in sides.items() if getattr(disc, name) is not None
-    })  # fmt: skip
+    """The disc's endplates refined on the raw pixels (``_refine_side``), those whose fit ran
+    away named in ``unfitted``; a far endplate (``locate_far_endplate``) has one side only."""
+    refined = replace(disc)
+    for side, name in ((+1, "upper"), (-1, "lower")):
+        if getattr(disc, f"{name}_coef") is None:
+            continue
+        coef, fitted = _refine_side(plane, disc, side, cortex_mm)
+        setattr(refined, f"{name}_coef", coef)
+        refined.unfitted += () if fitted else (name,)
     if refined.has_both_endplates:
         refined.height_mm = _mean_height(refined)
     return refined
@@ -730,10 +736,11 @@ def locate_far_endplate(plane: Plane, disc: DiscResult, side: int) -> DiscResult
 
 
 def _refine_side(plane: Plane, disc: DiscResult, side: int, cortex_mm: float):
-    """One endplate's surface: the partial-volume fit, else the marrow edge moved by the cortex."""
+    """One endplate's surface and whether it was fitted: the partial-volume fit, else the marrow
+    edge moved by the cortex."""
     pixels = _endplate_pixels(plane, disc, side)
     fit = _fit_side(disc, pixels, side, cortex_mm, plane.noise_sigma)
-    return fit.coef if fit is not None else _surface_guess(disc, side, cortex_mm)
+    return (fit.coef, True) if fit is not None else (_surface_guess(disc, side, cortex_mm), False)
 
 
 # ------------------------------------------------------------------ statuses and distances
@@ -785,8 +792,11 @@ def _intervertebral_distance(plane: Plane, discs: dict, name: str) -> dict:
     if "not_in_fov" in (over.status, discs[below].status):
         row["status"], row["note"] = "not_in_fov", "an endplate is outside the field of view"
         return row
-    carriers = {above: (over, over.lower_coef), below: (discs[below], discs[below].upper_coef)}
-    failed = [f"{d} {result.note}" for d, (result, coef) in carriers.items() if coef is None]
+    carriers = {above: (over, "lower"), below: (discs[below], "upper")}
+    failed = [f"{d} {result.note}" for d, (result, surface) in carriers.items()
+              if getattr(result, f"{surface}_coef") is None]  # fmt: skip
+    failed += [f"{d}: the endplate's {UNFITTED}" for d, (result, surface) in carriers.items()
+               if surface in result.unfitted]  # fmt: skip
     if failed:
         row["status"], row["note"] = "failed", "endplate not measured: " + "; ".join(failed)
         return row
@@ -865,7 +875,7 @@ def measure_session(
         facts["CortexEstimated"] = False
     facts["CortexMillimetres"] = cortex
     discs = {
-        level: refine_disc(plane, d, cortex) if d.status == "ok" else d
+        level: _height_placed(refine_disc(plane, d, cortex)) if d.status == "ok" else d
         for level, d in located.items()
     }
     disc_rows = []
@@ -879,6 +889,29 @@ def measure_session(
     vertebra_rows = [_intervertebral_distance(plane, discs, name) for name in VERTEBRAE]
     facts["Discs"] = [geometry_record(plane, discs[level]) for level in LEVELS]
     return pd.DataFrame(disc_rows), pd.DataFrame(vertebra_rows), facts
+
+
+UNFITTED = "partial-volume fit ran over 2 mm from the marrow edge"
+
+
+def _height_placed(disc: DiscResult) -> DiscResult:
+    """The disc, failed where its height cannot be placed: an AP end no vertebral wall
+    confirmed (that end is then only the label's, and so is the central 80 % of the AP extent
+    the height is averaged over: a label ending short of the front puts it off the middle), or
+    an endplate whose fit ran away (its surface is then the marrow edge, millimetres into the
+    bone on real T2 exams, where the cortex and the cartilage make one dark band)."""
+    if not disc.has_both_endplates:
+        return disc
+    reasons = []
+    if disc.walls_unseen:
+        sides = " and ".join(disc.walls_unseen)
+        reasons.append(f"the {sides} end is not confirmed by a vertebral wall")
+    if disc.unfitted:
+        reasons.append(f"the {' and '.join(disc.unfitted)} endplate's {UNFITTED}")
+    if reasons:
+        disc.status, disc.height_mm, disc.width_mm = "failed", np.nan, np.nan  # one status per row
+        disc.note = "; ".join(filter(None, [disc.note, "no height: " + "; ".join(reasons)]))
+    return disc
 
 
 def load_labels(path, volume: Volume) -> np.ndarray:

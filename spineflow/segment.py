@@ -321,13 +321,19 @@ BODY_CORE_MM = (4.0, 14.0)
 # its front is where its depth profile leaves that level by this share (the anterior cortex
 # and ligament), or by 4 times the profile's spread there, whichever is larger
 BODY_EDGE_SHARE = 0.25
+BODY_MAX_DEPTH_MM = 50.0  # the deepest adult lumbar body, front to back
+DRIFT_REFERENCE_MM = 4.0  # a slow drift is followed against the last this many mm
+# a front followed on by less is the step's own partial-volume samples, not a drift
+MIN_DRIFT_MM = 2.0
 
 
 def body_extent_mm(column: Column, rows: tuple[int, int]) -> tuple[float, float]:
     """Posterior and anterior depth of the body: the run around its core (BODY_CORE_MM) where
     its depth profile (the median over its rows) stays at the core's level. The rows' own
     level, not the column's tolerance for telling bodies from discs: on a T2 image without fat
-    suppression the tissue in front of the spine lies within that tolerance of marrow."""
+    suppression the tissue in front of the spine lies within that tolerance of marrow.
+    Where the profile left that level gradually (a receive field falling off towards the
+    front), the front is followed on to the step (``_front_past_drift``)."""
     depth = column.depth_mm
     profile = np.nanmedian(column.image[rows[0] : rows[1]], axis=0)
     core = (depth >= BODY_CORE_MM[0]) & (depth <= BODY_CORE_MM[1]) & np.isfinite(profile)
@@ -341,7 +347,24 @@ def body_extent_mm(column: Column, rows: tuple[int, int]) -> tuple[float, float]
     if not around or (around[0][1] - around[0][0]) * STEP_MM < 5.0:  # at least 5 mm deep
         return 2.0, 35.0
     start, stop = around[0]
-    return depth[start], depth[stop - 1]
+    return depth[start], depth[_front_past_drift(profile, depth, stop - 1, spread)]
+
+
+def _front_past_drift(profile: np.ndarray, depth: np.ndarray, last: int, spread: float) -> int:
+    """The body's front from ``last`` (its last sample at the core's level) outwards: on while
+    each sample stays within BODY_EDGE_SHARE (or 4 spreads) of the DRIFT_REFERENCE_MM before
+    it. A cortex or ligament is a step and stops it at once; a drift is followed to the step.
+    ``last`` itself where that moves the front by less than MIN_DRIFT_MM, or where no step comes
+    before BODY_MAX_DEPTH_MM (tissue as bright as the marrow in front of it: the drift then
+    cannot be told from the body's surroundings)."""
+    reference = int(round(DRIFT_REFERENCE_MM / STEP_MM))
+    front = last
+    while front + 1 < len(profile) and depth[front + 1] <= BODY_MAX_DEPTH_MM:
+        level = np.median(profile[max(front - reference + 1, 0) : front + 1])
+        if not abs(profile[front + 1] - level) < max(BODY_EDGE_SHARE * abs(level), 4.0 * spread):
+            return front if depth[front] - depth[last] >= MIN_DRIFT_MM else last
+        front += 1
+    return last
 
 
 def column_labels(column: Column, runs: list[tuple[int, int]], labelling: Labelling) -> np.ndarray:

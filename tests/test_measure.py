@@ -9,10 +9,23 @@ bodies, disc width = body depth + 2 bulges, intervertebral distance = body heigh
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from spineflow.measure import CORTEX_GRID_MM, cortex_fit, measure_session, pooled_cortex_mm
+from spineflow.measure import (
+    CORTEX_GRID_MM,
+    UNFITTED,
+    Plane,
+    _height_placed,
+    _intervertebral_distance,
+    _located_discs,
+    cortex_fit,
+    measure_session,
+    pooled_cortex_mm,
+    refine_disc,
+)
 from spineflow.midsagittal import Volume
 from spineflow.segment import VERTEBRA_LABELS, disc_label
 
@@ -292,14 +305,36 @@ def test_a_field_of_view_ending_in_a_disc_still_measures_the_vertebra_below_it(c
     )
 
 
-def test_a_disc_end_no_vertebral_wall_confirms_gives_no_width():
-    # tissue in front of the bodies as bright as their marrow: no anterior wall shows
+def test_a_disc_end_no_vertebral_wall_confirms_gives_no_width_and_no_height():
+    """Tissue in front of the bodies as bright as their marrow: no anterior wall shows, the
+    disc's front is only the label's, and so is the central 80 % height is averaged over."""
     volume, labels = phantom(anterior=MARROW)
-    discs, _, _ = measure_session(volume, labels, cortex_mm=0.0)
+    discs, _, facts = measure_session(volume, labels, cortex_mm=0.0)
     for row in discs.itertuples():
-        assert row.status == "ok", row.note
+        assert row.status == "failed", row.note
         assert np.isnan(row.width_mm) and "anterior wall not found: no width" in row.note
-        assert row.height_mm == pytest.approx(DISC_HEIGHTS[row.level], abs=HEIGHT_TOLERANCE_MM)
+        assert np.isnan(row.height_mm) and "the anterior end is not confirmed" in row.note
+    assert all(record["status"] == "failed" for record in facts["Discs"])
+
+
+def test_an_endplate_whose_fit_runs_away_gives_no_height_and_no_distance():
+    """L4's caudal endplate first guessed 3 mm inside the disc: the partial-volume fit runs
+    to the true surface, past its 2 mm leash, and the surface would stay at the guess."""
+    volume, labels = phantom(STRAIGHT_DEG)
+    plane = Plane(volume, labels)
+    discs = {level: refine_disc(plane, disc, 0.0) if disc.status == "ok" else disc
+             for level, disc in _located_discs(plane).items()}  # fmt: skip
+    located = discs["L4-L5"]
+    assert located.unfitted == () and located.status == "ok"
+    shifted = replace(located, upper_coef=located.upper_coef - np.eye(3)[-1] * 3.0)
+    discs["L4-L5"] = _height_placed(refine_disc(plane, shifted, 0.0))
+    assert discs["L4-L5"].unfitted == ("upper",)
+    assert discs["L4-L5"].status == "failed" and np.isnan(discs["L4-L5"].height_mm)
+    assert np.isnan(discs["L4-L5"].width_mm)  # a row that is not ok carries no number
+    assert UNFITTED in discs["L4-L5"].note
+    l4, l5 = (_intervertebral_distance(plane, discs, name) for name in ("L4", "L5"))
+    assert l4["status"] == "failed" and UNFITTED in l4["note"], l4
+    assert l5["status"] == "ok", l5  # its endplates are L4-L5's lower and L5-S1's upper
 
 
 def test_s1_caudal_endplate_found_under_a_residual_bias_field():

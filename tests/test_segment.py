@@ -222,6 +222,22 @@ def test_the_sharpest_bend_cross_checks_the_sacrum(tilts_deg, k, problem):
     assert (problem in found) if problem else found == "", found
 
 
+@pytest.mark.parametrize("falloff", [0.0, 0.4])
+def test_a_body_ends_at_its_front_under_a_receive_field_falling_off_towards_it(falloff):
+    """A fat-suppressed body 38 mm deep whose signal falls off linearly towards its front (a
+    receive coil behind the spine) by ``falloff``, then dark tissue: the front is the step,
+    not where the drift first leaves the core's level."""
+    rng = np.random.default_rng(5)
+    depth = np.arange(0.0, COLUMN_DEPTH_MM, STEP_MM)
+    rows = 60
+    field = 1.0 - falloff * np.clip(depth / 38.0, 0.0, 1.0)
+    marrow = np.where(depth < 38.0, 1.0, 0.2) * field
+    image = marrow[None, :] + rng.normal(0, 0.03, (rows, depth.size))
+    column = Column(np.zeros((rows, 2)), np.tile([1.0, 0.0], (rows, 1)), depth, image)
+    posterior, anterior = body_extent_mm(column, (10, 50))
+    assert posterior <= 1.0 and 37.0 <= anterior <= 38.0, (posterior, anterior)
+
+
 def test_a_body_ends_at_its_front_not_in_tissue_the_column_calls_marrow_like():
     """A T2 image without fat suppression: marrow with texture, bright discs, and in front of
     the bodies a dark ligament then tissue close enough to marrow for the column's tolerance."""
