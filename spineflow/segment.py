@@ -341,13 +341,17 @@ def body_extent_mm(column: Column, rows: tuple[int, int]) -> tuple[float, float]
         return 2.0, 35.0
     level = np.median(profile[core])
     spread = 1.4826 * np.median(np.abs(profile[core] - level))
-    looks = np.abs(profile - level) < max(BODY_EDGE_SHARE * abs(level), 4.0 * spread)
+    looks = np.abs(profile - level) < _body_tolerance(level, spread)
     middle = np.mean(BODY_CORE_MM)
     around = [r for r in _runs(looks) if depth[r[0]] <= middle <= depth[r[1] - 1]]
     if not around or (around[0][1] - around[0][0]) * STEP_MM < 5.0:  # at least 5 mm deep
         return 2.0, 35.0
     start, stop = around[0]
     return depth[start], depth[_front_past_drift(profile, depth, stop - 1, spread)]
+
+
+def _body_tolerance(level: float, spread: float) -> float:
+    return max(BODY_EDGE_SHARE * abs(level), 4.0 * spread)
 
 
 def _front_past_drift(profile: np.ndarray, depth: np.ndarray, last: int, spread: float) -> int:
@@ -361,7 +365,7 @@ def _front_past_drift(profile: np.ndarray, depth: np.ndarray, last: int, spread:
     front = last
     while front + 1 < len(profile) and depth[front + 1] <= BODY_MAX_DEPTH_MM:
         level = np.median(profile[max(front - reference + 1, 0) : front + 1])
-        if not abs(profile[front + 1] - level) < max(BODY_EDGE_SHARE * abs(level), 4.0 * spread):
+        if not abs(profile[front + 1] - level) < _body_tolerance(level, spread):
             return front if depth[front] - depth[last] >= MIN_DRIFT_MM else last
         front += 1
     return last
