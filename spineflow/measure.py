@@ -77,6 +77,10 @@ class Frame:
         return relative @ self.ap, relative @ self.up
 
 
+# why an endplate is left at its marrow edge (``refine_disc``), in notes
+UNFITTED = "partial-volume fit ran over 2 mm from the marrow edge"
+
+
 @dataclass
 class DiscResult:
     level: str
@@ -889,9 +893,6 @@ def measure_session(
     vertebra_rows = [_intervertebral_distance(plane, discs, name) for name in VERTEBRAE]
     facts["Discs"] = [geometry_record(plane, discs[level]) for level in LEVELS]
     return pd.DataFrame(disc_rows), pd.DataFrame(vertebra_rows), facts
-
-
-UNFITTED = "partial-volume fit ran over 2 mm from the marrow edge"
 
 
 def _height_placed(disc: DiscResult) -> DiscResult:

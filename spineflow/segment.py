@@ -171,9 +171,8 @@ def marrow_rows(column: Column) -> tuple[np.ndarray, np.ndarray, float]:
     The tolerance is the widest of TOLERANCE_SPREADS (times the residual's robust spread, at
     least 12 % of the level) under which no run of marrow a body's height above the lowest
     such run (the sacrum) is taller than one body (MAX_BODY_MM); the widest of all where none
-    is. On a T2 image without
-    fat suppression, marrow texture widens the spread until discs as dark as the tissue around
-    them look like marrow and the bodies run together."""
+    is. On a T2 image without fat suppression, marrow texture widens the spread until discs as
+    dark as the tissue around them look like marrow and the bodies run together."""
     band = column.image[:, (column.depth_mm >= 4) & (column.depth_mm <= 24)]
     row_level = np.nanmedian(band, axis=1)
     level = ndimage.median_filter(np.nan_to_num(row_level, nan=np.nanmedian(row_level)), 61)
