@@ -430,9 +430,10 @@ def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int | No
     endplates, so an oblique sacral remnant is not taken for thick); those thinner than
     MIN_DISC_MM are fused sacral remnants, those taller than MAX_DISC_MM no single disc. L5-S1
     is the lowest gap of a disc's height with a whole body below it (S1), unless the image
-    itself cuts that body; a gap whose endplates are not seen (a dim sacrum, a remnant without
-    marrow around it) is no L5-S1 to anchor on; one cut by the image counts by its length
-    along the column.
+    itself cuts that body; where the column's own end cuts it short of a body, which vertebra
+    it is cannot be told (``_cut_body_problem``). A gap whose endplates are not seen (a dim
+    sacrum, a remnant without marrow around it) is no L5-S1 to anchor on; one cut by the image
+    counts by its length along the column.
 
     A second cue checks the first: the lumbosacral junction is the spine's sharpest bend. A
     well-formed S1-S2 disc (a young adult's, or a lumbarised S1) has a disc's height, but the
@@ -456,11 +457,11 @@ def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int | No
         "GapTiltsDegrees": [round(t, 1) if np.isfinite(t) else None for t in tilts],
     }
     for k in range(min(SACRAL_GAPS_CHECKED, checked)):
-        below_whole = runs[k][1] - runs[k][0] >= MIN_BODY_MM or plane.touches_border(
-            labelling.body_values[k]
-        )
+        cut_by_image = plane.touches_border(labelling.body_values[k])
+        below_whole = runs[k][1] - runs[k][0] >= MIN_BODY_MM or runs[k][0] == 0 or cut_by_image
         if MIN_DISC_MM <= heights[k] <= MAX_DISC_MM and below_whole:
-            problem = _bend_problem(tilts, k)
+            cut_problem = "" if cut_by_image else _cut_body_problem(runs, k, len(column.points_mm))
+            problem = cut_problem or _bend_problem(tilts, k)
             if problem:
                 heights_mm = facts["SacralGapHeightsMillimetres"]
                 facts["AnchorProblem"] = f"{problem} (heights {heights_mm} mm, caudal to cranial)"
@@ -471,6 +472,30 @@ def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int | No
         f"{SACRAL_GAPS_CHECKED} (heights {facts['SacralGapHeightsMillimetres']} mm)"
     )
     return None, facts
+
+
+# S1 is about as tall as L5 (both 25-30 mm in adults): a body run that the column's caudal end
+# cuts shorter than this share of the bodies above it may be part of any vertebra
+CUT_BODY_SHARE = 0.8
+
+
+def _cut_body_problem(runs: list[tuple[int, int]], k: int, n_rows: int) -> str:
+    """Why body run k, below a gap of a disc's height, cannot be taken for S1, empty if it can:
+    the column's caudal end cuts it (it starts at row 0; rows are 1 mm) shorter than
+    CUT_BODY_SHARE of the typical whole body above (the median of the next three that the
+    column's cranial end does not cut; MIN_BODY_MM without one). The column then ended inside
+    a vertebra that may be a lumbar one (where it lost the canal above the sacrum), and the
+    gap above it may be any disc."""
+    start, stop = runs[k]
+    if start > 0:
+        return ""
+    above = [b - a for a, b in runs[k + 1 : k + 4] if b < n_rows]
+    shortest_mm = CUT_BODY_SHARE * float(np.median(above)) if above else MIN_BODY_MM
+    if stop - start >= shortest_mm:
+        return ""
+    return (f"the column ends {stop - start} mm into the body below the lowest gap of a disc's "
+            f"height, short of a whole body ({shortest_mm:.0f} mm): whether it is S1 cannot "
+            "be told")  # fmt: skip
 
 
 BEND_DISAGREEMENT_DEG = 10.0

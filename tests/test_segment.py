@@ -10,6 +10,7 @@ from spineflow.segment import (
     VERTEBRA_LABELS,
     Column,
     _bend_problem,
+    _cut_body_problem,
     _disc_inside,
     body_extent_mm,
     body_runs,
@@ -220,6 +221,26 @@ NAN = float("nan")
 def test_the_sharpest_bend_cross_checks_the_sacrum(tilts_deg, k, problem):
     found = _bend_problem(tilts_deg, k)
     assert (problem in found) if problem else found == "", found
+
+
+@pytest.mark.parametrize(
+    "runs, problem",
+    [
+        ([(0, 25), (34, 60), (69, 96), (105, 129)], False),  # S1 cut at S1-S2: a whole body
+        ([(0, 14), (20, 41), (50, 71), (80, 99)], True),  # the column ended inside L4
+        ([(0, 9), (18, 43)], True),  # a scrap, no whole body above to compare: under 12 mm
+        ([(0, 24), (33, 88), (97, 123), (132, 157)], False),  # two bodies merged above
+        ([(4, 16), (25, 50), (59, 85)], False),  # not cut by the column: a body's run
+        ([(0, 15), (24, 50), (59, 80)], True),  # the run at the top is cut: not compared
+    ],
+)
+def test_a_body_the_column_cuts_short_is_no_sacrum(runs, problem):
+    """The gap above body run 0 has a disc's height. Where the column lost the canal above the
+    sacrum, its end cuts a lumbar body, and the gap above it would read as L5-S1 (a T2 session
+    of the own generator had its sacrum labelled on L4): a run the column cuts short of the
+    bodies above it cannot be told for S1."""
+    found = _cut_body_problem(runs, 0, n_rows=80 if runs[-1][1] == 80 else 200)
+    assert bool(found) == problem, found
 
 
 @pytest.mark.parametrize("falloff", [0.0, 0.4])
