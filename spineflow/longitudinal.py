@@ -101,8 +101,8 @@ def registration_check(registration_change_mm: float, own_change_mm: float) -> s
     disagreement = registration_change_mm - own_change_mm
     if abs(disagreement) <= MAX_DISAGREEMENT_MM:
         return ""
-    return (f"the per-vertebra registration gives a change {disagreement:+.2f} mm from the own "
-            "heights': check this disc's segmentation at both sessions")  # fmt: skip
+    return (f"the per-vertebra registration gives a change {disagreement:+.2f} mm from that of "
+            "the disc's own heights: check its segmentation at both sessions")  # fmt: skip
 
 
 def participant_heights(records1: dict, records2: dict, transforms: dict) -> pd.DataFrame:

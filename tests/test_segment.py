@@ -56,7 +56,8 @@ def test_midline_found_from_the_anatomy_not_the_middle_slice(offset_mm):
 
 
 @pytest.mark.parametrize("seed,base", [(3, render.PD_FS), (4, render.PD_FS), (5, render.PD_FS),
-                                       (3, render.T2), (6, render.T2)])  # fmt: skip
+                                       (3, render.T2), (6, render.T2),
+                                       (3, render.STIR)])  # fmt: skip
 def test_levels_are_labelled_where_they_are(seed, base):
     """Each labelled disc lies at its true centre: counting starts at the sacrum. On a T2
     image without fat suppression the fat under the skin is a long bright tube as well: the

@@ -79,7 +79,8 @@ class CohortOptions:
     supersample: int = 4
     workers: int = 2
     # the measured series' contrast, one drawn per participant: "pd_fs" (the study's
-    # fat-suppressed PD TSE), "t2" (a T2 TSE without fat suppression, the 1.5 T routine)
+    # fat-suppressed PD TSE), "t2" (a T2 TSE without fat suppression, the 1.5 T routine),
+    # "stir" (fat nulled by inversion recovery)
     contrasts: tuple[str, ...] = ("pd_fs",)
 
 
@@ -117,6 +118,7 @@ def generate_cohort(out: str | Path, options: CohortOptions = CohortOptions()) -
 MEASURED_SERIES = {
     "pd_fs": (render.PD_FS, (0.04, 0.3), SeriesInfo(3, "pd_tse_fs_sag", 3200, 33, "FS")),
     "t2": (render.T2, None, SeriesInfo(3, "t2_tse_sag", 4000, 100, "")),
+    "stir": (render.STIR, (0.02, 0.1), SeriesInfo(3, "stir_tse_sag", 4500, 60, "IR")),
 }
 
 

@@ -3,8 +3,8 @@ multiplicative bias field and Rician noise.
 
 Intensities are for a sagittal fat-suppressed proton-density TSE (CSF brightest, healthy nucleus
 bright, marrow and muscle intermediate-low, fat, cortex, ligaments and flowing blood dark), a T2
-TSE without fat suppression (fat and fatty marrow bright as well) or, for the decoy series, a
-T1-weighted TSE.
+TSE without fat suppression (fat and fatty marrow bright as well), a STIR (marrow darker, fluid
+bright) or, for the decoy series, a T1-weighted TSE.
 """
 
 from __future__ import annotations
@@ -46,6 +46,17 @@ T2 = {
     "annulus": 0.14,
     "posterior_bone": 0.45,
     "nucleus": {1: 0.9, 2: 0.72, 3: 0.42, 4: 0.24, 5: 0.12},
+}
+# STIR (short-tau inversion recovery, fat nulled by its T1): fat and fatty marrow darker than
+# on a fat-suppressed PD, the long-T2 tissues (CSF, a healthy nucleus) bright against them
+STIR = {
+    **PD_FS,
+    "fat": 0.05,
+    "muscle": 0.16,
+    "marrow": 0.22,
+    "annulus": 0.12,
+    "posterior_bone": 0.18,
+    "nucleus": {1: 0.9, 2: 0.72, 3: 0.4, 4: 0.22, 5: 0.1},
 }
 T1 = {
     **PD_FS,
