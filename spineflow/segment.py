@@ -548,6 +548,7 @@ def _anchor_with_bodies_split(volume: Volume, midline, column: Column, runs):
     anchor, facts = find_anchor(volume, midline, column, runs)
     if anchor is None:
         raise ValueError(f"levels not labelled: {facts['AnchorProblem']}")
+    anchor, runs, facts = _disc_hidden_below(volume, midline, column, runs, anchor, facts)
     split = split_merged_bodies(column, runs, anchor + 1)
     if split == runs:
         return anchor, runs, facts
@@ -562,6 +563,31 @@ def _anchor_with_bodies_split(volume: Volume, midline, column: Column, runs):
             f"above it are split (heights {facts['SacralGapHeightsMillimetres']} mm)"
         )
     return again, split, facts
+
+
+def _disc_hidden_below(volume: Volume, midline, column: Column, runs, anchor: int, facts: dict):
+    """The anchor, runs and facts, checked for a disc hidden in the run below the chosen gap
+    (``_disc_inside``): a degenerated L5-S1 as bright as the marrow, but for its thin endplates,
+    leaves S1 and L5 one run, and L4-L5 above them is then the lowest gap found. Split there and
+    measured like the others, a hidden gap of a disc's height is the lowest one: the anchor is
+    sought again on the split runs and must land on it, or no level is labelled. A hidden gap
+    thinner than a disc (a sacral remnant, the basivertebral vein) or not located changes
+    nothing."""
+    start, stop = runs[anchor]
+    tall = stop - start >= 2 * MIN_BODY_MM
+    hidden = _disc_inside(column.marrow[0], start, stop) if tall else None
+    if hidden is None:
+        return anchor, runs, facts
+    split = [*runs[:anchor], (start, hidden[0]), (hidden[1], stop), *runs[anchor + 1 :]]
+    again, split_facts = find_anchor(volume, midline, column, split)
+    height_mm = split_facts["SacralGapHeightsMillimetres"][anchor]
+    if not MIN_DISC_MM <= height_mm <= MAX_DISC_MM:
+        return anchor, runs, facts
+    if again != anchor:
+        problem = split_facts.get("AnchorProblem", "the chosen gap is another")
+        raise ValueError(f"levels not labelled: a gap of a disc's height ({height_mm} mm) hides in "
+                         f"the body below the lowest one found: {problem}")  # fmt: skip
+    return again, split, split_facts
 
 
 def segment_volume(volume: Volume, half_width_slices: int = 1,

@@ -25,11 +25,14 @@ SPACING_MM = 3.3
 
 
 def _phantom(seed: int, midline_offset_mm: float, fov_shift_mm: float = 0.0,
-             base=render.PD_FS):  # fmt: skip
+             base=render.PD_FS, l5s1=None):  # fmt: skip
     """A 7-slice sagittal volume in canonical layout, the anatomy's midline offset from the
-    middle slice; returns the volume, the spine and the in-plane origin of the image."""
+    middle slice; returns the volume, the spine and the in-plane origin of the image.
+    ``l5s1``: (Pfirrmann grade, height in mm) of L5-S1 instead of the drawn ones."""
     rng = np.random.default_rng(seed)
     params = sampling.sample_participant(rng)
+    if l5s1 is not None:
+        params["pfirrmann"]["L5-S1"], params["disc_height_mm"]["L5-S1"] = l5s1
     spine = anatomy.build_spine(params)
     scene = sampling.sample_scene(rng, spine, snr=30)
     contrast = sampling.sample_contrast(rng, base)
@@ -55,14 +58,18 @@ def test_midline_found_from_the_anatomy_not_the_middle_slice(offset_mm):
     assert x_mm == pytest.approx(0.0, abs=1.0)
 
 
-@pytest.mark.parametrize("seed,base", [(3, render.PD_FS), (4, render.PD_FS), (5, render.PD_FS),
-                                       (3, render.T2), (6, render.T2),
-                                       (3, render.STIR)])  # fmt: skip
-def test_levels_are_labelled_where_they_are(seed, base):
+@pytest.mark.parametrize(
+    "seed,base,l5s1",
+    [(3, render.PD_FS, None), (4, render.PD_FS, None), (5, render.PD_FS, None),
+     (3, render.T2, None), (6, render.T2, None), (3, render.STIR, None),
+     (3, render.STIR, (4, 6.1))],
+)  # fmt: skip
+def test_levels_are_labelled_where_they_are(seed, base, l5s1):
     """Each labelled disc lies at its true centre: counting starts at the sacrum. On a T2
     image without fat suppression the fat under the skin is a long bright tube as well: the
-    canal is the one with vertebrae in front of it."""
-    volume, spine, translation = _phantom(seed=seed, midline_offset_mm=0.7, base=base)
+    canal is the one with vertebrae in front of it. A thin, degenerated L5-S1 as bright as the
+    marrow on a STIR leaves L5 and S1 one run: the disc hidden in it is still found."""
+    volume, spine, translation = _phantom(seed=seed, midline_offset_mm=0.7, base=base, l5s1=l5s1)
     labels, facts = segment_volume(volume)
     assert {"L3-L4", "L4-L5", "L5-S1"} <= set(facts["LevelsFound"])
     for level in ("L3-L4", "L4-L5", "L5-S1"):
