@@ -461,7 +461,8 @@ def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int | No
         below_whole = runs[k][1] - runs[k][0] >= MIN_BODY_MM or runs[k][0] == 0 or cut_by_image
         if MIN_DISC_MM <= heights[k] <= MAX_DISC_MM and below_whole:
             cut_problem = "" if cut_by_image else _cut_body_problem(runs, k, len(column.points_mm))
-            problem = cut_problem or _bend_problem(tilts, k)
+            single_body_below = runs[k][1] - runs[k][0] <= MAX_BODY_MM
+            problem = cut_problem or _bend_problem(tilts, k, single_body_below)
             if problem:
                 heights_mm = facts["SacralGapHeightsMillimetres"]
                 facts["AnchorProblem"] = f"{problem} (heights {heights_mm} mm, caudal to cranial)"
@@ -501,15 +502,17 @@ def _cut_body_problem(runs: list[tuple[int, int]], k: int, n_rows: int) -> str:
 BEND_DISAGREEMENT_DEG = 10.0
 
 
-def _bend_problem(tilts: list[float], k: int) -> str:
+def _bend_problem(tilts: list[float], k: int, single_body_below: bool = True) -> str:
     """Why the bend at gap k (its tilt against the gap above's) does not confirm it as L5-S1,
     empty if it does: a neighbouring gap bends BEND_DISAGREEMENT_DEG more (the sharper bend
     is the lumbosacral junction: the chosen gap is then a well-formed S1-S2 disc with L5-S1
     above it, or L4-L5 above a degenerated L5-S1 too thin for a disc), or the bend at it or
     above it cannot be read. A gap below that was not located is no L5-S1 (no endplates
-    seen) and checks nothing. Where the gap two above is not located, the bend over the two
-    gaps above can still confirm: lordosis bends every lumbar level the same way, so it is at
-    least the bend at the one above."""
+    seen) and checks nothing; nor does one below a run taller than one vertebra
+    (``single_body_below`` False: no L5 alone fills it, so the gap below it lies in the
+    sacrum, whose curve bends its remnants however sharply). Where the gap two above is not
+    located, the bend over the two gaps above can still confirm: lordosis bends every lumbar
+    level the same way, so it is at least the bend at the one above."""
 
     def bend(j, over=1):
         return tilts[j] - tilts[j + over] if 0 <= j and j + over < len(tilts) else None
@@ -519,7 +522,7 @@ def _bend_problem(tilts: list[float], k: int) -> str:
         return "the bend at the lowest gap of a disc's height cannot be read"
     for j, where in ((k + 1, "above"), (k - 1, "below")):
         other = bend(j)
-        if other is None or (where == "below" and not np.isfinite(other)):
+        if other is None or (where == "below" and not (np.isfinite(other) and single_body_below)):
             continue
         if not np.isfinite(other):
             over_two = bend(j, over=2) if where == "above" else None

@@ -231,6 +231,15 @@ def test_the_sharpest_bend_cross_checks_the_sacrum(tilts_deg, k, problem):
     assert (problem in found) if problem else found == "", found
 
 
+def test_a_remnant_below_more_than_one_body_does_not_refute_the_sacrum():
+    """A remnant below the chosen gap bends 36 degrees more (the sacrum curving away), but a
+    run taller than one vertebra lies between them: it cannot be L5 above a degenerated
+    L5-S1 (a T2 session of the own generator failed on that)."""
+    tilts_deg = [45.6, 9.3, -0.9]
+    assert "the gap below it by 36" in _bend_problem(tilts_deg, 1)
+    assert _bend_problem(tilts_deg, 1, single_body_below=False) == ""
+
+
 @pytest.mark.parametrize(
     "runs, problem",
     [
