@@ -285,6 +285,12 @@ def find_midline(volume: Volume, canal: Canal | None = None) -> np.ndarray:
     row (``smooth_midline``).
     """
     canal = canal_projection(volume) if canal is None else canal
+    rows, centres = _canal_centres(volume, canal)
+    return smooth_midline(rows, centres, volume.data.shape, volume.spacing_mm)
+
+
+def _canal_centres(volume: Volume, canal: Canal) -> tuple[np.ndarray, np.ndarray]:
+    """The rows z where the canal is found and its LR centre in each (fractional slice)."""
     mask = canal.mask
     rows = np.flatnonzero(mask.sum(axis=0) >= 2)
     centres = np.array([_lr_centre(canal.polarity * volume.data[:, mask[:, k], k].mean(axis=1))
@@ -292,7 +298,17 @@ def find_midline(volume: Volume, canal: Canal | None = None) -> np.ndarray:
     keep = np.isfinite(centres)
     if not keep.any():
         raise ValueError("no spinal canal found across the slices")
-    return smooth_midline(rows[keep], centres[keep], volume.data.shape, volume.spacing_mm)
+    return rows[keep], centres[keep]
+
+
+def midline_scatter_mm(volume: Volume, canal: Canal, midline: np.ndarray) -> float:
+    """How far the canal's centre, row by row, scatters about the mid-sagittal surface (robust
+    SD, mm across the slices). Where tissue as bright as the CSF lies beside the canal (fat on
+    a T2 without fat suppression) a row's centre jumps to it, and the surface fitted through
+    them may lie anywhere within that scatter."""
+    rows, centres = _canal_centres(volume, canal)
+    residual_mm = (centres - midline[rows]) * volume.spacing_mm[0]
+    return float(1.4826 * np.median(np.abs(residual_mm - np.median(residual_mm))))
 
 
 def smooth_midline(rows: np.ndarray, centres: np.ndarray, shape, spacing_mm) -> np.ndarray:

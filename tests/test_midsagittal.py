@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from spineflow.midsagittal import Volume, canal_polarity, canal_projection, vertebrae_in_front
+from spineflow.midsagittal import (
+    Canal,
+    Volume,
+    canal_polarity,
+    canal_projection,
+    find_midline,
+    midline_scatter_mm,
+    vertebrae_in_front,
+)
+from spineflow.segment import MAX_MIDLINE_SCATTER_MM
 
 SHAPE = (9, 200, 300)  # [x, y (posterior -> anterior), z], 1 mm voxels
 
@@ -74,3 +83,28 @@ def test_without_vertebrae_in_front_of_any_tube_the_strongest_stays():
 )
 def test_the_canal_is_dark_only_on_a_t1_weighted_series(sidecar, polarity):
     assert canal_polarity(sidecar) == polarity
+
+
+def _canal_volume(lateral_blob_rows=()):
+    """Nine 3.3 mm slices; a canal of CSF 20 mm across centred on slice 4 in every row; in the
+    given rows a structure brighter still two slices off the canal's centre (fat beside it)."""
+    data = np.full((9, 40, 60), 100.0, np.float32)
+    lr_profile = np.array([0, 0, 0.6, 1, 1, 1, 0.6, 0, 0]) * 900 + 100
+    data[:, 15:25, :] = lr_profile[:, None, None]
+    for k in lateral_blob_rows:
+        data[1:3, 15:25, k] = 1500.0
+    canal = Canal(np.zeros((40, 60), bool))
+    canal.mask[15:25, :] = True
+    return Volume(data, np.diag([3.3, 1.0, 1.0, 1.0]), (3.3, 1.0, 1.0)), canal
+
+
+@pytest.mark.parametrize("blob_rows, uncertain", [((), False), (range(0, 60, 2), True)])
+def test_the_midline_scatters_where_bright_tissue_lies_beside_the_canal(blob_rows, uncertain):
+    """Fat as bright as the CSF beside the canal in every other row moves those rows' centres
+    by two slices: the surface through them can no longer be told (over 2.5 mm)."""
+    volume, canal = _canal_volume(blob_rows)
+    midline = find_midline(volume, canal)
+    scatter_mm = midline_scatter_mm(volume, canal, midline)
+    assert (scatter_mm > MAX_MIDLINE_SCATTER_MM) == uncertain, scatter_mm
+    if not uncertain:
+        assert midline == pytest.approx(4.0, abs=0.01)
