@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+from scipy.stats import median_abs_deviation
 
 # a thecal sac is ~10-25 mm deep: wider bright blobs (bowel, bladder) and thin lines (skin,
 # vessel walls) are not canal
@@ -284,9 +285,19 @@ def find_midline(volume: Volume, canal: Canal | None = None) -> np.ndarray:
     patient moves the midline from slice to slice along the spine, so it is followed row by
     row (``smooth_midline``).
     """
+    return midline_and_scatter(volume, canal)[0]
+
+
+def midline_and_scatter(volume: Volume, canal: Canal | None = None) -> tuple[np.ndarray, float]:
+    """The mid-sagittal surface (``find_midline``) and how far the canal's centre, row by row,
+    scatters about it (robust SD, mm across the slices). Where tissue as bright as the CSF lies
+    beside the canal (fat on a T2 without fat suppression) a row's centre jumps to it, and the
+    surface fitted through them may lie anywhere within that scatter."""
     canal = canal_projection(volume) if canal is None else canal
     rows, centres = _canal_centres(volume, canal)
-    return smooth_midline(rows, centres, volume.data.shape, volume.spacing_mm)
+    midline = smooth_midline(rows, centres, volume.data.shape, volume.spacing_mm)
+    residual_mm = (centres - midline[rows]) * volume.spacing_mm[0]
+    return midline, float(median_abs_deviation(residual_mm, scale="normal"))
 
 
 def _canal_centres(volume: Volume, canal: Canal) -> tuple[np.ndarray, np.ndarray]:
@@ -299,16 +310,6 @@ def _canal_centres(volume: Volume, canal: Canal) -> tuple[np.ndarray, np.ndarray
     if not keep.any():
         raise ValueError("no spinal canal found across the slices")
     return rows[keep], centres[keep]
-
-
-def midline_scatter_mm(volume: Volume, canal: Canal, midline: np.ndarray) -> float:
-    """How far the canal's centre, row by row, scatters about the mid-sagittal surface (robust
-    SD, mm across the slices). Where tissue as bright as the CSF lies beside the canal (fat on
-    a T2 without fat suppression) a row's centre jumps to it, and the surface fitted through
-    them may lie anywhere within that scatter."""
-    rows, centres = _canal_centres(volume, canal)
-    residual_mm = (centres - midline[rows]) * volume.spacing_mm[0]
-    return float(1.4826 * np.median(np.abs(residual_mm - np.median(residual_mm))))
 
 
 def smooth_midline(rows: np.ndarray, centres: np.ndarray, shape, spacing_mm) -> np.ndarray:

@@ -35,10 +35,9 @@ from .midsagittal import (
     Volume,
     canal_projection,
     find_canal,
-    find_midline,
     front_curve,
     inside_mm,
-    midline_scatter_mm,
+    midline_and_scatter,
     plane_at,
     resample_curve,
     sample,
@@ -604,8 +603,7 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
     the mid-sagittal surface among them (``MIDSAGITTAL_SURFACE``: the measurement uses the
     same). ``canal_polarity``: +1 a bright canal (fluid-sensitive), -1 a dark one (T1)."""
     canal = canal_projection(volume, canal_polarity)
-    midline = find_midline(volume, canal)
-    scatter_mm = midline_scatter_mm(volume, canal, midline)
+    midline, scatter_mm = midline_and_scatter(volume, canal)
     if scatter_mm > MAX_MIDLINE_SCATTER_MM:
         raise ValueError(
             f"the mid-sagittal plane cannot be told: the canal's centre scatters by "

@@ -8,8 +8,7 @@ from spineflow.midsagittal import (
     Volume,
     canal_polarity,
     canal_projection,
-    find_midline,
-    midline_scatter_mm,
+    midline_and_scatter,
     vertebrae_in_front,
 )
 from spineflow.segment import MAX_MIDLINE_SCATTER_MM
@@ -103,8 +102,7 @@ def test_the_midline_scatters_where_bright_tissue_lies_beside_the_canal(blob_row
     """Fat as bright as the CSF beside the canal in every other row moves those rows' centres
     by two slices: the surface through them can no longer be told (over 2.5 mm)."""
     volume, canal = _canal_volume(blob_rows)
-    midline = find_midline(volume, canal)
-    scatter_mm = midline_scatter_mm(volume, canal, midline)
+    midline, scatter_mm = midline_and_scatter(volume, canal)
     assert (scatter_mm > MAX_MIDLINE_SCATTER_MM) == uncertain, scatter_mm
     if not uncertain:
         assert midline == pytest.approx(4.0, abs=0.01)
