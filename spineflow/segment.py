@@ -444,13 +444,9 @@ def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int | No
     sacrum below L5-S1 hardly bends; a degenerated L5-S1 may be thinner than MIN_DISC_MM, but
     still bends most (``_bend_problem``). None where the cues disagree or cannot be read,
     and where no gap qualifies."""
-    labelling = provisional_labelling(len(runs))
-    labels2d = plane_labels(volume.data.shape[1:], volume.plane_spacing_mm, column,
-                            column_labels(column, runs, labelling))  # fmt: skip
-    plane = Plane(volume, extrude(labels2d, midline, volume.data.shape), midline)
+    plane, labelling = _provisional_plane(volume, midline, column, runs)
     checked = min(SACRAL_GAPS_CHECKED + 2, len(runs) - 1)
-    gaps = [locate_gap(plane, labelling.gap_values[k], labelling.body_values[k + 1])
-            for k in range(checked)]  # fmt: skip
+    gaps = [_located_gap(plane, labelling, k) for k in range(checked)]
     heights = [float(g.height_mm) for g in gaps]
     for k, gap in enumerate(gaps):
         if gap.status == "not_in_fov":  # cut by the image: its length in the column
@@ -477,6 +473,19 @@ def find_anchor(volume: Volume, midline, column: Column, runs) -> tuple[int | No
         f"{SACRAL_GAPS_CHECKED} (heights {facts['SacralGapHeightsMillimetres']} mm)"
     )
     return None, facts
+
+
+def _provisional_plane(volume: Volume, midline, column: Column, runs) -> tuple[Plane, Labelling]:
+    """The plane with the runs and the gaps between them under provisional labels."""
+    labelling = provisional_labelling(len(runs))
+    labels2d = plane_labels(volume.data.shape[1:], volume.plane_spacing_mm, column,
+                            column_labels(column, runs, labelling))  # fmt: skip
+    return Plane(volume, extrude(labels2d, midline, volume.data.shape), midline), labelling
+
+
+def _located_gap(plane: Plane, labelling: Labelling, k: int):
+    """Gap k (above body run k) located like a disc (``measure.locate_gap``)."""
+    return locate_gap(plane, labelling.gap_values[k], labelling.body_values[k + 1])
 
 
 # S1 is about as tall as L5 (both 25-30 mm in adults): a body run that the column's caudal end
@@ -586,14 +595,16 @@ def _disc_hidden_below(volume: Volume, midline, column: Column, runs, anchor: in
     if hidden is None:
         return anchor, runs, facts
     split = [*runs[:anchor], (start, hidden[0]), (hidden[1], stop), *runs[anchor + 1 :]]
-    again, split_facts = find_anchor(volume, midline, column, split)
-    height_mm = split_facts["SacralGapHeightsMillimetres"][anchor]
+    # the hidden gap alone first: the whole search again only where it has a disc's height
+    plane, labelling = _provisional_plane(volume, midline, column, split)
+    height_mm = float(_located_gap(plane, labelling, anchor).height_mm)
     if not MIN_DISC_MM <= height_mm <= MAX_DISC_MM:
         return anchor, runs, facts
+    again, split_facts = find_anchor(volume, midline, column, split)
     if again != anchor:
         problem = split_facts.get("AnchorProblem", "the chosen gap is another")
-        raise ValueError(f"levels not labelled: a gap of a disc's height ({height_mm} mm) hides in "
-                         f"the body below the lowest one found: {problem}")  # fmt: skip
+        raise ValueError(f"levels not labelled: a gap of a disc's height ({height_mm:.2f} mm) "
+                         f"hides in the body below the lowest one found: {problem}")  # fmt: skip
     return again, split, split_facts
 
 
