@@ -330,16 +330,34 @@ def aperture_cdf(x: np.ndarray, widths: np.ndarray) -> np.ndarray:
     return np.where(s < b, rising, np.where(s < a, flat, falling))
 
 
-def _model(depth, widths, bins, n_bins, cortex_mm):
-    """The bone | cortex | disc partial-volume model at each pixel: a design matrix linear in
-    the marrow and disc levels of each AP bin (the cortex, bone, gives no signal)."""
+def _model(depth, widths, cortex_mm, band_share=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The bone | cortex | disc partial-volume model at each pixel: the shares of the marrow's
+    and of the disc's level in its signal. The cortex's band gives ``band_share`` of the
+    marrow's signal: none where it is bone alone (a phantom's), some where cartilage and
+    partial volume within the slice fill it (a real T2's dark line)."""
     bone = aperture_cdf(depth - cortex_mm, widths)
     disc = aperture_cdf(-depth, widths)
-    design = np.zeros((len(depth), 2 * n_bins))
-    rows = np.arange(len(depth))
-    design[rows, 2 * bins] = bone
-    design[rows, 2 * bins + 1] = disc
-    return design
+    return bone + band_share * (1.0 - bone - disc), disc
+
+
+def _levels_signal(marrow, disc, target, weight, bins, n_bins) -> np.ndarray:
+    """The model's signal at each pixel with the marrow and disc levels of each AP bin solved
+    by weighted least squares (each bin's 2 x 2 normal equations in closed form). A bin whose
+    two shares are proportional (one tissue only) is fitted by the stronger alone: the same
+    signal as any least-squares solution."""
+
+    def total(values):
+        return np.bincount(bins, weights=weight * values, minlength=n_bins)
+
+    mm, md, dd = total(marrow * marrow), total(marrow * disc), total(disc * disc)
+    my, dy = total(marrow * target), total(disc * target)
+    det = mm * dd - md**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        both = det > 1e-12 * mm * dd
+        marrow_level = np.where(both, (dd * my - md * dy) / det, np.where(mm >= dd, my / mm, 0.0))
+        disc_level = np.where(both, (mm * dy - md * my) / det, np.where(mm < dd, dy / dd, 0.0))
+    levels = np.nan_to_num(np.stack([marrow_level, disc_level], -1))  # an empty bin: none
+    return levels[bins, 0] * marrow + levels[bins, 1] * disc
 
 
 def rician_mean(signal: np.ndarray, noise_sd: float) -> np.ndarray:
@@ -354,20 +372,17 @@ def rician_mean(signal: np.ndarray, noise_sd: float) -> np.ndarray:
     return noise_sd * np.sqrt(np.pi / 2) * laguerre
 
 
-def _residuals(coef, pixels: EdgePixels, side, cortex_mm, noise_sd, bins, n_bins):
+def _residuals(coef, pixels: EdgePixels, side, cortex_mm, noise_sd, bins, n_bins, band_share):
     """Pixel values minus the model's mean magnitudes. The levels are linear in the model's
     signal; its Rician lift (large only where the cortex fills most of a pixel) is taken from
     a first linear solve and held while the levels are solved again (a fixed-point step)."""
     depth, widths = signed_depth(pixels, coef, side)
-    design = _model(depth, widths, bins, n_bins, cortex_mm)
-    root_w = np.sqrt(pixels.weight)
+    marrow, disc = _model(depth, widths, cortex_mm, band_share)
     lift = np.zeros(len(depth))
     for _ in range(2):
-        target = pixels.value - lift
-        levels, *_ = np.linalg.lstsq(design * root_w[:, None], target * root_w, rcond=None)
-        signal = design @ levels
+        signal = _levels_signal(marrow, disc, pixels.value - lift, pixels.weight, bins, n_bins)
         lift = rician_mean(signal, noise_sd) - signal
-    return (signal + lift - pixels.value) * root_w
+    return (signal + lift - pixels.value) * np.sqrt(pixels.weight)
 
 
 def fit_endplate(
@@ -377,6 +392,7 @@ def fit_endplate(
     cortex_mm: float,
     noise_sd: float,
     bin_mm: float = 3.0,
+    band_share: float = 0.0,
 ) -> EndplateFit | None:
     """Fit the endplate surface t = coef(u) to the pixels around it (side +1: bone at larger t).
 
@@ -395,7 +411,7 @@ def fit_endplate(
     n_parameters = 2 * n_bins + len(coef0)
     if len(pixels.u) < n_parameters + 10:
         return None
-    args = (pixels, side, cortex_mm, noise_sd, bins, n_bins)
+    args = (pixels, side, cortex_mm, noise_sd, bins, n_bins, band_share)
     # the squared residual is not convex in the curve's offset (a thin dark band can be matched
     # a pixel off): start from the best of a scan of offsets within a millimetre
     starts = [np.asarray(coef0, float) + np.eye(len(coef0))[-1] * shift

@@ -53,6 +53,12 @@ PROFILE_STEP_MM = 0.25
 EDGE_AVERAGE_MM = 2.5
 BORDER_PX = 1.5  # a structure this close to the image edge is cut by the field of view
 CORTEX_GRID_MM = np.round(np.arange(0.0, 1.31, 0.1), 2)  # candidate cortical thicknesses
+# candidate signals of the cortex's band, as shares of the marrow's (``edges._model``)
+BAND_SHARE_GRID = (0.0, 0.25, 0.5)
+# a band with signal is taken only where the endplates reject bone alone, on average each at
+# the 1 % level (chi-squared, one degree of freedom): a phantom's blurred black cortex can be
+# matched a little better by a grey band, a real T2's dark line by far
+BAND_EVIDENCE_PER_ENDPLATE = 6.63
 BONE_WINDOW_MM = 3.5  # how far into the vertebra the endplate model looks
 # how far into the disc: short of a nucleus brightening inwards, which the model's single disc
 # level per AP bin would otherwise take for a cortex
@@ -75,6 +81,15 @@ class Frame:
     def coordinates(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         relative = points - self.origin
         return relative @ self.ap, relative @ self.up
+
+
+@dataclass(frozen=True)
+class Band:
+    """The dark band an endplate shows between marrow and disc: the cortex's thickness and its
+    signal as a share of the marrow's (0: bone alone)."""
+
+    thickness_mm: float
+    share: float = 0.0
 
 
 # why an endplate is left at its marrow edge (``refine_disc``), in notes
@@ -546,11 +561,11 @@ def _endplate_pixels(plane: Plane, disc: DiscResult, side: int) -> EdgePixels:
     return pixels
 
 
-def _fit_side(disc: DiscResult, pixels: EdgePixels, side: int, cortex_mm: float,
-              noise_sd: float):  # fmt: skip
-    """Surface curve of one endplate for a given cortex, from ``_surface_guess``."""
-    start = _surface_guess(disc, side, cortex_mm)
-    return fit_endplate(pixels, start, side, cortex_mm, noise_sd)
+def _fit_side(disc: DiscResult, pixels: EdgePixels, side: int, band: Band, noise_sd: float):
+    """Surface curve of one endplate for a given cortex band, from ``_surface_guess``."""
+    start = _surface_guess(disc, side, band.thickness_mm)
+    return fit_endplate(pixels, start, side, band.thickness_mm, noise_sd,
+                        band_share=band.share)  # fmt: skip
 
 
 def _surface_guess(disc: DiscResult, side: int, cortex_mm: float) -> np.ndarray:
@@ -561,40 +576,59 @@ def _surface_guess(disc: DiscResult, side: int, cortex_mm: float) -> np.ndarray:
     return coef
 
 
-def cortex_misfit(plane: Plane, discs: list[DiscResult]) -> tuple[np.ndarray, int]:
-    """How badly each candidate cortical thickness (``CORTEX_GRID_MM``) explains the discs'
-    endplates: every endplate fitted at every candidate, its squared residuals scaled by its
-    own best residual variance (noisy and clean endplates count alike), summed over the
-    endplates. Returns the sum and the number of endplates in it."""
+def cortex_misfits(plane: Plane, discs: list[DiscResult]) -> list[np.ndarray]:
+    """How badly each candidate cortex band (``BAND_SHARE_GRID`` x ``CORTEX_GRID_MM``) explains
+    each of the discs' endplates: one array per endplate (a row per band share), its squared
+    residuals scaled by its own residual variance under the best band of bone alone (noisy
+    and clean endplates count alike; differences are chi-squared), inf where the fit ran
+    away. Only endplates fitted with bone alone at every thickness."""
+    candidates = [Band(c, share) for share in BAND_SHARE_GRID for c in CORTEX_GRID_MM]
+    shape = (len(BAND_SHARE_GRID), len(CORTEX_GRID_MM))
     curves = []
     for disc in discs:
         for side in (+1, -1):
             pixels = _endplate_pixels(plane, disc, side)
-            fits = [_fit_side(disc, pixels, side, c, plane.noise_sigma) for c in CORTEX_GRID_MM]
-            if all(f is not None for f in fits):
-                sse = np.array([f.sse for f in fits])
-                curves.append(sse / (sse.min() / max(fits[0].dof, 1)))
-    return np.sum(curves, axis=0) if curves else np.zeros(len(CORTEX_GRID_MM)), len(curves)
+            fits = [_fit_side(disc, pixels, side, band, plane.noise_sigma) for band in candidates]
+            sse = np.array([np.inf if f is None else f.sse for f in fits]).reshape(shape)
+            if np.isfinite(sse[0]).all():
+                curves.append(sse / (sse[0].min() / max(fits[0].dof, 1)))
+    return curves
 
 
-def pooled_cortex_mm(fits: list[dict]) -> tuple[float, int, int]:
-    """The cortical thickness that best explains every endplate of the given cortex fits (a
-    participant's sessions: the cortex does not change between them, its estimate's noise
-    would) at once: the minimum of their summed misfits (parabola through the best grid
-    point). Returns the thickness (NaN when no endplate was fitted) and the endplates and
-    sessions it rests on. ``fits``: records of ``cortex_fit``."""
+def pooled_band(fits: list[dict]) -> tuple[Band, int, int]:
+    """The cortex band that best explains every endplate of the given cortex fits (a
+    participant's sessions: the endplates do not change between them, their estimate's noise
+    would) at once. Bone alone unless a band with signal beats it, on the endplates fitted
+    with both, by BAND_EVIDENCE_PER_ENDPLATE per endplate (the share that beats it by most);
+    the thickness is the minimum of the chosen share's summed misfits, refined by the parabola
+    through the best grid point. Returns the band (NaN thickness when no endplate was fitted)
+    and the endplates and sessions it rests on. ``fits``: records of ``cortex_fit``."""
     fits = [f for f in fits if f["Endplates"] > 0]
     if not fits:
-        return float("nan"), 0, 0
+        return Band(float("nan"), 0.0), 0, 0
     for fit in fits:
         grid = np.asarray(fit["GridMillimetres"], float)
-        if grid.shape != CORTEX_GRID_MM.shape or not np.allclose(grid, CORTEX_GRID_MM):
+        shares = np.asarray(fit.get("BandShares", ()), float)
+        if (grid.shape != CORTEX_GRID_MM.shape or not np.allclose(grid, CORTEX_GRID_MM)
+                or shares.shape != np.shape(BAND_SHARE_GRID)
+                or not np.allclose(shares, BAND_SHARE_GRID)):  # fmt: skip
             raise ValueError("cortex fit made on another candidate grid: re-run its session")
-    total = np.sum([f["Misfit"] for f in fits], axis=0)
+    # null: the band's fit ran away
+    curves = np.array([c for f in fits for c in f["EndplateMisfits"]], dtype=float)
+    gains = [0.0]  # per endplate fitted with both, over bone alone
+    for share_row in range(1, len(BAND_SHARE_GRID)):
+        both = curves[np.isfinite(curves[:, share_row]).all(axis=1)]
+        gain = (
+            both[:, 0].sum(axis=0).min() - both[:, share_row].sum(axis=0).min() if len(both) else 0
+        )
+        gains.append(gain / max(len(both), 1))
+    row = int(np.argmax(gains)) if max(gains) >= BAND_EVIDENCE_PER_ENDPLATE else 0
+    used = curves[np.isfinite(curves[:, row]).all(axis=1)]
+    total = used[:, row].sum(axis=0)
     best = refined_minimum(CORTEX_GRID_MM, total)
     if best is None:  # the thinnest or thickest candidate
         best = float(CORTEX_GRID_MM[int(np.argmin(total))])
-    return best, sum(f["Endplates"] for f in fits), len(fits)
+    return Band(best, BAND_SHARE_GRID[row]), len(used), len(fits)
 
 
 def _located_discs(plane: Plane) -> dict[str, DiscResult]:
@@ -632,19 +666,20 @@ def cortex_fit(volume: Volume, labels: np.ndarray, thickness_mm: float | None = 
 
 
 def _cortex_record(plane: Plane, located: dict[str, DiscResult]) -> dict:
-    misfit, n_endplates = cortex_misfit(plane, _whole_discs(located))
-    return {"GridMillimetres": CORTEX_GRID_MM.tolist(), "Misfit": misfit.tolist(),
-            "Endplates": n_endplates}  # fmt: skip
+    curves = cortex_misfits(plane, _whole_discs(located))
+    return {"GridMillimetres": CORTEX_GRID_MM.tolist(), "BandShares": list(BAND_SHARE_GRID),
+            "EndplateMisfits": [np.where(np.isfinite(c), c, None).tolist() for c in curves],
+            "Endplates": len(curves)}  # fmt: skip
 
 
-def refine_disc(plane: Plane, disc: DiscResult, cortex_mm: float) -> DiscResult:
+def refine_disc(plane: Plane, disc: DiscResult, band: Band) -> DiscResult:
     """The disc's endplates refined on the raw pixels (``_refine_side``), those whose fit ran
     away named in ``unfitted``; a far endplate (``locate_far_endplate``) has one side only."""
     refined = replace(disc)
     for side, name in ((+1, "upper"), (-1, "lower")):
         if getattr(disc, f"{name}_coef") is None:
             continue
-        coef, fitted = _refine_side(plane, disc, side, cortex_mm)
+        coef, fitted = _refine_side(plane, disc, side, band)
         setattr(refined, f"{name}_coef", coef)
         refined.unfitted += () if fitted else (name,)
     if refined.has_both_endplates:
@@ -739,12 +774,14 @@ def locate_far_endplate(plane: Plane, disc: DiscResult, side: int) -> DiscResult
     return result
 
 
-def _refine_side(plane: Plane, disc: DiscResult, side: int, cortex_mm: float):
+def _refine_side(plane: Plane, disc: DiscResult, side: int, band: Band):
     """One endplate's surface and whether it was fitted: the partial-volume fit, else the marrow
     edge moved by the cortex."""
     pixels = _endplate_pixels(plane, disc, side)
-    fit = _fit_side(disc, pixels, side, cortex_mm, plane.noise_sigma)
-    return (fit.coef, True) if fit is not None else (_surface_guess(disc, side, cortex_mm), False)
+    fit = _fit_side(disc, pixels, side, band, plane.noise_sigma)
+    if fit is None:
+        return _surface_guess(disc, side, band.thickness_mm), False
+    return fit.coef, True
 
 
 # ------------------------------------------------------------------ statuses and distances
@@ -868,18 +905,19 @@ def measure_session(
     if cortex_mm == "auto":
         if cortex_fits is None:
             cortex_fits = [_cortex_record(plane, located)]
-        cortex, n_endplates, n_sessions = pooled_cortex_mm(cortex_fits)
+        band, n_endplates, n_sessions = pooled_band(cortex_fits)
         facts.update(CortexEstimated=True, EndplatesForCortex=n_endplates,
                      SessionsForCortex=n_sessions)  # fmt: skip
-        if not np.isfinite(cortex):
-            cortex = 0.5
-            facts["CortexNote"] = "no endplate fitted: 0.5 mm assumed"
+        if not np.isfinite(band.thickness_mm):
+            band = Band(TYPICAL_CORTEX_MM, 0.0)
+            facts["CortexNote"] = f"no endplate fitted: {TYPICAL_CORTEX_MM} mm assumed"
     else:
-        cortex = float(cortex_mm)
+        band = Band(float(cortex_mm), 0.0)
         facts["CortexEstimated"] = False
-    facts["CortexMillimetres"] = cortex
+    facts["CortexMillimetres"] = band.thickness_mm
+    facts["CortexBandShareOfMarrow"] = band.share
     discs = {
-        level: _height_placed(refine_disc(plane, d, cortex)) if d.status == "ok" else d
+        level: _height_placed(refine_disc(plane, d, band)) if d.status == "ok" else d
         for level, d in located.items()
     }
     disc_rows = []

@@ -148,11 +148,12 @@ def gate_session(
 def order_problem(discs: list[dict], limits: QcLimits) -> str:
     """Why the measured discs are not in anatomical order (empty if they are): each disc's
     centre must lie caudal to the one above it, along that disc's cranial axis, at a spacing a
-    vertebra allows. ``discs``: geometry records (``measure.geometry_record``), cranial to
-    caudal; those not ok are skipped."""
-    measured = [d for d in discs if d["status"] == "ok"]
-    lo, hi = limits.disc_spacing_mm
-    for upper, lower in zip(measured[:-1], measured[1:]):
+    vertebra allows, or as many vertebrae as lie between them. ``discs``: geometry records
+    (``measure.geometry_record``) of consecutive levels, cranial to caudal; those not ok are
+    skipped."""
+    measured = [(k, d) for k, d in enumerate(discs) if d["status"] == "ok"]
+    for (k_upper, upper), (k_lower, lower) in zip(measured[:-1], measured[1:]):
+        lo, hi = (spacing * (k_lower - k_upper) for spacing in limits.disc_spacing_mm)
         step = np.subtract(upper["origin_ras"], lower["origin_ras"])
         along = float(step @ np.asarray(lower["up_ras"]))
         if not lo <= along <= hi:

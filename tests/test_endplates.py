@@ -33,13 +33,14 @@ def test_aperture_cdf_is_the_share_of_a_turned_square_below_a_line():
         assert aperture_cdf(x, widths) == pytest.approx(expected, abs=0.005)
 
 
-def _scene(u, t, cortex_mm):
+def _scene(u, t, cortex_mm, band_signal=CORTEX_SIGNAL):
     """Ideal signal at frame points: bone above the surface (cortex first), disc below."""
     surface = np.polyval(CURVE, u)
-    return np.where(t < surface, DISC, np.where(t < surface + cortex_mm, CORTEX_SIGNAL, MARROW))
+    return np.where(t < surface, DISC, np.where(t < surface + cortex_mm, band_signal, MARROW))
 
 
-def _pixels(angle_rad, cortex_mm, noise, rng, offset=(0.3, 0.1)) -> EdgePixels:
+def _pixels(angle_rad, cortex_mm, noise, rng, offset=(0.3, 0.1),
+            band_signal=CORTEX_SIGNAL) -> EdgePixels:  # fmt: skip
     """Pixels of a grid turned by angle_rad against the frame, around the endplate."""
     ap = np.array([np.cos(angle_rad), np.sin(angle_rad)])  # frame axes in image (y, z)
     up = np.array([-np.sin(angle_rad), np.cos(angle_rad)])
@@ -49,7 +50,8 @@ def _pixels(angle_rad, cortex_mm, noise, rng, offset=(0.3, 0.1)) -> EdgePixels:
     sub = np.stack(np.meshgrid(sub, sub, indexing="ij"), -1).reshape(-1, 2) * PIXEL_MM
     samples = centres[:, None, :] + sub[None]
     u, t = samples @ ap, samples @ up
-    values = _scene(u, t, cortex_mm).mean(axis=1) + rng.normal(0, noise, len(centres))
+    values = _scene(u, t, cortex_mm, band_signal).mean(axis=1)
+    values += rng.normal(0, noise, len(centres))
     u_c, t_c = centres @ ap, centres @ up
     keep = (np.abs(u_c) < 14) & (t_c - np.polyval(CURVE, u_c) > -1.2)
     keep &= t_c - np.polyval(CURVE, u_c) < 3.5
@@ -81,6 +83,31 @@ def test_cortex_thickness_is_where_the_residuals_are_least(cortex_mm):
         start = CURVE + np.array([0.0, 0.0, -0.3])
         total += [fit_endplate(pixels, start, +1, c, NOISE_SD).sse for c in GRID_MM]
     assert GRID_MM[np.argmin(total)] == pytest.approx(cortex_mm, abs=0.1)
+
+
+def test_a_grey_band_is_fitted_where_it_is_and_bone_alone_misplaces_it():
+    """A real T2's endplate: a 1.2 mm band at half the marrow's signal (cortex and cartilage).
+    The band's own model finds the surface (its thickness weakly: a band a little thicker
+    or thinner fits almost as well) and fits best; bone alone, at its best thickness, fits
+    worse and puts the surface beyond the band."""
+    rng = np.random.default_rng(5)
+    u = np.linspace(-12, 12, 25)
+    errors, sse = {}, {}
+    for share in (0.0, 0.5):
+        total, worst = np.zeros(len(GRID_MM)), np.zeros(len(GRID_MM))
+        for angle in (0.0, 12.0, 28.0):
+            pixels = _pixels(np.radians(angle), 1.2, 0.005, np.random.default_rng(int(angle)),
+                             offset=rng.uniform(0, 1, 2), band_signal=0.5 * MARROW)  # fmt: skip
+            fits = [fit_endplate(pixels, CURVE, +1, c, NOISE_SD, band_share=share)
+                    for c in GRID_MM]  # fmt: skip
+            total += [f.sse for f in fits]
+            errors_here = [np.abs(np.polyval(f.coef, u) - np.polyval(CURVE, u)).max() for f in fits]
+            worst = np.maximum(worst, errors_here)
+        best = int(np.argmin(total))
+        errors[share], sse[share] = worst[best], total[best]
+    # bone alone lays its surface on the band's marrow side, as on the real exams
+    assert errors[0.5] < 0.15 and errors[0.0] > 1.0
+    assert sse[0.5] < 0.9 * sse[0.0]
 
 
 def test_no_edge_gives_no_fit():

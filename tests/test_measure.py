@@ -15,15 +15,18 @@ import numpy as np
 import pytest
 
 from spineflow.measure import (
+    BAND_EVIDENCE_PER_ENDPLATE,
+    BAND_SHARE_GRID,
     CORTEX_GRID_MM,
     UNFITTED,
+    Band,
     Plane,
     _height_placed,
     _intervertebral_distance,
     _located_discs,
     cortex_fit,
     measure_session,
-    pooled_cortex_mm,
+    pooled_band,
     refine_disc,
 )
 from spineflow.midsagittal import Volume
@@ -232,24 +235,54 @@ def test_tilt_does_not_change_the_answers(cortex_mm):
     assert np.all(np.abs(widths) < WIDTH_TOLERANCE_MM)
 
 
-def _misfit_record(best_mm: float, curvature: float, endplates: int = 6) -> dict:
-    misfit = curvature * (CORTEX_GRID_MM - best_mm) ** 2 + 10.0
-    return {"GridMillimetres": CORTEX_GRID_MM.tolist(), "Misfit": misfit.tolist(),
-            "Endplates": endplates}  # fmt: skip
+def _misfit_record(best_mm: float, curvature: float, endplates: int = 6,
+                   band_gain: float = 0.0, runaway: tuple = ()) -> dict:  # fmt: skip
+    """A session's cortex fit whose endplates together have their least misfit at ``best_mm``
+    with bone alone; each band with signal fits each endplate ``band_gain`` better; the
+    endplates in ``runaway`` ran away with any band with signal."""
+    per_endplate = (curvature * (CORTEX_GRID_MM - best_mm) ** 2 + 10.0) / max(endplates, 1)
+    curves = []
+    for k in range(endplates):
+        rows = [per_endplate] + [per_endplate - band_gain] * (len(BAND_SHARE_GRID) - 1)
+        rows = (
+            [rows[0]] + [[None] * len(CORTEX_GRID_MM)] * (len(rows) - 1) if k in runaway else rows
+        )
+        curves.append(np.array(rows, dtype=object).tolist())
+    return {"GridMillimetres": CORTEX_GRID_MM.tolist(), "BandShares": list(BAND_SHARE_GRID),
+            "EndplateMisfits": curves, "Endplates": endplates}  # fmt: skip
 
 
 def test_pooled_cortex_is_the_minimum_of_the_sessions_summed_misfits():
     """The sharper a session's misfit curve (more or cleaner endplates), the more it counts."""
-    equal = pooled_cortex_mm([_misfit_record(0.4, 100.0), _misfit_record(0.6, 100.0)])
-    assert equal == (pytest.approx(0.5, abs=1e-6), 12, 2)
-    weighted, *_ = pooled_cortex_mm([_misfit_record(0.4, 300.0), _misfit_record(0.6, 100.0)])
-    assert weighted == pytest.approx(0.45, abs=1e-6)
+    equal = pooled_band([_misfit_record(0.4, 100.0), _misfit_record(0.6, 100.0)])
+    assert equal == (Band(pytest.approx(0.5, abs=1e-6), 0.0), 12, 2)
+    weighted, *_ = pooled_band([_misfit_record(0.4, 300.0), _misfit_record(0.6, 100.0)])
+    assert weighted.thickness_mm == pytest.approx(0.45, abs=1e-6)
     no_endplates = _misfit_record(1.0, 0.0, endplates=0)
-    assert pooled_cortex_mm([_misfit_record(0.3, 50.0), no_endplates])[0] == pytest.approx(0.3)
-    assert pooled_cortex_mm([no_endplates]) == (pytest.approx(np.nan, nan_ok=True), 0, 0)
+    assert pooled_band([_misfit_record(0.3, 50.0), no_endplates])[0].thickness_mm == (
+        pytest.approx(0.3)
+    )
+    assert np.isnan(pooled_band([no_endplates])[0].thickness_mm)
     other_grid = {**_misfit_record(0.3, 50.0), "GridMillimetres": [0.0, 0.5, 1.0]}
     with pytest.raises(ValueError, match="another candidate grid"):
-        pooled_cortex_mm([other_grid])
+        pooled_band([other_grid])
+
+
+def test_a_band_with_signal_needs_each_endplate_to_reject_bone_alone():
+    """A band with signal is taken where it beats bone alone by the evidence per endplate,
+    judged on the endplates fitted with it; a band that ran away on one endplate does not
+    count that endplate."""
+    strong = BAND_EVIDENCE_PER_ENDPLATE + 3.0
+    band, n_endplates, _ = pooled_band([_misfit_record(0.4, 100.0, band_gain=strong)])
+    assert band.share == BAND_SHARE_GRID[1] and n_endplates == 6  # the first of equal gains
+    weak = BAND_EVIDENCE_PER_ENDPLATE - 3.0
+    assert pooled_band([_misfit_record(0.4, 100.0, band_gain=weak)])[0] == Band(
+        pytest.approx(0.4, abs=1e-6), 0.0
+    )
+    band, n_endplates, _ = pooled_band(
+        [_misfit_record(0.4, 100.0, band_gain=strong, runaway=(0, 1))]
+    )
+    assert band.share > 0 and n_endplates == 4
 
 
 def test_both_sessions_of_a_participant_are_measured_with_their_pooled_cortex():
@@ -257,8 +290,8 @@ def test_both_sessions_of_a_participant_are_measured_with_their_pooled_cortex():
     their endplates explain best together, and its heights stay true."""
     sessions = [phantom(angle, SHAPE[2], 0.5) for angle in (STRAIGHT_DEG, TILTED_DEG)]
     fits = [cortex_fit(volume, labels) for volume, labels in sessions]
-    pooled, *_ = pooled_cortex_mm(fits)
-    own = [pooled_cortex_mm([fit])[0] for fit in fits]
+    pooled = pooled_band(fits)[0].thickness_mm
+    own = [pooled_band([fit])[0].thickness_mm for fit in fits]
     assert min(own) <= pooled <= max(own)
     for volume, labels in sessions:
         discs, vertebrae, facts = measure_session(volume, labels, "auto", cortex_fits=fits)
@@ -322,12 +355,12 @@ def test_an_endplate_whose_fit_runs_away_gives_no_height_and_no_distance():
     to the true surface, past its 2 mm leash, and the surface would stay at the guess."""
     volume, labels = phantom(STRAIGHT_DEG)
     plane = Plane(volume, labels)
-    discs = {level: refine_disc(plane, disc, 0.0) if disc.status == "ok" else disc
+    discs = {level: refine_disc(plane, disc, Band(0.0)) if disc.status == "ok" else disc
              for level, disc in _located_discs(plane).items()}  # fmt: skip
     located = discs["L4-L5"]
     assert located.unfitted == () and located.status == "ok"
     shifted = replace(located, upper_coef=located.upper_coef - np.eye(3)[-1] * 3.0)
-    discs["L4-L5"] = _height_placed(refine_disc(plane, shifted, 0.0))
+    discs["L4-L5"] = _height_placed(refine_disc(plane, shifted, Band(0.0)))
     assert discs["L4-L5"].unfitted == ("upper",)
     assert discs["L4-L5"].status == "failed" and np.isnan(discs["L4-L5"].height_mm)
     assert np.isnan(discs["L4-L5"].width_mm)  # a row that is not ok carries no number

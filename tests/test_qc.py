@@ -89,6 +89,18 @@ def test_discs_in_order_at_a_vertebra_apart_pass():
     assert order_problem(records, QcLimits()) == ""
 
 
+def test_discs_two_vertebrae_apart_across_a_failed_one_are_spaced_by_two():
+    # real 1 mm exam ivd20: L4-L5 failed, L3-L4 lay 69 mm above L5-S1, both right
+    records = [
+        {"level": "L3-L4", "status": "ok", "origin_ras": [0, 0, 69.0], "up_ras": [0, 0, 1]},
+        {"level": "L4-L5", "status": "failed", "origin_ras": None, "up_ras": None},
+        {"level": "L5-S1", "status": "ok", "origin_ras": [0, 0, 0.0], "up_ras": [0, 0, 1]},
+    ]
+    assert order_problem(records, QcLimits()) == ""
+    records[0]["origin_ras"] = [0, 0, 140.0]  # three vertebrae apart, not two
+    assert "L3-L4 lies 140 mm above L5-S1 (36-130 expected)" in order_problem(records, QcLimits())
+
+
 def test_two_sessions_that_disagree_beyond_any_change_both_fail():
     table = pd.concat(
         [
