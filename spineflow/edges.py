@@ -340,24 +340,38 @@ def _model(depth, widths, cortex_mm, band_share=0.0) -> tuple[np.ndarray, np.nda
     return bone + band_share * (1.0 - bone - disc), disc
 
 
-def _levels_signal(marrow, disc, target, weight, bins, n_bins) -> np.ndarray:
-    """The model's signal at each pixel with the marrow and disc levels of each AP bin solved
-    by weighted least squares (each bin's 2 x 2 normal equations in closed form). A bin whose
-    two shares are proportional (one tissue only) is fitted by the stronger alone: the same
-    signal as any least-squares solution."""
+@dataclass(frozen=True)
+class _Bins:
+    """Which AP bin each pixel lies in, and each pixel's weight in its bin's sums."""
 
-    def total(values):
-        return np.bincount(bins, weights=weight * values, minlength=n_bins)
+    index: np.ndarray  # (n,)
+    weights: np.ndarray  # (n, n_bins)
 
-    mm, md, dd = total(marrow * marrow), total(marrow * disc), total(disc * disc)
-    my, dy = total(marrow * target), total(disc * target)
+    @classmethod
+    def of(cls, u: np.ndarray, weight: np.ndarray, bin_mm: float) -> _Bins:
+        index = np.floor((u - u.min()) / bin_mm).astype(int)
+        return cls(index, (index[:, None] == np.arange(index.max() + 1)) * weight[:, None])
+
+
+def _levels_signal(marrow, disc, target, bins: _Bins) -> np.ndarray:
+    """The model's signal at each pixel (last axis; any leading axes are other curves) with
+    the marrow and disc levels of each AP bin solved by weighted least squares (each bin's
+    2 x 2 normal equations in closed form). A bin whose two shares are proportional (one tissue
+    only) is fitted by the stronger alone: the same signal as any least-squares solution."""
+    mm, md, dd = (
+        (marrow * marrow) @ bins.weights,
+        (marrow * disc) @ bins.weights,
+        (disc * disc) @ bins.weights,
+    )
+    my, dy = (marrow * target) @ bins.weights, (disc * target) @ bins.weights
     det = mm * dd - md**2
     with np.errstate(divide="ignore", invalid="ignore"):
         both = det > 1e-12 * mm * dd
         marrow_level = np.where(both, (dd * my - md * dy) / det, np.where(mm >= dd, my / mm, 0.0))
         disc_level = np.where(both, (mm * dy - md * my) / det, np.where(mm < dd, dy / dd, 0.0))
-    levels = np.nan_to_num(np.stack([marrow_level, disc_level], -1))  # an empty bin: none
-    return levels[bins, 0] * marrow + levels[bins, 1] * disc
+    # an empty bin: no level
+    marrow_level, disc_level = np.nan_to_num(marrow_level), np.nan_to_num(disc_level)
+    return marrow_level[..., bins.index] * marrow + disc_level[..., bins.index] * disc
 
 
 def rician_mean(signal: np.ndarray, noise_sd: float) -> np.ndarray:
@@ -372,15 +386,21 @@ def rician_mean(signal: np.ndarray, noise_sd: float) -> np.ndarray:
     return noise_sd * np.sqrt(np.pi / 2) * laguerre
 
 
-def _residuals(coef, pixels: EdgePixels, side, cortex_mm, noise_sd, bins, n_bins, band_share):
+def _residuals(coef, pixels: EdgePixels, side, cortex_mm, noise_sd, bins: _Bins, band_share,
+               shifts_mm=None):  # fmt: skip
     """Pixel values minus the model's mean magnitudes. The levels are linear in the model's
     signal; its Rician lift (large only where the cortex fills most of a pixel) is taken from
-    a first linear solve and held while the levels are solved again (a fixed-point step)."""
+    a first linear solve and held while the levels are solved again (a fixed-point step).
+    ``shifts_mm``: the residuals of the curve moved along t by each shift at once, one row
+    each."""
     depth, widths = signed_depth(pixels, coef, side)
+    if shifts_mm is not None:  # a constant shift keeps the slope: the depth moves, not the normal
+        slope = np.polyval(np.polyder(coef), pixels.u)
+        depth = depth - side * np.asarray(shifts_mm)[:, None] / np.sqrt(1 + slope**2)
     marrow, disc = _model(depth, widths, cortex_mm, band_share)
-    lift = np.zeros(len(depth))
+    lift = np.zeros(depth.shape)
     for _ in range(2):
-        signal = _levels_signal(marrow, disc, pixels.value - lift, pixels.weight, bins, n_bins)
+        signal = _levels_signal(marrow, disc, pixels.value - lift, bins)
         lift = rician_mean(signal, noise_sd) - signal
     return (signal + lift - pixels.value) * np.sqrt(pixels.weight)
 
@@ -406,17 +426,18 @@ def fit_endplate(
     step (variable projection), the curve by Levenberg-Marquardt. None if the fit runs away
     from its start (no endplate there).
     """
-    bins = np.floor((pixels.u - pixels.u.min()) / bin_mm).astype(int)
-    n_bins = int(bins.max()) + 1 if len(bins) else 0
-    n_parameters = 2 * n_bins + len(coef0)
+    if not len(pixels.u):
+        return None
+    bins = _Bins.of(pixels.u, pixels.weight, bin_mm)
+    n_parameters = 2 * bins.weights.shape[1] + len(coef0)
     if len(pixels.u) < n_parameters + 10:
         return None
-    args = (pixels, side, cortex_mm, noise_sd, bins, n_bins, band_share)
+    args = (pixels, side, cortex_mm, noise_sd, bins, band_share)
     # the squared residual is not convex in the curve's offset (a thin dark band can be matched
     # a pixel off): start from the best of a scan of offsets within a millimetre
-    starts = [np.asarray(coef0, float) + np.eye(len(coef0))[-1] * shift
-              for shift in np.arange(-1.0, 1.01, 0.1)]  # fmt: skip
-    start = min(starts, key=lambda coef: float(np.sum(_residuals(coef, *args) ** 2)))
+    shifts_mm = np.arange(-1.0, 1.01, 0.1)
+    scan = np.sum(_residuals(np.asarray(coef0, float), *args, shifts_mm=shifts_mm) ** 2, axis=1)
+    start = np.asarray(coef0, float) + np.eye(len(coef0))[-1] * shifts_mm[np.argmin(scan)]
     result = least_squares(_residuals, start, args=args, method="lm")
     u = np.linspace(pixels.u.min(), pixels.u.max(), 9)
     moved = np.abs(np.polyval(result.x, u) - np.polyval(coef0, u)).max()
