@@ -5,7 +5,7 @@ mm, below the 1.1 mm pixel) into the disc. The first step out of the marrow is f
 half-maximum crossing on a profile (``marrow_boundary``, ``fit_edge``: first guesses); the
 surface is then fitted on the raw pixels around it with a partial-volume model of each pixel's
 aperture (``fit_endplate``), for a cortex thickness given or estimated per participant by
-``measure.pooled_cortex_mm`` (config ``measurement.endplate_cortex_mm``).
+``measure.pooled_band`` with the band's signal (config ``measurement.endplate_cortex_mm``).
 
 The disc's front and back ends are fitted on the raw pixels the same way (``fit_rim``): the
 annulus, then a dark ligament of unknown thickness, then whatever lies beyond.

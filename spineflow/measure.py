@@ -8,7 +8,8 @@ the image itself:
    profiles across the disc (``edges.fit_edge``);
 2. the endplate curve refined on the raw pixels of the two slices around the mid-sagittal
    surface with a partial-volume model (``edges.fit_endplate``), whose cortical thickness is
-   estimated once per participant from all its sessions' endplates (``pooled_cortex_mm``),
+   estimated once per participant from all its sessions' endplates, with the signal of its
+   band (``pooled_band``),
    unless the configuration fixes it;
 3. the disc's AP ends fitted on the raw pixels beyond the vertebral walls, with a dark
    ligament of unknown thickness between the annulus and what lies beyond (``edges.fit_rim``).
@@ -660,7 +661,7 @@ def _whole_discs(located: dict[str, DiscResult]) -> list[DiscResult]:
 
 def cortex_fit(volume: Volume, labels: np.ndarray, thickness_mm: float | None = None,
                midline: np.ndarray | None = None) -> dict:  # fmt: skip
-    """One session's cortex misfit as a record for ``pooled_cortex_mm``."""
+    """One session's cortex misfit as a record for ``pooled_band``."""
     plane = Plane(volume, labels, midline, thickness_mm)
     return _cortex_record(plane, _located_discs(plane))
 
@@ -892,7 +893,7 @@ def measure_session(
     study disc's geometry, ``geometry_record``).
 
     cortex_mm: thickness of the cortical endplate, thinner than a pixel; "auto" estimates it
-    (``pooled_cortex_mm``) from ``cortex_fits`` (the participant's sessions' ``cortex_fit``
+    (``pooled_band``) from ``cortex_fits`` (the participant's sessions' ``cortex_fit``
     records, this one's included) or, without them, from this session's endplates alone; a
     number fixes it.
     thickness_mm: the slices' thickness (the DICOM SliceThickness), when not their spacing.
