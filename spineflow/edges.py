@@ -19,6 +19,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.special import i0e, i1e, ndtr
 
+RUN_AWAY_MM = 2.0  # an endplate fit that moves further from its start found something else
 DISC_SIDE_MM = 1.75  # how much of the disc the edge model sees: past the blur, short of the nucleus
 
 
@@ -305,6 +306,13 @@ class EndplateFit:
     coef: np.ndarray  # t(u) polynomial of the bony endplate surface (the cortex's disc side)
     sse: float  # weighted sum of squared residuals
     dof: int  # data points minus fitted parameters
+    moved_mm: float  # largest distance from its start curve
+
+    @property
+    def held(self) -> bool:
+        """Whether the fit stayed near its start: one that ran further found no endplate
+        there, or one its start's window did not hold."""
+        return self.moved_mm <= RUN_AWAY_MM
 
 
 def signed_depth(pixels: EdgePixels, coef: np.ndarray, side: int):
@@ -423,8 +431,8 @@ def fit_endplate(
     or disc its own signal; a floor added to every pixel's cortex share would make the cortex
     look thicker than it is).
     Marrow and disc levels are free per AP bin of ``bin_mm`` and solved for exactly at each
-    step (variable projection), the curve by Levenberg-Marquardt. None if the fit runs away
-    from its start (no endplate there).
+    step (variable projection), the curve by Levenberg-Marquardt. None if it does not
+    converge; whether it stayed near its start is the caller's (``EndplateFit.held``).
     """
     if not len(pixels.u):
         return None
@@ -441,6 +449,7 @@ def fit_endplate(
     result = least_squares(_residuals, start, args=args, method="lm")
     u = np.linspace(pixels.u.min(), pixels.u.max(), 9)
     moved = np.abs(np.polyval(result.x, u) - np.polyval(coef0, u)).max()
-    if not result.success or moved > 2.0:
+    if not result.success:
         return None
-    return EndplateFit(result.x, float(np.sum(result.fun**2)), len(pixels.u) - n_parameters)
+    return EndplateFit(result.x, float(np.sum(result.fun**2)), len(pixels.u) - n_parameters,
+                       float(moved))  # fmt: skip

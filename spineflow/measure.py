@@ -28,6 +28,7 @@ from scipy import ndimage
 from . import LEVELS, VERTEBRAE, pfirrmann
 from .edges import (
     EdgePixels,
+    EndplateFit,
     aperture_cdf,
     fit_edge,
     fit_endplate,
@@ -65,6 +66,8 @@ BONE_WINDOW_MM = 3.5  # how far into the vertebra the endplate model looks
 # level per AP bin would otherwise take for a cortex
 DISC_WINDOW_MM = 1.2
 TYPICAL_CORTEX_MM = 0.5
+REWINDOWS = 2  # refits of an endplate that left its start (``_refine_side``)
+CONVERGED_MM = 0.5  # a refit that moves less: its window no longer moves it
 DISC_LEVELS = LEVELS + ("L2-L3",)  # L2-L3 gives L3's cranial endplate
 
 
@@ -94,7 +97,7 @@ class Band:
 
 
 # why an endplate is left at its marrow edge (``refine_disc``), in notes
-UNFITTED = "partial-volume fit ran over 2 mm from the marrow edge"
+UNFITTED = "partial-volume fit ran over 2 mm from the marrow edge and did not settle where it went"
 
 
 @dataclass
@@ -460,7 +463,7 @@ def vertebra_walls(plane: Plane, disc: DiscResult, side: int) -> tuple[float, fl
     to it. On a wedged disc the endplate is tilted in the disc's frame, and the walls' places
     2-5 mm into the bone lie off their feet by that depth times the tilt: enough to move the
     disc's middle, and so its mean height, on a lordotic L5-S1."""
-    coef = disc.upper_coef if side > 0 else disc.lower_coef
+    coef = getattr(disc, _edge_name(side))
     u = np.arange(disc.u_post - 12.0, disc.u_ant + 12.0, PROFILE_STEP_MM)
     depths_mm = (2.0, 3.0, 4.0, 5.0)
     lines = [
@@ -572,7 +575,7 @@ def _fit_side(disc: DiscResult, pixels: EdgePixels, side: int, band: Band, noise
 def _surface_guess(disc: DiscResult, side: int, cortex_mm: float) -> np.ndarray:
     """The endplate's marrow edge moved towards the disc by the cortex: where its surface lies
     for that cortex (side +1: the upper vertebra's)."""
-    coef = np.array(disc.upper_coef if side > 0 else disc.lower_coef, dtype=float)
+    coef = np.array(getattr(disc, _edge_name(side)), dtype=float)
     coef[-1] -= side * cortex_mm
     return coef
 
@@ -590,7 +593,7 @@ def cortex_misfits(plane: Plane, discs: list[DiscResult]) -> list[np.ndarray]:
         for side in (+1, -1):
             pixels = _endplate_pixels(plane, disc, side)
             fits = [_fit_side(disc, pixels, side, band, plane.noise_sigma) for band in candidates]
-            sse = np.array([np.inf if f is None else f.sse for f in fits]).reshape(shape)
+            sse = np.array([f.sse if f and f.held else np.inf for f in fits]).reshape(shape)
             if np.isfinite(sse[0]).all():
                 curves.append(sse / (sse[0].min() / max(fits[0].dof, 1)))
     return curves
@@ -777,12 +780,41 @@ def locate_far_endplate(plane: Plane, disc: DiscResult, side: int) -> DiscResult
 
 def _refine_side(plane: Plane, disc: DiscResult, side: int, band: Band):
     """One endplate's surface and whether it was fitted: the partial-volume fit, else the marrow
-    edge moved by the cortex."""
-    pixels = _endplate_pixels(plane, disc, side)
-    fit = _fit_side(disc, pixels, side, band, plane.noise_sigma)
-    if fit is None:
-        return _surface_guess(disc, side, band.thickness_mm), False
-    return fit.coef, True
+    edge moved by the cortex. A fit that leaves its start (``EndplateFit.held``) is fitted again
+    in a window around where it went, at most REWINDOWS times (the marrow edge's quadratic can
+    bend into a body's rounded corners, a millimetre or two off the endplate): kept once a fit
+    stays where the one before it went and within the first window's reach of the start."""
+    start = _surface_guess(disc, side, band.thickness_mm)
+    carrier, first_u = disc, None
+    for rewindow in range(REWINDOWS + 1):
+        pixels = _endplate_pixels(plane, carrier, side)
+        fit = _fit_side(carrier, pixels, side, band, plane.noise_sigma)
+        if fit is None:
+            break
+        if first_u is None:
+            first_u = np.linspace(pixels.u.min(), pixels.u.max(), 9)
+        if fit.held and (rewindow == 0 or _settled(fit, start, first_u)):
+            return fit.coef, True
+        carrier = replace(disc, **{_edge_name(side): _marrow_edge(fit.coef, side, band)})
+    return start, False
+
+
+def _settled(fit: EndplateFit, start: np.ndarray, u: np.ndarray) -> bool:
+    """A refit that its window no longer moves, within BONE_WINDOW_MM of the start (over the
+    first window's AP extent, ``u``)."""
+    from_start = np.abs(np.polyval(fit.coef, u) - np.polyval(start, u)).max()
+    return fit.moved_mm <= CONVERGED_MM and from_start <= BONE_WINDOW_MM
+
+
+def _edge_name(side: int) -> str:
+    return "upper_coef" if side > 0 else "lower_coef"
+
+
+def _marrow_edge(surface: np.ndarray, side: int, band: Band) -> np.ndarray:
+    """The marrow edge behind an endplate surface: ``_surface_guess`` undone."""
+    coef = np.array(surface, dtype=float)
+    coef[-1] += side * band.thickness_mm
+    return coef
 
 
 # ------------------------------------------------------------------ statuses and distances

@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from spineflow import measure
 from spineflow.measure import (
     BAND_EVIDENCE_PER_ENDPLATE,
     BAND_SHARE_GRID,
@@ -350,16 +351,35 @@ def test_a_disc_end_no_vertebral_wall_confirms_gives_no_width_and_no_height():
     assert all(record["status"] == "failed" for record in facts["Discs"])
 
 
-def test_an_endplate_whose_fit_runs_away_gives_no_height_and_no_distance():
-    """L4's caudal endplate first guessed 3 mm inside the disc: the partial-volume fit runs
-    to the true surface, past its 2 mm leash, and the surface would stay at the guess."""
-    volume, labels = phantom(STRAIGHT_DEG)
-    plane = Plane(volume, labels)
-    discs = {level: refine_disc(plane, disc, Band(0.0)) if disc.status == "ok" else disc
-             for level, disc in _located_discs(plane).items()}  # fmt: skip
-    located = discs["L4-L5"]
-    assert located.unfitted == () and located.status == "ok"
-    shifted = replace(located, upper_coef=located.upper_coef - np.eye(3)[-1] * 3.0)
+def _refined_discs(plane: Plane) -> dict:
+    return {level: refine_disc(plane, disc, Band(0.0)) if disc.status == "ok" else disc
+            for level, disc in _located_discs(plane).items()}  # fmt: skip
+
+
+def _guessed_into_the_disc(disc, mm: float):
+    """The disc with its upper vertebra's marrow edge guessed ``mm`` into the disc."""
+    return replace(disc, upper_coef=disc.upper_coef - np.eye(3)[-1] * mm)
+
+
+def test_an_endplate_guessed_off_its_surface_is_refitted_where_its_fit_went():
+    """L4's caudal endplate first guessed 3 mm inside the disc: the partial-volume fit runs to
+    the true surface, past its 2 mm leash; fitted again in a window around it, it stays, and
+    the height is the truth."""
+    plane = Plane(*phantom(STRAIGHT_DEG))
+    located = _located_discs(plane)["L4-L5"]
+    refined = _height_placed(refine_disc(plane, _guessed_into_the_disc(located, 3.0), Band(0.0)))
+    assert refined.unfitted == () and refined.status == "ok", refined.note
+    assert refined.height_mm == pytest.approx(DISC_HEIGHTS["L4-L5"], abs=HEIGHT_TOLERANCE_MM)
+
+
+def test_an_endplate_whose_fit_runs_away_gives_no_height_and_no_distance(monkeypatch):
+    """The same guess with no refit allowed (as a fit that never settles): the surface would
+    stay at the guess, so the disc has no height and L4 no distance."""
+    monkeypatch.setattr(measure, "REWINDOWS", 0)
+    plane = Plane(*phantom(STRAIGHT_DEG))
+    discs = _refined_discs(plane)
+    assert discs["L4-L5"].unfitted == () and discs["L4-L5"].status == "ok"
+    shifted = _guessed_into_the_disc(_located_discs(plane)["L4-L5"], 3.0)
     discs["L4-L5"] = _height_placed(refine_disc(plane, shifted, Band(0.0)))
     assert discs["L4-L5"].unfitted == ("upper",)
     assert discs["L4-L5"].status == "failed" and np.isnan(discs["L4-L5"].height_mm)
