@@ -202,6 +202,14 @@ class Plane:
         spread = 1.4826 * np.median(np.abs(residual - np.median(residual)))
         return float(spread / np.sqrt(1.25))
 
+    def label_at(self, points: np.ndarray) -> np.ndarray:
+        """The label of the pixel nearest each (y, z) mm point (0 outside the image)."""
+        index = np.rint(np.atleast_2d(points) / self.spacing).astype(int)
+        inside = ((index >= 0) & (index < self.labels.shape)).all(axis=1)
+        found = np.zeros(len(index), dtype=self.labels.dtype)
+        found[inside] = self.labels[index[inside, 0], index[inside, 1]]
+        return found
+
     def points_of(self, label: int) -> np.ndarray:
         return self.coords[self.labels == label]
 
@@ -436,6 +444,9 @@ def _locate(plane: Plane, level: str, label: int, upper_label: int, slips_mm) ->
     unseen = []
     for end, direction in ((0, -1), (1, +1)):  # the ends once more, from the walls outwards
         side = ("posterior", "anterior")[end]
+        if not np.isfinite(walls[:, end]).any():  # sought from the bodies' own labels
+            walls[:, end] = [vertebra_walls(plane, result, side, True)[end] for side in (+1, -1)]
+            result.upper_walls, result.lower_walls = tuple(walls[0]), tuple(walls[1])
         found_walls = walls[:, end][np.isfinite(walls[:, end])]
         if not found_walls.size:  # no wall confirms the end the labels suggest
             unseen.append(f"{side} wall not found")
@@ -455,7 +466,7 @@ def _locate(plane: Plane, level: str, label: int, upper_label: int, slips_mm) ->
     return result
 
 
-def vertebra_walls(plane: Plane, disc: DiscResult, side: int) -> tuple[float, float]:
+def vertebra_walls(plane: Plane, disc: DiscResult, side: int, from_body_label: bool = False):
     """Posterior and anterior marrow edges (frame u) of the vertebra above (side +1) or below
     (side -1) the disc, where its walls meet its endplate: found on lines parallel to the
     endplate 2-5 mm into the bone (the first step out of the marrow towards each wall; NaN
@@ -475,9 +486,29 @@ def vertebra_walls(plane: Plane, disc: DiscResult, side: int) -> tuple[float, fl
     # endplate slopes more at its rim than the body leans)
     tilt = np.polyval(np.polyder(coef), (disc.u_post + disc.u_ant) / 2)
     to_foot = side * tilt * float(np.mean(depths_mm))
-    posterior = marrow_boundary(u, values, disc.u_post, +1)
-    anterior = marrow_boundary(u, values, disc.u_ant, -1)
+    if from_body_label:  # where the disc's own ends lie far short of the walls
+        line = disc.frame.point(u, np.polyval(coef, u) + side * float(np.mean(depths_mm)))
+        guesses = _label_run(plane, line, u, (disc.u_post + disc.u_ant) / 2)
+    else:
+        guesses = (disc.u_post, disc.u_ant)
+    posterior = marrow_boundary(u, values, guesses[0], +1)
+    anterior = marrow_boundary(u, values, guesses[1], -1)
     return posterior + to_foot, anterior + to_foot
+
+
+def _label_run(plane: Plane, line: np.ndarray, u: np.ndarray, centre_u: float):
+    """AP ends (u) of the label that holds a line's point at ``centre_u`` (a vertebral body's,
+    on a line into it): NaN where no body's label lies there."""
+    labels = plane.label_at(line)
+    centre = int(np.argmin(np.abs(u - centre_u)))
+    label = labels[centre]
+    if not 0 < label < 100:
+        return float("nan"), float("nan")
+    other = np.flatnonzero(labels != label)
+    before, after = other[other < centre], other[other > centre]
+    first = before.max() + 1 if before.size else 0
+    last = after.min() - 1 if after.size else len(u) - 1
+    return float(u[first]), float(u[last])
 
 
 def _disc_end(plane: Plane, disc: DiscResult, wall_u: float, direction: int) -> float:

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from spineflow import measure
+from spineflow import LEVELS, measure
 from spineflow.measure import (
     BAND_EVIDENCE_PER_ENDPLATE,
     BAND_SHARE_GRID,
@@ -337,6 +337,23 @@ def test_a_field_of_view_ending_in_a_disc_still_measures_the_vertebra_below_it(c
     assert vertebrae.loc[vertebra, "intervertebral_distance_mm"] == pytest.approx(
         whole.loc[vertebra, "intervertebral_distance_mm"], abs=DISTANCE_TOLERANCE_MM
     )
+
+
+def test_a_disc_label_short_of_the_walls_is_measured_between_the_bodies_walls():
+    """Every disc's label stops 10 mm short of the front (as where a T2's dark outer annulus
+    is left out): beyond the reach of a search from the disc's end, its vertebrae's anterior
+    walls are sought from their own labels, and each disc is measured whole."""
+    volume, labels = phantom()
+    _, ny, nz = SHAPE
+    a, _ = _to_stack(*np.meshgrid(np.arange(ny) * SPACING[1], np.arange(nz) * SPACING[2],
+                                  indexing="ij"), 0.0)  # fmt: skip
+    labels[:, (labels[3] > 100) & (a > DEPTH_MM - 10.0)] = 0
+    discs, _, _ = measure_session(volume, labels, cortex_mm=0.0)
+    whole = measure_session(*phantom(), cortex_mm=0.0)[0].set_index("level")
+    for row in discs.set_index("level").loc[list(LEVELS)].itertuples():
+        assert row.status == "ok", row.note
+        assert row.height_mm == pytest.approx(whole.loc[row.Index, "height_mm"], abs=0.05)
+        assert row.width_mm == pytest.approx(whole.loc[row.Index, "width_mm"], abs=0.1)
 
 
 def test_a_disc_end_no_vertebral_wall_confirms_gives_no_width_and_no_height():
