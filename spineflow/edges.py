@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.special import i0e, i1e, ndtr
 
-RUN_AWAY_MM = 2.0  # an endplate fit that moves further from its start found something else
+RUN_AWAY_MM = 2.0  # an endplate fit that moves further went beyond what its start's window saw
 DISC_SIDE_MM = 1.75  # how much of the disc the edge model sees: past the blur, short of the nucleus
 
 
@@ -310,8 +310,8 @@ class EndplateFit:
 
     @property
     def held(self) -> bool:
-        """Whether the fit stayed near its start: one that ran further found no endplate
-        there, or one its start's window did not hold."""
+        """Whether the fit stayed near its start: one that ran further found no endplate there,
+        or one its start's window barely held (``measure._refine_side`` refits it there)."""
         return self.moved_mm <= RUN_AWAY_MM
 
 

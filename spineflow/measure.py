@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from . import LEVELS, VERTEBRAE, pfirrmann
 from .edges import (
+    RUN_AWAY_MM,
     EdgePixels,
     EndplateFit,
     aperture_cdf,
@@ -68,7 +69,10 @@ DISC_WINDOW_MM = 1.2
 TYPICAL_CORTEX_MM = 0.5
 REWINDOWS = 2  # refits of an endplate that left its start (``_refine_side``)
 CONVERGED_MM = 0.5  # a refit that moves less: its window no longer moves it
-DISC_LEVELS = LEVELS + ("L2-L3",)  # L2-L3 gives L3's cranial endplate
+# how far from its start a refit may settle, either way: the first window's reach into the bone
+REFIT_REACH_MM = BONE_WINDOW_MM
+DISC_LEVELS = LEVELS + ("L2-L3",)
+BODY_LABELS = frozenset(VERTEBRA_LABELS.values())  # L2-L3 gives L3's cranial endplate
 
 
 @dataclass
@@ -97,7 +101,10 @@ class Band:
 
 
 # why an endplate is left at its marrow edge (``refine_disc``), in notes
-UNFITTED = "partial-volume fit ran over 2 mm from the marrow edge and did not settle where it went"
+UNFITTED = (
+    f"partial-volume fit ran over {RUN_AWAY_MM:g} mm from the marrow edge and did not settle "
+    "where it went"
+)
 
 
 @dataclass
@@ -116,7 +123,8 @@ class DiscResult:
     upper_walls: tuple[float, float] = (np.nan, np.nan)
     lower_walls: tuple[float, float] = (np.nan, np.nan)
     walls_unseen: tuple[str, ...] = ()  # the sides (posterior, anterior) no wall confirmed
-    # the surfaces (upper, lower) whose partial-volume fit ran away: left at the marrow edge
+    # the surfaces (upper, lower) whose partial-volume fit ran away and did not settle when
+    # refitted (``_refine_side``): left at the marrow edge
     unfitted: tuple[str, ...] = ()
     features: dict = field(default_factory=dict)
 
@@ -440,13 +448,11 @@ def _locate(plane: Plane, level: str, label: int, upper_label: int, slips_mm) ->
         result.note = f"{dropped} of {N_HEIGHT_PROFILES} profiles without a clear edge"
     result.upper_walls = vertebra_walls(plane, result, +1)
     result.lower_walls = vertebra_walls(plane, result, -1)
+    _walls_from_body_labels(plane, result)
     walls = np.array([result.upper_walls, result.lower_walls])
     unseen = []
     for end, direction in ((0, -1), (1, +1)):  # the ends once more, from the walls outwards
         side = ("posterior", "anterior")[end]
-        if not np.isfinite(walls[:, end]).any():  # sought from the bodies' own labels
-            walls[:, end] = [vertebra_walls(plane, result, side, True)[end] for side in (+1, -1)]
-            result.upper_walls, result.lower_walls = tuple(walls[0]), tuple(walls[1])
         found_walls = walls[:, end][np.isfinite(walls[:, end])]
         if not found_walls.size:  # no wall confirms the end the labels suggest
             unseen.append(f"{side} wall not found")
@@ -469,26 +475,27 @@ def _locate(plane: Plane, level: str, label: int, upper_label: int, slips_mm) ->
 def vertebra_walls(plane: Plane, disc: DiscResult, side: int, from_body_label: bool = False):
     """Posterior and anterior marrow edges (frame u) of the vertebra above (side +1) or below
     (side -1) the disc, where its walls meet its endplate: found on lines parallel to the
-    endplate 2-5 mm into the bone (the first step out of the marrow towards each wall; NaN
-    where not found), then followed along the walls, which stand square to the endplate, back
-    to it. On a wedged disc the endplate is tilted in the disc's frame, and the walls' places
-    2-5 mm into the bone lie off their feet by that depth times the tilt: enough to move the
-    disc's middle, and so its mean height, on a lordotic L5-S1."""
+    endplate 2-5 mm into the bone (the first step out of the marrow towards each wall, sought
+    from the disc's own ends, or with ``from_body_label`` from the ends of the body's label on
+    those lines; NaN where not found), then followed along the walls, which stand square to the
+    endplate, back to it. On a wedged disc the endplate is tilted in the disc's frame, and the
+    walls' places 2-5 mm into the bone lie off their feet by that depth times the tilt: enough
+    to move the disc's middle, and so its mean height, on a lordotic L5-S1."""
     coef = getattr(disc, _edge_name(side))
     u = np.arange(disc.u_post - 12.0, disc.u_ant + 12.0, PROFILE_STEP_MM)
     depths_mm = (2.0, 3.0, 4.0, 5.0)
-    lines = [
-        plane.sample_mm(disc.frame.point(u, np.polyval(coef, u) + side * depth))
-        for depth in depths_mm
-    ]
-    values = np.nanmean(lines, axis=0)
+
+    def line(depth_mm):
+        return disc.frame.point(u, np.polyval(coef, u) + side * depth_mm)
+
+    values = np.nanmean([plane.sample_mm(line(depth)) for depth in depths_mm], axis=0)
     # the endplate's tilt where the body's axis stands: at the disc's middle (a concave
     # endplate slopes more at its rim than the body leans)
     tilt = np.polyval(np.polyder(coef), (disc.u_post + disc.u_ant) / 2)
     to_foot = side * tilt * float(np.mean(depths_mm))
-    if from_body_label:  # where the disc's own ends lie far short of the walls
-        line = disc.frame.point(u, np.polyval(coef, u) + side * float(np.mean(depths_mm)))
-        guesses = _label_run(plane, line, u, (disc.u_post + disc.u_ant) / 2)
+    if from_body_label:
+        middle = line(float(np.mean(depths_mm)))
+        guesses = _body_label_run(plane, middle, u, (disc.u_post + disc.u_ant) / 2)
     else:
         guesses = (disc.u_post, disc.u_ant)
     posterior = marrow_boundary(u, values, guesses[0], +1)
@@ -496,19 +503,31 @@ def vertebra_walls(plane: Plane, disc: DiscResult, side: int, from_body_label: b
     return posterior + to_foot, anterior + to_foot
 
 
-def _label_run(plane: Plane, line: np.ndarray, u: np.ndarray, centre_u: float):
-    """AP ends (u) of the label that holds a line's point at ``centre_u`` (a vertebral body's,
-    on a line into it): NaN where no body's label lies there."""
-    labels = plane.label_at(line)
+def _walls_from_body_labels(plane: Plane, disc: DiscResult) -> None:
+    """Where neither vertebra's wall was found at an AP end of the disc, both sought again from
+    their bodies' labels (``vertebra_walls``): a T2's dark outer annulus and ligament can end
+    the disc's first extent at its nucleus, millimetres short of the walls."""
+    walls = np.array([disc.upper_walls, disc.lower_walls])
+    missing = ~np.isfinite(walls).any(axis=0)
+    if missing.any():
+        from_labels = np.array([vertebra_walls(plane, disc, vertebra, from_body_label=True)
+                                for vertebra in (+1, -1)])  # fmt: skip
+        walls[:, missing] = from_labels[:, missing]
+        disc.upper_walls, disc.lower_walls = tuple(walls[0]), tuple(walls[1])
+
+
+def _body_label_run(plane: Plane, points: np.ndarray, u: np.ndarray, centre_u: float):
+    """AP ends (u) of the vertebral body's label that holds the point at ``centre_u`` of a line
+    into the bone: NaN where no body's label lies there or the run reaches the line's end."""
+    labels = plane.label_at(points)
     centre = int(np.argmin(np.abs(u - centre_u)))
-    label = labels[centre]
-    if not 0 < label < 100:
+    if labels[centre] not in BODY_LABELS:
         return float("nan"), float("nan")
-    other = np.flatnonzero(labels != label)
+    other = np.flatnonzero(labels != labels[centre])
     before, after = other[other < centre], other[other > centre]
-    first = before.max() + 1 if before.size else 0
-    last = after.min() - 1 if after.size else len(u) - 1
-    return float(u[first]), float(u[last])
+    if not (before.size and after.size):
+        return float("nan"), float("nan")
+    return float(u[before.max() + 1]), float(u[after.min() - 1])
 
 
 def _disc_end(plane: Plane, disc: DiscResult, wall_u: float, direction: int) -> float:
@@ -813,28 +832,26 @@ def _refine_side(plane: Plane, disc: DiscResult, side: int, band: Band):
     """One endplate's surface and whether it was fitted: the partial-volume fit, else the marrow
     edge moved by the cortex. A fit that leaves its start (``EndplateFit.held``) is fitted again
     in a window around where it went, at most REWINDOWS times (the marrow edge's quadratic can
-    bend into a body's rounded corners, a millimetre or two off the endplate): kept once a fit
-    stays where the one before it went and within the first window's reach of the start."""
+    bend into a body's rounded corners, a millimetre or two off the endplate): kept once a refit
+    stays where the one before it went (``_settled``)."""
     start = _surface_guess(disc, side, band.thickness_mm)
-    carrier, first_u = disc, None
-    for rewindow in range(REWINDOWS + 1):
-        pixels = _endplate_pixels(plane, carrier, side)
-        fit = _fit_side(carrier, pixels, side, band, plane.noise_sigma)
+    recentred = disc
+    for attempt in range(REWINDOWS + 1):
+        pixels = _endplate_pixels(plane, recentred, side)
+        fit = _fit_side(recentred, pixels, side, band, plane.noise_sigma)
         if fit is None:
             break
-        if first_u is None:
-            first_u = np.linspace(pixels.u.min(), pixels.u.max(), 9)
-        if fit.held and (rewindow == 0 or _settled(fit, start, first_u)):
+        if fit.held if attempt == 0 else _settled(fit, start, disc.central_u):
             return fit.coef, True
-        carrier = replace(disc, **{_edge_name(side): _marrow_edge(fit.coef, side, band)})
+        recentred = replace(disc, **{_edge_name(side): _marrow_edge(fit.coef, side, band)})
     return start, False
 
 
 def _settled(fit: EndplateFit, start: np.ndarray, u: np.ndarray) -> bool:
-    """A refit that its window no longer moves, within BONE_WINDOW_MM of the start (over the
-    first window's AP extent, ``u``)."""
+    """A refit that its window no longer moves (CONVERGED_MM), within REFIT_REACH_MM of the
+    start over the AP positions ``u``."""
     from_start = np.abs(np.polyval(fit.coef, u) - np.polyval(start, u)).max()
-    return fit.moved_mm <= CONVERGED_MM and from_start <= BONE_WINDOW_MM
+    return fit.moved_mm <= CONVERGED_MM and from_start <= REFIT_REACH_MM
 
 
 def _edge_name(side: int) -> str:
@@ -1001,8 +1018,9 @@ def _height_placed(disc: DiscResult) -> DiscResult:
     """The disc, failed where its height cannot be placed: an AP end no vertebral wall
     confirmed (that end is then only the label's, and so is the central 80 % of the AP extent
     the height is averaged over: a label ending short of the front puts it off the middle), or
-    an endplate whose fit ran away (its surface is then the marrow edge, millimetres into the
-    bone on real T2 exams, where the cortex and the cartilage make one dark band)."""
+    an endplate whose fit ran away and did not settle (its surface is then the marrow edge,
+    millimetres into the bone on real T2 exams, where the cortex and the cartilage make one
+    dark band)."""
     if not disc.has_both_endplates:
         return disc
     reasons = []

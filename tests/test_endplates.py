@@ -110,7 +110,7 @@ def test_a_grey_band_is_fitted_where_it_is_and_bone_alone_misplaces_it():
     assert sse[0.5] < 0.9 * sse[0.0]
 
 
-def test_no_edge_gives_no_fit():
+def test_no_edge_gives_no_fit_at_its_start():
     rng = np.random.default_rng(3)
     pixels = _pixels(0.2, 0.5, 0.005, rng)
     flat = EdgePixels(pixels.u, pixels.t, MARROW + rng.normal(0, 0.01, len(pixels.u)),

@@ -18,6 +18,7 @@ from spineflow import LEVELS, measure
 from spineflow.measure import (
     BAND_EVIDENCE_PER_ENDPLATE,
     BAND_SHARE_GRID,
+    CENTRAL_SHARE,
     CORTEX_GRID_MM,
     UNFITTED,
     Band,
@@ -339,15 +340,17 @@ def test_a_field_of_view_ending_in_a_disc_still_measures_the_vertebra_below_it(c
     )
 
 
-def test_a_disc_label_short_of_the_walls_is_measured_between_the_bodies_walls():
-    """Every disc's label stops 10 mm short of the front (as where a T2's dark outer annulus
-    is left out): beyond the reach of a search from the disc's end, its vertebrae's anterior
-    walls are sought from their own labels, and each disc is measured whole."""
+@pytest.mark.parametrize("end", ["anterior", "posterior"])
+def test_a_disc_label_short_of_the_walls_is_measured_between_the_bodies_walls(end):
+    """Every disc's label stops 10 mm short of one end (as where a T2's dark outer annulus is
+    left out): beyond the reach of a search from the disc's end, its vertebrae's walls there
+    are sought from their own labels, and each disc is measured whole."""
     volume, labels = phantom()
     _, ny, nz = SHAPE
     a, _ = _to_stack(*np.meshgrid(np.arange(ny) * SPACING[1], np.arange(nz) * SPACING[2],
                                   indexing="ij"), 0.0)  # fmt: skip
-    labels[:, (labels[3] > 100) & (a > DEPTH_MM - 10.0)] = 0
+    cut = a > DEPTH_MM - 10.0 if end == "anterior" else a < 10.0
+    labels[:, (labels[3] > 100) & cut] = 0
     discs, _, _ = measure_session(volume, labels, cortex_mm=0.0)
     whole = measure_session(*phantom(), cortex_mm=0.0)[0].set_index("level")
     for row in discs.set_index("level").loc[list(LEVELS)].itertuples():
@@ -378,21 +381,32 @@ def _guessed_into_the_disc(disc, mm: float):
     return replace(disc, upper_coef=disc.upper_coef - np.eye(3)[-1] * mm)
 
 
-def test_an_endplate_guessed_off_its_surface_is_refitted_where_its_fit_went():
-    """L4's caudal endplate first guessed 3 mm inside the disc: the partial-volume fit runs to
-    the true surface, past its 2 mm leash; fitted again in a window around it, it stays, and
-    the height is the truth."""
+def _bent_into_the_bone(disc, mm: float):
+    """The disc with its upper vertebra's marrow edge guessed bent ``mm`` into the bone at the
+    ends of its central 80 % (as a marrow edge's quadratic bends into a body's corners)."""
+    coef = np.array(disc.upper_coef, float)
+    coef[0] += mm / (CENTRAL_SHARE * max(-disc.u_post, disc.u_ant)) ** 2
+    return replace(disc, upper_coef=coef)
+
+
+@pytest.mark.parametrize("guessed", ["3 mm into the disc", "bent 2.5 mm into the bone"])
+def test_an_endplate_guessed_off_its_surface_is_refitted_where_its_fit_went(guessed):
+    """L4's caudal endplate first guessed 3 mm inside the disc, or bent 2.5 mm into the bone
+    at its ends: the partial-volume fit runs to the true surface, past its 2 mm leash; fitted
+    again in a window around it, it stays, and the height is the truth."""
     plane = Plane(*phantom(STRAIGHT_DEG))
     located = _located_discs(plane)["L4-L5"]
-    refined = _height_placed(refine_disc(plane, _guessed_into_the_disc(located, 3.0), Band(0.0)))
+    start = (_guessed_into_the_disc(located, 3.0) if guessed.endswith("disc")
+             else _bent_into_the_bone(located, 2.5))  # fmt: skip
+    refined = _height_placed(refine_disc(plane, start, Band(0.0)))
     assert refined.unfitted == () and refined.status == "ok", refined.note
     assert refined.height_mm == pytest.approx(DISC_HEIGHTS["L4-L5"], abs=HEIGHT_TOLERANCE_MM)
 
 
-def test_an_endplate_whose_fit_runs_away_gives_no_height_and_no_distance(monkeypatch):
-    """The same guess with no refit allowed (as a fit that never settles): the surface would
-    stay at the guess, so the disc has no height and L4 no distance."""
-    monkeypatch.setattr(measure, "REWINDOWS", 0)
+def test_an_endplate_whose_fit_never_settles_gives_no_height_and_no_distance(monkeypatch):
+    """The same guess where no refit settles (each still moves, ``CONVERGED_MM`` 0): the surface
+    would stay at the guess, so the disc has no height and L4 no distance."""
+    monkeypatch.setattr(measure, "CONVERGED_MM", 0.0)
     plane = Plane(*phantom(STRAIGHT_DEG))
     discs = _refined_discs(plane)
     assert discs["L4-L5"].unfitted == () and discs["L4-L5"].status == "ok"
