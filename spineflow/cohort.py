@@ -231,22 +231,25 @@ def assemble(
     return _sorted(table, spec)
 
 
-def with_longitudinal_checks(
-    discs: pd.DataFrame,
-    per_participant: Sequence[tuple[str, str | Path]],
-    pair_failures: Sequence[dict] = (),
-) -> pd.DataFrame:
-    """discs.tsv with what the longitudinal step found in the notes of both sessions' rows:
-    discs whose change through the per-vertebra registration disagrees with the difference of
-    the sessions' own heights (``longitudinal.participant_heights``, its ``change_note``), and
-    participants whose registration failed."""
-    discs = discs.copy()
+def registration_disagreements(per_participant: Sequence[tuple[str, str | Path]]) -> list:
+    """(participant_id, level, note) of each disc whose change through the per-vertebra
+    registration disagrees with the difference of the sessions' own heights
+    (``longitudinal.participant_heights``, its ``change_note``, with the two heights)."""
+    found = []
     for participant_id, path in per_participant:
         table = pd.read_csv(path, sep="\t", na_values=[NA], keep_default_na=False)
         for row in table.itertuples():
             if isinstance(getattr(row, "change_note", ""), str) and row.change_note:
-                where = (discs["participant_id"] == participant_id) & (discs["level"] == row.level)
-                _append_note(discs, where, row.change_note)
+                heights = (
+                    f"heights ses-1 {row.height_ses1_mm:.2f}, ses-2 {row.height_ses2_mm:.2f} mm"
+                )
+                found.append((participant_id, row.level, f"{row.change_note} ({heights})"))
+    return found
+
+
+def with_pair_failures(discs: pd.DataFrame, pair_failures: Sequence[dict] = ()) -> pd.DataFrame:
+    """discs.tsv with the participants whose registration failed in both sessions' notes."""
+    discs = discs.copy()
     for failure in pair_failures:
         where = discs["participant_id"] == _prefixed(failure["participant_id"], "sub")
         _append_note(

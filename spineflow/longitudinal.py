@@ -13,7 +13,7 @@ erred by 0.06 mm SD against the truth, the registration's by 0.17 mm: a vertebra
 transform, pinned by a few thick slices, errs by more along the disc's axis than a
 partial-volume edge fit does. So the registration checks the change: where the two disagree
 by more than MAX_DISAGREEMENT_MM a transform or one session's segmentation is wrong, and the
-note says so.
+disc's heights are ``qc_failed`` in both sessions (``qc.gate_registration``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def registration_check(registration_change_mm: float, own_change_mm: float) -> s
     if abs(disagreement) <= MAX_DISAGREEMENT_MM:
         return ""
     return (f"the per-vertebra registration gives a change {disagreement:+.2f} mm from that of "
-            "the disc's own heights: check its segmentation at both sessions")  # fmt: skip
+            "the disc's own heights: one session's endplates (or a vertebra's transform) "
+            "are wrong")  # fmt: skip
 
 
 def participant_heights(records1: dict, records2: dict, transforms: dict) -> pd.DataFrame:

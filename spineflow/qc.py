@@ -181,3 +181,19 @@ def gate_sessions(table: pd.DataFrame, kind: str, limits: QcLimits) -> pd.DataFr
                 )
                 _fail(table, pd.Series(reason, index=rows.index, dtype=object), kind)
     return table
+
+
+def gate_registration(discs: pd.DataFrame, disagreements) -> pd.DataFrame:
+    """discs.tsv with each disc whose change through the per-vertebra registration disagrees
+    with the sessions' own heights (``cohort.registration_disagreements``: participant, level,
+    note) marked ``qc_failed`` in both sessions: the two estimates lie over five of their SDs
+    apart (``longitudinal.MAX_DISAGREEMENT_MM``), so one session's endplates are wrong and
+    nothing tells which. A row already failed keeps its status and gets the note."""
+    discs = discs.copy()
+    for participant_id, level, note in disagreements:
+        rows = discs.index[(discs["participant_id"] == participant_id) & (discs["level"] == level)]
+        ok = [i for i in rows if discs.at[i, "status"] == "ok"]
+        _fail(discs, pd.Series(note, index=ok, dtype=object), "discs")
+        for i in rows.difference(ok):
+            discs.at[i, "note"] = "; ".join(filter(None, [discs.at[i, "note"], note]))
+    return discs

@@ -160,13 +160,14 @@ def longitudinal_heights(sidecar_ses1, sidecar_ses2, level_tfms: dict, out_tsv):
 def group_tables(per_session, failures, discs_tsv, vertebrae_tsv, deriv_root,
                  per_participant=(), pair_failures=(), qc_settings=None):  # fmt: skip
     """The cohort tables, values whose sessions disagree beyond what can change marked
-    ``qc_failed`` (``qc.gate_sessions``); ``per_participant``: (participant_id, path) of the
-    longitudinal tables, whose registration checks reach the notes; ``pair_failures``:
-    participants whose registration failed (noted)."""
+    ``qc_failed`` (``qc.gate_sessions``), and discs whose change the registration contradicts
+    (``qc.gate_registration``); ``per_participant``: (participant_id, path) of the longitudinal
+    tables; ``pair_failures``: participants whose registration failed (noted)."""
     limits = qc.QcLimits.from_config(qc_settings)
     discs = qc.gate_sessions(cohort.assemble(per_session["discs"], "discs", failures), "discs",
                              limits)  # fmt: skip
-    discs = cohort.with_longitudinal_checks(discs, per_participant, pair_failures)
+    discs = qc.gate_registration(discs, cohort.registration_disagreements(per_participant))
+    discs = cohort.with_pair_failures(discs, pair_failures)
     vertebrae = qc.gate_sessions(
         cohort.assemble(per_session["vertebrae"], "vertebrae", failures), "vertebrae", limits
     )

@@ -266,7 +266,7 @@ def test_longitudinal_reads_assembled_tables(tmp_path):
     assert l3["note"] == "no variation in change: tests undefined"  # both 25.0 -> 25.0
 
 
-def test_registration_disagreement_and_failure_reach_the_group_notes(tmp_path):
+def test_registration_disagreements_are_read_and_failures_reach_the_group_notes(tmp_path):
     discs = pd.DataFrame(
         {
             "participant_id": ["sub-01"] * 4 + ["sub-02"] * 2,
@@ -280,18 +280,23 @@ def test_registration_disagreement_and_failure_reach_the_group_notes(tmp_path):
         pd.DataFrame(
             {
                 "level": ["L4-L5", "L5-S1"],
+                "height_ses1_mm": [10.0, 9.0],
+                "height_ses2_mm": [9.9, 9.0],
                 "change_mm": [-0.1, 0.0],
                 "change_note": ["the registration disagrees", ""],
             }
         ),  # fmt: skip
         longitudinal,
     )
+    assert cohort.registration_disagreements([("sub-01", longitudinal)]) == [
+        ("sub-01", "L4-L5", "the registration disagrees (heights ses-1 10.00, ses-2 9.90 mm)")
+    ]
     failure = {"participant_id": "02", "stage": "register", "message": "no\n overlap"}
-    noted = cohort.with_longitudinal_checks(discs, [("sub-01", longitudinal)], [failure])
+    noted = cohort.with_pair_failures(discs, [failure])
     assert list(noted["note"]) == [
-        "the registration disagrees",
+        "",
         "2 of 25 profiles without a clear edge",
-        "the registration disagrees",
+        "",
         "",
         "register failed: no overlap",
         "register failed: no overlap",

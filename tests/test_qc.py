@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from spineflow.qc import QC_FAILED, QcLimits, gate_session, gate_sessions, order_problem
+from spineflow.longitudinal import registration_check
+from spineflow.qc import (
+    QC_FAILED,
+    QcLimits,
+    gate_registration,
+    gate_session,
+    gate_sessions,
+    order_problem,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,6 +121,31 @@ def test_two_sessions_that_disagree_beyond_any_change_both_fail():
     failed = gated[gated["status"] == QC_FAILED]
     assert set(failed["level"]) == {"L4-L5"} and len(failed) == 2
     assert "disagree" in failed["note"].iloc[0]
+
+
+def test_a_change_the_registration_contradicts_fails_the_disc_in_both_sessions():
+    """The registration's change 1.2 mm from the own heights' (over five SDs of the two): both
+    sessions' L5-S1 go qc_failed, numbers blanked; a row already failed keeps its status."""
+    table = pd.concat(
+        [
+            _discs([10.0, 11.0, 12.0]).assign(participant_id="sub-01", session_id="ses-1"),
+            _discs([10.0, 11.0, 10.8]).assign(participant_id="sub-01", session_id="ses-2"),
+            _discs([10.0, 11.0, 12.0]).assign(participant_id="sub-02", session_id="ses-1"),
+        ],
+        ignore_index=True,
+    )
+    table.loc[(table["session_id"] == "ses-2") & (table["level"] == "L4-L5"), "status"] = "failed"
+    note = registration_check(registration_change_mm=0.0, own_change_mm=-1.2)
+    assert note and registration_check(0.0, -0.9) == ""
+    gated = gate_registration(table, [("sub-01", "L5-S1", note), ("sub-01", "L4-L5", note)])
+    l5s1 = gated[(gated["participant_id"] == "sub-01") & (gated["level"] == "L5-S1")]
+    assert (l5s1["status"] == QC_FAILED).all() and l5s1["height_mm"].isna().all()
+    assert l5s1["width_mm"].isna().all() and l5s1["note"].str.contains("registration").all()
+    l4l5 = gated[(gated["participant_id"] == "sub-01") & (gated["level"] == "L4-L5")]
+    assert list(l4l5["status"]) == [QC_FAILED, "failed"]
+    assert l4l5["note"].str.contains("registration").all()
+    untouched = gated[(gated["participant_id"] == "sub-02") | (gated["level"] == "L3-L4")]
+    assert (untouched["status"] == "ok").all() and untouched["height_mm"].notna().all()
 
 
 def test_the_limits_documented_in_config_and_schema_are_the_gates_own():
