@@ -41,6 +41,7 @@ from .midsagittal import (
     plane_at,
     resample_curve,
     sample,
+    symmetric_midline,
 )
 
 # between marrow edges, a fused S1-S2 remnant with its two cortices measures up to ~5 mm (a
@@ -608,19 +609,31 @@ def _disc_hidden_below(volume: Volume, midline, column: Column, runs, anchor: in
     return again, split, split_facts
 
 
+def _midsagittal(volume: Volume, canal) -> tuple[np.ndarray, float, str]:
+    """The mid-sagittal surface, its scatter and what gave it: the canal's centre row by row,
+    or, where that scatters beyond MAX_MIDLINE_SCATTER_MM (fat as bright as the CSF beside the
+    canal), the spine's left-right symmetry (``symmetric_midline``) where that holds."""
+    midline, scatter_mm = midline_and_scatter(volume, canal)
+    if scatter_mm <= MAX_MIDLINE_SCATTER_MM:
+        return midline, scatter_mm, "canal"
+    symmetric, symmetric_scatter_mm = symmetric_midline(volume, canal)
+    if symmetric_scatter_mm <= MAX_MIDLINE_SCATTER_MM:
+        return symmetric, symmetric_scatter_mm, "symmetry"
+    raise ValueError(
+        f"the mid-sagittal plane cannot be told: the canal's centre scatters by "
+        f"{scatter_mm:.1f} mm across the slices from row to row, the spine's symmetry by "
+        f"{symmetric_scatter_mm:.1f} (at most {MAX_MIDLINE_SCATTER_MM} mm; tissue as bright "
+        f"as the canal beside it?)"
+    )
+
+
 def segment_volume(volume: Volume, half_width_slices: int = 1,
                    canal_polarity: int = 1) -> tuple[np.ndarray, dict]:  # fmt: skip
     """3D label map (labels in the slices around the mid-sagittal surface) and facts about it,
     the mid-sagittal surface among them (``MIDSAGITTAL_SURFACE``: the measurement uses the
     same). ``canal_polarity``: +1 a bright canal (fluid-sensitive), -1 a dark one (T1)."""
     canal = canal_projection(volume, canal_polarity)
-    midline, scatter_mm = midline_and_scatter(volume, canal)
-    if scatter_mm > MAX_MIDLINE_SCATTER_MM:
-        raise ValueError(
-            f"the mid-sagittal plane cannot be told: the canal's centre scatters by "
-            f"{scatter_mm:.1f} mm across the slices from row to row (at most "
-            f"{MAX_MIDLINE_SCATTER_MM} mm; tissue as bright as the canal beside it?)"
-        )
+    midline, scatter_mm, midline_from = _midsagittal(volume, canal)
     plane = plane_at(volume, midline)
     spacing = volume.plane_spacing_mm
     column = straighten(plane, spacing, canal)
@@ -636,6 +649,7 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
         MIDSAGITTAL_SURFACE: np.round(midline, 3).tolist(),
         "CanalBrightness": "bright" if canal.polarity > 0 else "dark",
         "MidsagittalScatterMillimetres": round(scatter_mm, 2),
+        "MidsagittalFrom": midline_from,
         "LevelsFound": names,
         **anchor_facts,
     }

@@ -9,9 +9,10 @@ from spineflow.midsagittal import (
     canal_polarity,
     canal_projection,
     midline_and_scatter,
+    symmetric_midline,
     vertebrae_in_front,
 )
-from spineflow.segment import MAX_MIDLINE_SCATTER_MM
+from spineflow.segment import MAX_MIDLINE_SCATTER_MM, _midsagittal
 
 SHAPE = (9, 200, 300)  # [x, y (posterior -> anterior), z], 1 mm voxels
 
@@ -106,3 +107,51 @@ def test_the_midline_scatters_where_bright_tissue_lies_beside_the_canal(blob_row
     assert (scatter_mm > MAX_MIDLINE_SCATTER_MM) == uncertain, scatter_mm
     if not uncertain:
         assert midline == pytest.approx(4.0, abs=0.01)
+
+
+SPINE_CENTRE = 6.3  # the spine's midline (slice index) in ``_spine_volume``
+
+
+def _spine_volume(fat_beside_canal=True, symmetric=True):
+    """Thirteen 3.3 mm slices: a canal 20 mm across and the bodies in front of it 44 mm across,
+    both centred on slice 6.3 (partial volume at their sides); fat brighter than the CSF in
+    slice 1, beside the canal, in every other row. Without ``symmetric`` the canal and bodies
+    are noise and a bright spot lies at a random slice in every row."""
+    rng = np.random.default_rng(1)
+    x_mm = (np.arange(13) - SPINE_CENTRE) * 3.3
+
+    def across(half_mm):
+        return np.clip((half_mm - np.abs(x_mm)) / 3.3 + 0.5, 0, 1)[:, None, None]
+
+    data = np.full((13, 80, 80), 100.0)
+    if symmetric:
+        data[:, 20:34, :] += across(10.0) * 900  # the canal, 14 mm deep
+        data[:, 36:70, :] += across(22.0) * 350  # the bodies in front of it
+    else:
+        data[rng.integers(0, 13, 80), 20:34, np.arange(80)] = 1500.0
+    if fat_beside_canal:
+        data[1, 20:34, ::2] = 1500.0
+    data += rng.normal(0, 20, data.shape)
+    canal = Canal(np.zeros((80, 80), bool))
+    canal.mask[20:34, :] = True
+    return Volume(data.astype(np.float32), np.diag([3.3, 1.0, 1.0, 1.0]), (3.3, 1.0, 1.0)), canal
+
+
+def test_where_the_canal_scatters_the_spine_s_symmetry_gives_the_midline():
+    """Fat brighter than the CSF beside the canal in every other row pulls those rows' canal
+    centres 17 mm aside; the band from the canal to the bodies, mirrored, still lies on the
+    midline (within 0.3 mm)."""
+    volume, canal = _spine_volume()
+    assert midline_and_scatter(volume, canal)[1] > MAX_MIDLINE_SCATTER_MM
+    midline, scatter_mm = symmetric_midline(volume, canal)
+    assert scatter_mm < 0.5
+    assert np.abs(midline - SPINE_CENTRE).max() * 3.3 < 0.3
+    assert _midsagittal(volume, canal)[2] == "symmetry"
+    clean, canal = _spine_volume(fat_beside_canal=False)
+    assert _midsagittal(clean, canal)[2] == "canal"
+
+
+def test_without_the_spine_s_symmetry_the_plane_cannot_be_told():
+    volume, canal = _spine_volume(fat_beside_canal=False, symmetric=False)
+    with pytest.raises(ValueError, match="the spine's symmetry by"):
+        _midsagittal(volume, canal)
