@@ -252,13 +252,14 @@ def with_pair_failures(discs: pd.DataFrame, pair_failures: Sequence[dict] = ()) 
     discs = discs.copy()
     for failure in pair_failures:
         where = discs["participant_id"] == _prefixed(failure["participant_id"], "sub")
-        _append_note(
+        append_note(
             discs, where, f"{failure['stage']} failed: {' '.join(str(failure['message']).split())}"
         )
     return discs
 
 
-def _append_note(table: pd.DataFrame, where: pd.Series, note: str) -> None:
+def append_note(table: pd.DataFrame, where: pd.Series, note: str) -> None:
+    """Add ``note`` to the notes of the rows ``where`` holds (after any note they have)."""
     table.loc[where, "note"] = [
         "; ".join(n for n in (old, note) if n) for old in table.loc[where, "note"]
     ]

@@ -294,7 +294,12 @@ def midline_and_scatter(volume: Volume, canal: Canal | None = None) -> tuple[np.
     beside the canal (fat on a T2 without fat suppression) a row's centre jumps to it, and the
     surface fitted through them may lie anywhere within that scatter."""
     canal = canal_projection(volume) if canal is None else canal
-    rows, centres = _canal_centres(volume, canal)
+    return _surface_and_scatter(volume, *_canal_centres(volume, canal))
+
+
+def _surface_and_scatter(volume: Volume, rows: np.ndarray, centres: np.ndarray):
+    """The smooth surface through the rows' centres (``smooth_midline``) and their scatter
+    about it (robust SD, mm across the slices)."""
     midline = smooth_midline(rows, centres, volume.data.shape, volume.spacing_mm)
     residual_mm = (centres - midline[rows]) * volume.spacing_mm[0]
     return midline, float(median_abs_deviation(residual_mm, scale="normal"))
@@ -310,42 +315,59 @@ SYMMETRY_STEP_SLICES = 0.1
 def symmetric_midline(volume: Volume, canal: Canal) -> tuple[np.ndarray, float]:
     """The mid-sagittal surface from the spine's own left-right symmetry, and its scatter (as
     ``midline_and_scatter``): in each row where the canal lies, the slice position (every
-    SYMMETRY_STEP_SLICES) about which the band from behind the canal to the bodies in front of
-    it correlates best with its mirror image, up to SYMMETRY_REACH_MM either side. Unlike the
-    canal's centroid it is not pulled by fat as bright as the CSF on one side."""
+    SYMMETRY_STEP_SLICES, at least the reach from the outer slices) about which the band from
+    behind the canal to the bodies in front of it correlates best with its mirror image, over
+    the whole slices within SYMMETRY_REACH_MM either side. Unlike the canal's centroid it is
+    not pulled by fat as bright as the CSF on one side. A row whose best position is the first
+    or last candidate is not found (the midline may lie nearer the side of the field of view);
+    ValueError where too few sagittal slices or too few rows hold it."""
     data = volume.data.astype(float)
     n_slices = data.shape[0]
     reach = int(SYMMETRY_REACH_MM // volume.spacing_mm[0])
-    if reach < 1 or n_slices < 2 * reach + 1:
+    if reach < 1 or n_slices < 2 * reach + 3:
         raise ValueError("too few sagittal slices to tell the spine's symmetry")
-    rows = np.flatnonzero(canal.mask.sum(axis=0) >= 2)
-    behind, ahead = (np.asarray(SYMMETRY_BAND_MM) / volume.spacing_mm[1]).astype(int)
+    rows = _canal_rows(canal)
+    stacked = _bands(data, canal, rows, volume.spacing_mm[1])
+    centres = np.arange(reach, n_slices - 1 - reach + 1e-9, SYMMETRY_STEP_SLICES)
+    offsets = np.arange(0.5, reach + 1e-9, 0.5)
+    scores = np.array([_mirror_correlation(stacked, c, offsets) for c in centres])
+    found, inside = _parabola_peaks(centres, scores)
+    if inside.sum() < 0.5 * len(rows):
+        raise ValueError(
+            "the spine's symmetry peaks at the side of the slices searched in most rows"
+        )
+    return _surface_and_scatter(volume, rows[inside], found[inside])
+
+
+def _bands(data: np.ndarray, canal: Canal, rows: np.ndarray, dy_mm: float) -> np.ndarray:
+    """Per row, the slices' signal from behind the canal to the bodies in front of it
+    (SYMMETRY_BAND_MM), less its mean across the slices: slices x rows x band, a row cut by
+    the image's edge padded with zeros (which add nothing to a correlation)."""
+    behind, ahead = (np.asarray(SYMMETRY_BAND_MM) / dy_mm).astype(int)
     bands = []
     for k in rows:
         ys = np.flatnonzero(canal.mask[:, k])
         band = data[:, max(ys.min() - behind, 0) : ys.max() + ahead, k]
         bands.append(band - band.mean(axis=0))
-    width = min(b.shape[1] for b in bands)
-    stacked = np.stack([b[:, :width] for b in bands], axis=1)  # slices x rows x band
-    centres = np.arange(reach, n_slices - 1 - reach + 1e-9, SYMMETRY_STEP_SLICES)
-    offsets = np.arange(0.5, reach + 1e-9, 0.5)
-    scores = np.array([_mirror_correlation(stacked, c, offsets) for c in centres])
-    found = _parabola_peaks(centres, scores)
-    midline = smooth_midline(rows, found, volume.data.shape, volume.spacing_mm)
-    residual_mm = (found - midline[rows]) * volume.spacing_mm[0]
-    return midline, float(median_abs_deviation(residual_mm, scale="normal"))
+    stacked = np.zeros((data.shape[0], len(rows), max(b.shape[1] for b in bands)))
+    for row, band in enumerate(bands):
+        stacked[:, row, : band.shape[1]] = band
+    return stacked
 
 
-def _parabola_peaks(grid: np.ndarray, scores: np.ndarray) -> np.ndarray:
+def _parabola_peaks(grid: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per column of ``scores`` (rows: the evenly spaced ``grid``), the peak refined by the
-    parabola through the best point and its neighbours."""
-    best = np.clip(np.argmax(scores, axis=0), 1, len(grid) - 2)
+    parabola through the best point and its neighbours, and whether the best point lies inside
+    the grid (not at its first or last point)."""
+    best = np.argmax(scores, axis=0)
+    inside = (best > 0) & (best < len(grid) - 1)
+    best = np.clip(best, 1, len(grid) - 2)
     columns = np.arange(scores.shape[1])
     before, at, after = (scores[best + k, columns] for k in (-1, 0, 1))
     curvature = before - 2 * at + after
     with np.errstate(divide="ignore", invalid="ignore"):
         shift = np.where(curvature < 0, 0.5 * (before - after) / curvature, 0.0)
-    return grid[best] + np.clip(shift, -1, 1) * (grid[1] - grid[0])
+    return grid[best] + np.clip(shift, -1, 1) * (grid[1] - grid[0]), inside
 
 
 def _mirror_correlation(stacked: np.ndarray, centre: float, offsets: np.ndarray) -> np.ndarray:
@@ -363,10 +385,15 @@ def _across(stacked: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return (1 - frac) * stacked[below] + frac * stacked[below + 1]
 
 
+def _canal_rows(canal: Canal) -> np.ndarray:
+    """The rows z where the canal is found (two pixels or more)."""
+    return np.flatnonzero(canal.mask.sum(axis=0) >= 2)
+
+
 def _canal_centres(volume: Volume, canal: Canal) -> tuple[np.ndarray, np.ndarray]:
     """The rows z where the canal is found and its LR centre in each (fractional slice)."""
     mask = canal.mask
-    rows = np.flatnonzero(mask.sum(axis=0) >= 2)
+    rows = _canal_rows(canal)
     centres = np.array([_lr_centre(canal.polarity * volume.data[:, mask[:, k], k].mean(axis=1))
                         for k in rows])  # fmt: skip
     keep = np.isfinite(centres)

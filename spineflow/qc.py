@@ -10,7 +10,8 @@ A measured value keeps status ``ok`` only if it passes every check that applies 
 - the labels' anatomical order (``order_problem``: measured disc centres must follow each other
   caudally at a plausible spacing);
 - where the participant was seen twice, the other session (``gate_sessions``: a disc does not
-  change its width, nor a vertebra its height, by millimetres within months).
+  change its width, nor a vertebra its height, by millimetres within months), and the change
+  the per-vertebra registration gives (``gate_registration``).
 
 A value that fails becomes ``qc_failed``: its number is left out of the tables (only ``ok``
 rows carry measures) and the note says what was measured and why it was not trusted. The
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .cohort import KINDS
+from .cohort import KINDS, append_note
 
 QC_FAILED = "qc_failed"
 # the measures each kind's checks read (the Pfirrmann grade has no physical range)
@@ -188,12 +189,13 @@ def gate_registration(discs: pd.DataFrame, disagreements) -> pd.DataFrame:
     with the sessions' own heights (``cohort.registration_disagreements``: participant, level,
     note) marked ``qc_failed`` in both sessions: the two estimates lie over five of their SDs
     apart (``longitudinal.MAX_DISAGREEMENT_MM``), so one session's endplates are wrong and
-    nothing tells which. A row already failed keeps its status and gets the note."""
+    nothing tells which. Where a session's row is already not ok (the gate failed it: that
+    tells which), the note only."""
     discs = discs.copy()
     for participant_id, level, note in disagreements:
-        rows = discs.index[(discs["participant_id"] == participant_id) & (discs["level"] == level)]
-        ok = [i for i in rows if discs.at[i, "status"] == "ok"]
-        _fail(discs, pd.Series(note, index=ok, dtype=object), "discs")
-        for i in rows.difference(ok):
-            discs.at[i, "note"] = "; ".join(filter(None, [discs.at[i, "note"], note]))
+        where = (discs["participant_id"] == participant_id) & (discs["level"] == level)
+        if (discs.loc[where, "status"] == "ok").all():
+            _fail(discs, pd.Series(note, index=discs.index[where], dtype=object), "discs")
+        else:
+            append_note(discs, where, note)
     return discs

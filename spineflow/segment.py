@@ -616,15 +616,18 @@ def _midsagittal(volume: Volume, canal) -> tuple[np.ndarray, float, str]:
     midline, scatter_mm = midline_and_scatter(volume, canal)
     if scatter_mm <= MAX_MIDLINE_SCATTER_MM:
         return midline, scatter_mm, "canal"
-    symmetric, symmetric_scatter_mm = symmetric_midline(volume, canal)
+    canal_problem = (
+        f"the mid-sagittal plane cannot be told: the canal's centre scatters by {scatter_mm:.1f} "
+        f"mm across the slices from row to row (at most {MAX_MIDLINE_SCATTER_MM} mm; tissue as "
+        f"bright as the canal beside it?)"
+    )
+    try:
+        symmetric, symmetric_scatter_mm = symmetric_midline(volume, canal)
+    except ValueError as problem:
+        raise ValueError(f"{canal_problem}, and {problem}") from problem
     if symmetric_scatter_mm <= MAX_MIDLINE_SCATTER_MM:
         return symmetric, symmetric_scatter_mm, "symmetry"
-    raise ValueError(
-        f"the mid-sagittal plane cannot be told: the canal's centre scatters by "
-        f"{scatter_mm:.1f} mm across the slices from row to row, the spine's symmetry by "
-        f"{symmetric_scatter_mm:.1f} (at most {MAX_MIDLINE_SCATTER_MM} mm; tissue as bright "
-        f"as the canal beside it?)"
-    )
+    raise ValueError(f"{canal_problem}, and the spine's symmetry by {symmetric_scatter_mm:.1f} mm")
 
 
 def segment_volume(volume: Volume, half_width_slices: int = 1,

@@ -112,13 +112,13 @@ def test_the_midline_scatters_where_bright_tissue_lies_beside_the_canal(blob_row
 SPINE_CENTRE = 6.3  # the spine's midline (slice index) in ``_spine_volume``
 
 
-def _spine_volume(fat_beside_canal=True, symmetric=True):
+def _spine_volume(fat_beside_canal=True, symmetric=True, centre=SPINE_CENTRE):
     """Thirteen 3.3 mm slices: a canal 20 mm across and the bodies in front of it 44 mm across,
-    both centred on slice 6.3 (partial volume at their sides); fat brighter than the CSF in
-    slice 1, beside the canal, in every other row. Without ``symmetric`` the canal and bodies
-    are noise and a bright spot lies at a random slice in every row."""
+    both centred on slice ``centre`` (partial volume at their sides); fat brighter than the CSF
+    in slice 1, 17 mm beside the canal's centre, in every other row. Without ``symmetric`` the
+    canal and bodies are noise and a bright spot lies at a random slice in every row."""
     rng = np.random.default_rng(1)
-    x_mm = (np.arange(13) - SPINE_CENTRE) * 3.3
+    x_mm = (np.arange(13) - centre) * 3.3
 
     def across(half_mm):
         return np.clip((half_mm - np.abs(x_mm)) / 3.3 + 0.5, 0, 1)[:, None, None]
@@ -138,9 +138,9 @@ def _spine_volume(fat_beside_canal=True, symmetric=True):
 
 
 def test_where_the_canal_scatters_the_spine_s_symmetry_gives_the_midline():
-    """Fat brighter than the CSF beside the canal in every other row pulls those rows' canal
-    centres 17 mm aside; the band from the canal to the bodies, mirrored, still lies on the
-    midline (within 0.3 mm)."""
+    """Fat brighter than the CSF 17 mm beside the canal in every other row pulls those rows'
+    canal centres to it; mirrored within 12 mm either side, the band from the canal to the
+    bodies never sees that fat and lies on the midline (within 0.3 mm)."""
     volume, canal = _spine_volume()
     assert midline_and_scatter(volume, canal)[1] > MAX_MIDLINE_SCATTER_MM
     midline, scatter_mm = symmetric_midline(volume, canal)
@@ -155,3 +155,11 @@ def test_without_the_spine_s_symmetry_the_plane_cannot_be_told():
     volume, canal = _spine_volume(fat_beside_canal=False, symmetric=False)
     with pytest.raises(ValueError, match="the spine's symmetry by"):
         _midsagittal(volume, canal)
+
+
+def test_a_symmetry_found_only_at_the_side_of_the_slices_searched_is_not_taken():
+    """The spine 4 mm inside the field of view's side: every row's mirror peaks at the first
+    candidate (with no scatter); that is no midline, and the session fails."""
+    volume, canal = _spine_volume(centre=1.2)
+    with pytest.raises(ValueError, match="peaks at the side of the slices searched"):
+        symmetric_midline(volume, canal)
