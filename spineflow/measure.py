@@ -71,8 +71,8 @@ REWINDOWS = 2  # refits of an endplate that left its start (``_refine_side``)
 CONVERGED_MM = 0.5  # a refit that moves less: its window no longer moves it
 # how far from its start a refit may settle, either way: the first window's reach into the bone
 REFIT_REACH_MM = BONE_WINDOW_MM
-DISC_LEVELS = LEVELS + ("L2-L3",)
-BODY_LABELS = frozenset(VERTEBRA_LABELS.values())  # L2-L3 gives L3's cranial endplate
+DISC_LEVELS = LEVELS + ("L2-L3",)  # L2-L3 gives L3's cranial endplate
+BODY_LABELS = frozenset(VERTEBRA_LABELS.values())
 
 
 @dataclass

@@ -317,8 +317,9 @@ def symmetric_midline(volume: Volume, canal: Canal) -> tuple[np.ndarray, float]:
     ``midline_and_scatter``): in each row where the canal lies, the slice position (every
     SYMMETRY_STEP_SLICES, at least the reach from the outer slices) about which the band from
     behind the canal to the bodies in front of it correlates best with its mirror image, over
-    the whole slices within SYMMETRY_REACH_MM either side. Unlike the canal's centroid it is
-    not pulled by fat as bright as the CSF on one side. A row whose best position is the first
+    the whole slices within SYMMETRY_REACH_MM either side. Fat as bright as the CSF further
+    than that from the midline, which pulls the canal's centroid, never enters it. A row whose
+    best position is the first
     or last candidate is not found (the midline may lie nearer the side of the field of view);
     ValueError where too few sagittal slices or too few rows hold it."""
     data = volume.data.astype(float)
