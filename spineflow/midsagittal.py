@@ -322,13 +322,12 @@ def symmetric_midline(volume: Volume, canal: Canal) -> tuple[np.ndarray, float]:
     best position is the first
     or last candidate is not found (the midline may lie nearer the side of the field of view);
     ValueError where too few sagittal slices or too few rows hold it."""
-    data = volume.data.astype(float)
-    n_slices = data.shape[0]
+    n_slices = volume.data.shape[0]
     reach = int(SYMMETRY_REACH_MM // volume.spacing_mm[0])
     if reach < 1 or n_slices < 2 * reach + 3:
         raise ValueError("too few sagittal slices to tell the spine's symmetry")
     rows = _canal_rows(canal)
-    stacked = _bands(data, canal, rows, volume.spacing_mm[1])
+    stacked = _bands(volume.data, canal, rows, volume.spacing_mm[1])
     centres = np.arange(reach, n_slices - 1 - reach + 1e-9, SYMMETRY_STEP_SLICES)
     offsets = np.arange(0.5, reach + 1e-9, 0.5)
     scores = np.array([_mirror_correlation(stacked, c, offsets) for c in centres])
@@ -348,7 +347,7 @@ def _bands(data: np.ndarray, canal: Canal, rows: np.ndarray, dy_mm: float) -> np
     bands = []
     for k in rows:
         ys = np.flatnonzero(canal.mask[:, k])
-        band = data[:, max(ys.min() - behind, 0) : ys.max() + ahead, k]
+        band = data[:, max(ys.min() - behind, 0) : ys.max() + ahead, k].astype(float)
         bands.append(band - band.mean(axis=0))
     stacked = np.zeros((data.shape[0], len(rows), max(b.shape[1] for b in bands)))
     for row, band in enumerate(bands):
