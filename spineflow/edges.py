@@ -102,11 +102,25 @@ def _cortex_line(y: np.ndarray, first: int, step: int, marrow: float, noise: flo
     return None
 
 
-def _design(s: np.ndarray, marrow_edge: float, cortex_mm: float, blur_mm: float) -> np.ndarray:
-    """Blurred model basis: marrow beyond the edge, no signal in the cortex (bone), then the
-    disc's level."""
-    surface = marrow_edge - cortex_mm
-    return np.column_stack([ndtr((s - marrow_edge) / blur_mm), ndtr((surface - s) / blur_mm)])
+def _design(s: np.ndarray, marrow_edges: np.ndarray, cortex_mm: float, blur_mm: float):
+    """Blurred model basis for each candidate marrow edge (rows): marrow beyond the edge, no
+    signal in the cortex (bone), then the disc's level; two arrays (edges x samples)."""
+    beyond = (s[None, :] - marrow_edges[:, None]) / blur_mm
+    surfaces = marrow_edges - cortex_mm
+    return ndtr(beyond), ndtr((surfaces[:, None] - s[None, :]) / blur_mm)
+
+
+def _least_squares_sse(marrow: np.ndarray, disc: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each row's residual sum of squares of y on its two basis columns (the 2 x 2 normal
+    equations, solved for every row at once; a singular row gets infinity)."""
+    g11, g12, g22 = (marrow * marrow).sum(1), (marrow * disc).sum(1), (disc * disc).sum(1)
+    b1, b2 = marrow @ y, disc @ y
+    det = g11 * g22 - g12 * g12
+    solvable = np.abs(det) > 1e-12 * np.maximum(g11 * g22, 1e-300)
+    det = np.where(solvable, det, 1.0)
+    c1, c2 = (g22 * b1 - g12 * b2) / det, (g11 * b2 - g12 * b1) / det
+    residual = c1[:, None] * marrow + c2[:, None] * disc - y[None, :]
+    return np.where(solvable, (residual * residual).sum(1), np.inf)
 
 
 def fit_edge(
@@ -136,14 +150,9 @@ def fit_edge(
     window = np.isfinite(y) & (s >= b0 - cortex_mm - DISC_SIDE_MM) & (s <= b0 + 4.0)
     if window.sum() < 10:
         return (b0 - cortex_mm) * vertebra_side
-    s_in, y_in = s[window], y[window]
-    best, best_sse = b0, np.inf
-    for edge in np.arange(b0 - 1.0, b0 + 1.0 + 1e-9, 0.02):
-        design = _design(s_in, edge, cortex_mm, blur_mm)
-        coef, *_ = np.linalg.lstsq(design, y_in, rcond=None)
-        sse = float(np.sum((design @ coef - y_in) ** 2))
-        if sse < best_sse:
-            best, best_sse = edge, sse
+    candidates = np.arange(b0 - 1.0, b0 + 1.0 + 1e-9, 0.02)
+    sse = _least_squares_sse(*_design(s[window], candidates, cortex_mm, blur_mm), y[window])
+    best = candidates[np.argmin(sse)] if np.isfinite(sse).any() else b0
     return float((best - cortex_mm) * vertebra_side)
 
 
