@@ -17,6 +17,7 @@ the image itself:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -186,6 +187,18 @@ class Plane:
             indexing="ij",
         )
         self.coords = np.stack([yy, zz], axis=-1)
+
+    def beside(self, slices: int) -> Plane | None:
+        """The surface ``slices`` slices to the side, with this one's labels (a disc lies at the
+        same place there); None where it would leave the image's slices."""
+        midline = self.midline + slices
+        if midline.min() < 0 or midline.max() > self.volume.data.shape[0] - 1:
+            return None
+        other = copy.copy(self)
+        other.midline = midline
+        other.image = plane_at(self.volume, midline)
+        other.__dict__.pop("noise_sigma", None)  # cached for the other surface
+        return other
 
     def to_world(self, points_mm: np.ndarray) -> np.ndarray:
         """Scanner RAS mm of (y, z) mm points of the mid-sagittal surface."""
@@ -1005,13 +1018,37 @@ def measure_session(
     for level in LEVELS:
         disc = discs[level]
         row = {"level": level, "height_mm": disc.height_mm, "width_mm": disc.width_mm,
-               "pfirrmann_auto": np.nan, "status": disc.status, "note": disc.note}  # fmt: skip
+               "pfirrmann_auto": np.nan, "status": disc.status, "note": disc.note,
+               LATERAL_DIFFERENCE: np.nan}  # fmt: skip
         if disc.status == "ok":
+            row[LATERAL_DIFFERENCE] = _lateral_difference_mm(plane, disc, band)
             row.update(_grade(plane, disc, [discs[lvl] for lvl in DISC_LEVELS]))
         disc_rows.append(row)
     vertebra_rows = [_intervertebral_distance(plane, discs, name) for name in VERTEBRAE]
     facts["Discs"] = [geometry_record(plane, discs[level]) for level in LEVELS]
     return pd.DataFrame(disc_rows), pd.DataFrame(vertebra_rows), facts
+
+
+# the discs table's check of each height against its neighbouring slices (``qc``)
+LATERAL_DIFFERENCE = "height_lateral_difference_mm"
+
+
+def _lateral_difference_mm(plane: Plane, disc: DiscResult, band: Band) -> float:
+    """The disc's mean height on the slices either side of the mid-sagittal surface, each
+    located and fitted afresh, minus its height on it; NaN unless both sides give one.
+
+    Near the midline a disc's height changes by a tenth of a millimetre over a slice (the
+    endplates' coronal concavity), and a fit's noise is about 0.2 mm: a larger difference says
+    the fit on the mid-sagittal surface took another edge (a nucleus's, a vein's), which its
+    neighbours, seeing the same anatomy through other pixels, did not."""
+    heights = []
+    for slices in (-1, +1):
+        beside = plane.beside(slices)
+        located = locate_disc(beside, disc.level) if beside is not None else None
+        if located is None or located.status != "ok":
+            return float("nan")
+        heights.append(_height_placed(refine_disc(beside, located, band)).height_mm)
+    return float(np.mean(heights) - disc.height_mm)
 
 
 def _height_placed(disc: DiscResult) -> DiscResult:

@@ -4,6 +4,8 @@ A measured value keeps status ``ok`` only if it passes every check that applies 
 
 - its physical range (``QcLimits``: disc height 2-20 mm, width 20-65 mm, intervertebral
   distance 15-50 mm);
+- the slices either side of the mid-sagittal one (``_lateral_reasons``): a disc's height
+  measured afresh on each differs from the mid-sagittal one by little;
 - its neighbouring levels in the same session: a disc far taller than the session's other discs
   (a collapsed disc beside healthy ones is pathology, not an error, so only the tall side is
   checked), a width or an intervertebral distance far from the others';
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .cohort import KINDS, append_note
+from .measure import LATERAL_DIFFERENCE
 
 QC_FAILED = "qc_failed"
 # the measures each kind's checks read (the Pfirrmann grade has no physical range)
@@ -59,6 +62,8 @@ class QcLimits:
     )
     # consecutive measured disc centres along the spine (label order), mm
     disc_spacing_mm: tuple = (18.0, 65.0)
+    # a disc's mean height on the slices either side minus the mid-sagittal one, at most
+    max_lateral_difference_mm: float = 1.0
 
     @classmethod
     def from_config(cls, settings: dict | None) -> QcLimits:
@@ -79,6 +84,9 @@ class QcLimits:
             ratio_range=ratios,
             sessions_mm={**default.sessions_mm, **settings.get("sessions_mm", {})},
             disc_spacing_mm=tuple(settings.get("disc_spacing_mm", default.disc_spacing_mm)),
+            max_lateral_difference_mm=float(
+                settings.get("max_lateral_difference_mm", default.max_lateral_difference_mm)
+            ),
         )
 
 
@@ -127,18 +135,36 @@ def _neighbour_reasons(table: pd.DataFrame, measure: str, limits: QcLimits) -> p
     return pd.Series(reasons, dtype=object)
 
 
+def _lateral_reasons(table: pd.DataFrame, limits: QcLimits) -> pd.Series:
+    """Heights the slices either side contradict (``measure.LATERAL_DIFFERENCE``): a fit on
+    the mid-sagittal surface that took another edge than its neighbours' (noise alone keeps the
+    difference within about 0.3 mm: the limit lies at some five of its SDs)."""
+    ok = table["status"] == "ok"
+    difference = table.loc[ok, LATERAL_DIFFERENCE]
+    bad = difference[difference.abs() > limits.max_lateral_difference_mm]
+    limit = limits.max_lateral_difference_mm
+    return pd.Series(
+        {index: (f"height_mm {table.at[index, 'height_mm']:.1f}, on the slices either side "
+                 f"{table.at[index, 'height_mm'] + d:.1f} (mean): over {limit:g} mm apart")
+         for index, d in bad.items()},
+        dtype=object,
+    )  # fmt: skip
+
+
 def gate_session(
     discs: pd.DataFrame, vertebrae: pd.DataFrame, limits: QcLimits, order_problem: str = ""
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One session's tables with the rows whose values fail a check marked ``qc_failed``:
-    every measured row when ``order_problem`` names one, else ranges, then neighbouring
-    levels (among the values still ok)."""
+    every measured row when ``order_problem`` names one, else the discs' heights against the
+    slices either side, ranges, then neighbouring levels (among the values still ok)."""
     out = []
     for table, kind in ((discs, "discs"), (vertebrae, "vertebrae")):
         table = table.copy()
         if order_problem:
             ok = table.index[table["status"] == "ok"]
             _fail(table, pd.Series(order_problem, index=ok, dtype=object), kind)
+        if kind == "discs" and LATERAL_DIFFERENCE in table:
+            _fail(table, _lateral_reasons(table, limits), kind)
         for check in (_range_reasons, _neighbour_reasons):
             for measure in CHECKED[kind]:
                 _fail(table, check(table, measure, limits), kind)

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from spineflow import LEVELS, measure
+from spineflow import LEVELS, measure, qc
 from spineflow.measure import (
     BAND_EVIDENCE_PER_ENDPLATE,
     BAND_SHARE_GRID,
@@ -455,3 +455,26 @@ def test_disc_measured_where_the_body_below_holds_most_of_its_label(label_left_m
     assert discs.loc["L5-S1", "height_mm"] == pytest.approx(
         DISC_HEIGHTS["L5-S1"], abs=HEIGHT_TOLERANCE_MM
     )
+
+
+def test_a_height_the_slices_either_side_contradict_is_told_by_its_lateral_difference(monkeypatch):
+    """L4's body reaches 1.5 mm further into L4-L5 on the mid-sagittal slice alone (what a fit
+    that took another edge there would see): the disc's height, located and fitted afresh on
+    the slices either side, is 1.5 mm more than on it, and the QC gate fails it. Where every
+    slice shows the same anatomy, the difference is nil."""
+    volume, labels = phantom(STRAIGHT_DEG)
+    (body_low, body_high), (disc_low, disc_high) = BODY_S["L4"], DISC_S["L4-L5"]
+    monkeypatch.setitem(BODY_S, "L4", (body_low - 1.5, body_high))
+    monkeypatch.setitem(DISC_S, "L4-L5", (disc_low, disc_high - 1.5))
+    mid_slice = 3
+    thinner = volume.data.copy()
+    thinner[mid_slice] = phantom(STRAIGHT_DEG)[0].data[mid_slice]
+    midline = np.full(SHAPE[2], float(mid_slice))
+    for data, expected in ((volume.data, 0.0), (thinner, 1.5)):
+        edited = Volume(data, volume.affine, volume.spacing_mm)
+        discs, vertebrae, _ = measure_session(edited, labels, cortex_mm=0.0, midline=midline)
+        differences = discs.set_index("level")[measure.LATERAL_DIFFERENCE]
+        assert differences["L4-L5"] == pytest.approx(expected, abs=2 * HEIGHT_TOLERANCE_MM)
+        assert differences[["L3-L4", "L5-S1"]].abs().max() < HEIGHT_TOLERANCE_MM, differences
+        gated, _ = qc.gate_session(discs, vertebrae, qc.QcLimits())
+        assert (gated.set_index("level").at["L4-L5", "status"] == "ok") == (expected == 0.0)

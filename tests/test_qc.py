@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from spineflow.longitudinal import registration_check
+from spineflow.measure import LATERAL_DIFFERENCE
 from spineflow.qc import (
     QC_FAILED,
     QcLimits,
@@ -75,6 +76,20 @@ def test_an_intervertebral_distance_off_its_neighbours_fails():
     by_vertebra = vertebrae.set_index("vertebra")
     assert by_vertebra.at["L4", "status"] == QC_FAILED
     assert (by_vertebra.drop("L4")["status"] == "ok").all()
+
+
+def test_a_height_the_slices_either_side_contradict_fails():
+    """L5-S1 measured 8.9 mm on the mid-sagittal surface and 10.2 on average on the slices
+    either side: its fit took another edge. Differences within the limit (either sign), and rows
+    whose sides could not be measured, pass."""
+    discs = _discs([10.0, 11.0, 8.9]).assign(**{LATERAL_DIFFERENCE: [-0.6, np.nan, 1.3]})
+    gated, _ = gate_session(discs, _vertebrae(), QcLimits())
+    by_level = gated.set_index("level")
+    assert list(by_level["status"]) == ["ok", "ok", QC_FAILED]
+    assert "8.9" in by_level.at["L5-S1", "note"] and "10.2" in by_level.at["L5-S1", "note"]
+    assert np.isnan(by_level.at["L5-S1", "height_mm"])
+    wider, _ = gate_session(discs, _vertebrae(), QcLimits(max_lateral_difference_mm=1.5))
+    assert (wider["status"] == "ok").all()
 
 
 def test_labels_out_of_order_fail_every_value():
@@ -157,7 +172,7 @@ def test_the_limits_documented_in_config_and_schema_are_the_gates_own():
         documented = {k: v["default"] for k, v in schema["properties"][key]["properties"].items()}
         own = {k: list(v) if isinstance(v, tuple) else v for k, v in getattr(defaults, key).items()}
         assert documented == own == config[key], key
-    for key in ("max_height_ratio", "disc_spacing_mm"):
+    for key in ("max_height_ratio", "disc_spacing_mm", "max_lateral_difference_mm"):
         own = getattr(defaults, key)
         own = list(own) if isinstance(own, tuple) else own
         assert schema["properties"][key]["default"] == own == config[key], key
