@@ -156,10 +156,11 @@ def gate_session(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One session's tables with the rows whose values fail a check marked ``qc_failed``:
     every measured row when ``order_problem`` names one, else the discs' heights against the
-    slices either side, ranges, then neighbouring levels (among the values still ok)."""
+    slices either side, ranges, then neighbouring levels (among the values still ok); the
+    vertebrae next to a failed disc (``gate_endplates``) before their own checks."""
     out = []
     for table, kind in ((discs, "discs"), (vertebrae, "vertebrae")):
-        table = table.copy()
+        table = table.copy() if kind == "discs" else gate_endplates(out[0], table)
         if order_problem:
             ok = table.index[table["status"] == "ok"]
             _fail(table, pd.Series(order_problem, index=ok, dtype=object), kind)
@@ -170,6 +171,28 @@ def gate_session(
                 _fail(table, check(table, measure, limits), kind)
         out.append(table)
     return out[0], out[1]
+
+
+def gate_endplates(discs: pd.DataFrame, vertebrae: pd.DataFrame) -> pd.DataFrame:
+    """The vertebrae table with each vertebra next to a ``qc_failed`` disc marked ``qc_failed``
+    too: its intervertebral distance runs from that disc's endplate, and a disc fails QC where
+    its endplates are not trusted (its height or width impossible, contradicted by the slices
+    either side, by the other session or by the registration). One session's tables, or the
+    group's (rows matched by participant and session)."""
+    keys = [c for c in ("participant_id", "session_id") if c in discs and c in vertebrae]
+    failed = discs.loc[discs["status"] == QC_FAILED, [*keys, "level"]]
+    if failed.empty:
+        return vertebrae.copy()
+    bounded = pd.concat([failed.assign(vertebra=failed["level"].str.split("-").str[k])
+                         for k in (0, 1)])  # fmt: skip
+    levels = bounded.sort_values("level").groupby([*keys, "vertebra"])["level"].agg(" and ".join)
+    found = vertebrae[[*keys, "vertebra"]].merge(levels.reset_index(), "left", [*keys, "vertebra"])
+    found = found["level"].set_axis(vertebrae.index)
+    found = found[(vertebrae["status"] == "ok") & found.notna()]
+    reasons = found.map(lambda levels: f"its endplate at {levels}, which failed QC")
+    table = vertebrae.copy()
+    _fail(table, reasons, "vertebrae")
+    return table
 
 
 def order_problem(discs: list[dict], limits: QcLimits) -> str:

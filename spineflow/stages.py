@@ -160,17 +160,17 @@ def longitudinal_heights(sidecar_ses1, sidecar_ses2, level_tfms: dict, out_tsv):
 def group_tables(per_session, failures, discs_tsv, vertebrae_tsv, deriv_root,
                  per_participant=(), pair_failures=(), qc_settings=None):  # fmt: skip
     """The cohort tables, values whose sessions disagree beyond what can change marked
-    ``qc_failed`` (``qc.gate_sessions``), and discs whose change the registration contradicts
-    (``qc.gate_registration``); ``per_participant``: (participant_id, path) of the longitudinal
+    ``qc_failed`` (``qc.gate_sessions``), discs whose change the registration contradicts
+    (``qc.gate_registration``), and the vertebrae next to failed discs
+    (``qc.gate_endplates``); ``per_participant``: (participant_id, path) of the longitudinal
     tables; ``pair_failures``: participants whose registration failed (noted)."""
     limits = qc.QcLimits.from_config(qc_settings)
     discs = qc.gate_sessions(cohort.assemble(per_session["discs"], "discs", failures), "discs",
                              limits)  # fmt: skip
     discs = qc.gate_registration(discs, cohort.registration_disagreements(per_participant))
     discs = cohort.with_pair_failures(discs, pair_failures)
-    vertebrae = qc.gate_sessions(
-        cohort.assemble(per_session["vertebrae"], "vertebrae", failures), "vertebrae", limits
-    )
+    vertebrae = cohort.assemble(per_session["vertebrae"], "vertebrae", failures)
+    vertebrae = qc.gate_sessions(qc.gate_endplates(discs, vertebrae), "vertebrae", limits)
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)
     cohort.write_derivatives_description(deriv_root, __version__)

@@ -12,6 +12,7 @@ from spineflow.measure import LATERAL_DIFFERENCE
 from spineflow.qc import (
     QC_FAILED,
     QcLimits,
+    gate_endplates,
     gate_registration,
     gate_session,
     gate_sessions,
@@ -52,7 +53,8 @@ def test_a_value_outside_its_physical_range_is_qc_failed_with_the_value_in_the_n
     assert "27.6" in row["note"] and "2-20" in row["note"]
     assert np.isnan(row["height_mm"]) and pd.isna(row["pfirrmann_auto"])
     assert (discs.set_index("level").loc[["L3-L4", "L5-S1"], "status"] == "ok").all()
-    assert (vertebrae["status"] == "ok").all()
+    # the distances that run from its endplates go with it (gate_endplates)
+    assert list(vertebrae["status"]) == ["ok", QC_FAILED, QC_FAILED, "ok"]
 
 
 def test_a_width_far_from_the_other_levels_fails_a_collapsed_disc_does_not():
@@ -90,6 +92,32 @@ def test_a_height_the_slices_either_side_contradict_fails():
     assert np.isnan(by_level.at["L5-S1", "height_mm"])
     wider, _ = gate_session(discs, _vertebrae(), QcLimits(max_lateral_difference_mm=1.5))
     assert (wider["status"] == "ok").all()
+
+
+def test_the_vertebrae_next_to_a_failed_disc_fail_with_it():
+    """L5-S1's height contradicted by the slices either side: one of its endplates is wrong, so
+    L5's and S1's intervertebral distances, which run from them, are not trusted either; L3's and
+    L4's stay. In a group table only the same session's vertebrae."""
+    discs = _discs([10.0, 11.0, 8.9]).assign(**{LATERAL_DIFFERENCE: [0.1, 0.0, 1.3]})
+    _, vertebrae = gate_session(discs, _vertebrae(), QcLimits())
+    by_vertebra = vertebrae.set_index("vertebra")
+    assert list(by_vertebra["status"]) == ["ok", "ok", QC_FAILED, QC_FAILED]
+    assert by_vertebra["note"].str.contains("L5-S1").tolist() == [False, False, True, True]
+    assert by_vertebra.loc[["L5", "S1"], "intervertebral_distance_mm"].isna().all()
+    sessions = {"participant_id": ["sub-01", "sub-01"], "session_id": ["ses-1", "ses-2"]}
+    group_discs = pd.concat(
+        [_discs([10.0, 11.0, 12.0]).assign(participant_id=p, session_id=s)
+         for p, s in zip(*sessions.values())], ignore_index=True)  # fmt: skip
+    group_discs.loc[(group_discs["session_id"] == "ses-2") & (group_discs["level"] == "L3-L4"),
+                    "status"] = QC_FAILED  # fmt: skip
+    group_vertebrae = pd.concat(
+        [_vertebrae().assign(participant_id=p, session_id=s) for p, s in zip(*sessions.values())],
+        ignore_index=True,
+    )
+    gated = gate_endplates(group_discs, group_vertebrae)
+    failed = gated.loc[gated["status"] == QC_FAILED, ["session_id", "vertebra"]]
+    assert failed.values.tolist() == [["ses-2", "L3"], ["ses-2", "L4"]]
+    assert gate_endplates(_discs([10.0, 11.0, 12.0]), _vertebrae()).equals(_vertebrae())
 
 
 def test_labels_out_of_order_fail_every_value():
