@@ -11,6 +11,8 @@ A measured value keeps status ``ok`` only if it passes every check that applies 
   checked), a width or an intervertebral distance far from the others';
 - the labels' anatomical order (``order_problem``: measured disc centres must follow each other
   caudally at a plausible spacing);
+- the discs next to it, for a vertebra's intervertebral distance (``gate_endplates``): it runs
+  from their endplates, and fails with a disc that fails;
 - where the participant was seen twice, the other session (``gate_sessions``: a disc does not
   change its width, nor a vertebra its height, by millimetres within months), and the change
   the per-vertebra registration gives (``gate_registration``).
@@ -139,10 +141,9 @@ def _lateral_reasons(table: pd.DataFrame, limits: QcLimits) -> pd.Series:
     """Heights the slices either side contradict (``measure.LATERAL_DIFFERENCE``): a fit on
     the mid-sagittal surface that took another edge than its neighbours' (noise alone keeps the
     difference within about 0.3 mm: the limit lies at some five of its SDs)."""
-    ok = table["status"] == "ok"
-    difference = table.loc[ok, LATERAL_DIFFERENCE]
-    bad = difference[difference.abs() > limits.max_lateral_difference_mm]
     limit = limits.max_lateral_difference_mm
+    difference = table.loc[table["status"] == "ok", LATERAL_DIFFERENCE]
+    bad = difference[difference.abs() > limit]
     return pd.Series(
         {index: (f"height_mm {table.at[index, 'height_mm']:.1f}, on the slices either side "
                  f"{table.at[index, 'height_mm'] + d:.1f} (mean): over {limit:g} mm apart")
