@@ -213,26 +213,44 @@ def mask_heights(mask_image: nib.Nifti1Image) -> dict[str, tuple[float, str]]:
     return out
 
 
+def _mask_at(geometry: dict, mask_image: nib.Nifti1Image, value: int, u, t) -> np.ndarray:
+    """The disc mask ``value`` (1 inside, linearly interpolated) at points (u, t) of a disc's
+    frame (``geometry``: its record in the session's ``_discs.json``,
+    ``measure.geometry_record``); u and t broadcast against each other."""
+    origin, ap, up = (np.asarray(geometry[k], float) for k in ("origin_ras", "ap_ras", "up_ras"))
+    u, t = np.broadcast_arrays(np.asarray(u, float), np.asarray(t, float))
+    points = origin + u[..., None] * ap + t[..., None] * up
+    voxels = nib.affines.apply_affine(np.linalg.inv(mask_image.affine), points.reshape(-1, 3))
+    inside = (np.asarray(mask_image.dataobj) == value).astype(float)
+    return ndimage.map_coordinates(inside, voxels.T, order=1, mode="constant").reshape(u.shape)
+
+
 def surfaces_beyond_mask_mm(geometry: dict, mask_image: nib.Nifti1Image, value: int):
     """How far the run's two endplate surfaces of a disc lie beyond its disc mask's edges
     (mm, positive outwards: into the bone; upper, lower), along the disc's cranial axis over
-    the central 80 % of its AP extent. ``geometry``: the disc's record in the session's
-    ``_discs.json`` (``measure.geometry_record``). NaN where the mask has no such disc."""
-    origin, ap, up = (np.asarray(geometry[k], float) for k in ("origin_ras", "ap_ras", "up_ras"))
+    the central 80 % of its AP extent. NaN where the mask has no such disc."""
     centre_u = (geometry["u_post"] + geometry["u_ant"]) / 2
     half = CENTRAL_SHARE * (geometry["u_ant"] - geometry["u_post"]) / 2
     u = np.linspace(centre_u - half, centre_u + half, 21)
     t = np.arange(-25.0, 25.0, 0.1)
-    points = origin + u[:, None, None] * ap + t[None, :, None] * up
-    voxels = nib.affines.apply_affine(np.linalg.inv(mask_image.affine), points.reshape(-1, 3))
-    inside = (np.asarray(mask_image.dataobj) == value).astype(float)
-    profiles = ndimage.map_coordinates(inside, voxels.T, order=1, mode="constant")
-    edges = np.array([_crossing(p, t) for p in profiles.reshape(len(u), len(t))])
+    profiles = _mask_at(geometry, mask_image, value, u[:, None], t[None, :])
+    edges = np.array([_crossing(p, t) for p in profiles])
     if not np.isfinite(edges).any():
         return float("nan"), float("nan")
     upper = np.polyval(geometry["upper_coef"], u) - edges[:, 1]
     lower = edges[:, 0] - np.polyval(geometry["lower_coef"], u)
     return float(np.nanmean(upper)), float(np.nanmean(lower))
+
+
+def ends_beyond_mask_mm(geometry: dict, mask_image: nib.Nifti1Image, value: int):
+    """How far the run's two AP ends of a disc lie beyond its disc mask's (mm, positive
+    outwards; posterior, anterior), along the disc's mid-plane (half-way between the fitted
+    endplates), in the run's mid-sagittal surface: the disc width's error where the mask
+    holds the whole annulus. NaN where the mid-plane does not cross the mask."""
+    u = np.arange(geometry["u_post"] - 15.0, geometry["u_ant"] + 15.0, 0.1)
+    t = (np.polyval(geometry["upper_coef"], u) + np.polyval(geometry["lower_coef"], u)) / 2
+    first, last = _crossing(_mask_at(geometry, mask_image, value, u, t), u)
+    return float(first - geometry["u_post"]), float(geometry["u_ant"] - last)
 
 
 def _geometries(output_dir, participant_id: str, session_id: str) -> dict[str, dict]:
@@ -289,20 +307,24 @@ def score_session(
     mine = discs[(discs.participant_id == participant_id) & (discs.session_id == session_id)]
     for row in mine.itertuples():
         truth, how = heights.get(row.level, (float("nan"), ""))
-        beyond = (float("nan"), float("nan"))
+        beyond = ends = (float("nan"), float("nan"))
         if how == "disc" and row.status == "ok" and row.level in geometries:
             value = disc_label(row.level.split("-")[0])
             beyond = surfaces_beyond_mask_mm(geometries[row.level], mask_image, value)
+            ends = ends_beyond_mask_mm(geometries[row.level], mask_image, value)
         rows.append(
             {
                 "level": row.level,
                 "in_view": row.level in names_known,
                 "status": row.status,
                 "height_mm": row.height_mm,
+                "width_mm": row.width_mm,
                 "mask_height_mm": truth,
                 "mask": how,
                 "upper_beyond_mm": beyond[0],
                 "lower_beyond_mm": beyond[1],
+                "posterior_end_beyond_mm": ends[0],
+                "anterior_end_beyond_mm": ends[1],
                 "note": row.note,
                 "mislabelled": row.level in wrong,
             }
@@ -427,6 +449,11 @@ def format_scores(scores: list[dict]) -> str:
                 if np.isfinite(row.upper_beyond_mm)
                 else ""
             )
+            if np.isfinite(row.posterior_end_beyond_mm):
+                beyond += (
+                    f"; width {row.width_mm:.2f}, ends beyond it "
+                    f"{row.posterior_end_beyond_mm:+.2f} / {row.anterior_end_beyond_mm:+.2f}"
+                )
             lines.append(
                 f"    {row.level:6s} {row.status:10s} height {height} mask {mask}{beyond}"
                 f"{'  MISLABELLED' if row.mislabelled and row.status == 'ok' else ''}"
@@ -459,6 +486,18 @@ def format_scores(scores: list[dict]) -> str:
             f"bone): upper {both['upper_beyond_mm'].mean():+.2f} ± "
             f"{both['upper_beyond_mm'].std(ddof=1):.2f}, lower "
             f"{both['lower_beyond_mm'].mean():+.2f} ± {both['lower_beyond_mm'].std(ddof=1):.2f}"
+        )
+    if "posterior_end_beyond_mm" in beyond and beyond["posterior_end_beyond_mm"].notna().any():
+        ends = beyond[beyond["posterior_end_beyond_mm"].notna()]
+        width = ends["posterior_end_beyond_mm"] + ends["anterior_end_beyond_mm"]
+        lines.append(
+            f"Width minus the disc masks' AP extent along the mid-plane (n {len(ends)}): mean "
+            f"{width.mean():+.2f}, SD {width.std(ddof=1):.2f}, range {width.min():+.2f} to "
+            f"{width.max():+.2f} mm; ends beyond the mask (outwards): posterior "
+            f"{ends['posterior_end_beyond_mm'].mean():+.2f} ± "
+            f"{ends['posterior_end_beyond_mm'].std(ddof=1):.2f}, anterior "
+            f"{ends['anterior_end_beyond_mm'].mean():+.2f} ± "
+            f"{ends['anterior_end_beyond_mm'].std(ddof=1):.2f}"
         )
     miss = missed(figures)
     lines.append("Targets: all met" if not miss else "Targets missed: " + "; ".join(miss))

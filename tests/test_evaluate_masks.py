@@ -9,6 +9,7 @@ from spineflow.evaluate_masks import (
     anchors,
     body_gap_height_mm,
     disc_mask_height_mm,
+    ends_beyond_mask_mm,
     lies_on,
     mask_heights,
     surfaces_beyond_mask_mm,
@@ -96,3 +97,25 @@ def test_endplate_surfaces_are_placed_against_the_disc_masks_edges():
     upper, lower = surfaces_beyond_mask_mm(geometry, nib.Nifti1Image(data, np.eye(4)),
                                            disc_label("L4"))  # fmt: skip
     assert upper == pytest.approx(1.0, abs=0.1) and lower == pytest.approx(0.5, abs=0.1)
+
+
+@pytest.mark.parametrize("angle", [0.0, 12.0])
+def test_a_discs_ap_ends_are_placed_against_its_masks_ends(angle):
+    """A disc mask 36 mm long (voxel centres within 18 mm of its middle: its ends 18.5 mm out,
+    aligned with the grid); the run's posterior end 20 mm behind the middle, its anterior one
+    17 mm in front: 1.5 mm beyond the mask and 1.5 mm short of it (up to 0.7 mm either way
+    tilted, where the mask's end is a staircase of voxels)."""
+    data = np.zeros(SHAPE, np.int16)
+    _tilted_box(data, disc_label("L4"), (60, 100), 18, 4.0, angle)
+    a = np.radians(angle)
+    geometry = {
+        "origin_ras": [10.0, 60.0, 100.0], "ap_ras": [0.0, np.cos(a), np.sin(a)],
+        "up_ras": [0.0, -np.sin(a), np.cos(a)],
+        "upper_coef": [0.0, 0.0, 5.5], "lower_coef": [0.0, 0.0, -5.0],
+        "u_post": -20.0, "u_ant": 17.0,
+    }  # fmt: skip
+    posterior, anterior = ends_beyond_mask_mm(geometry, nib.Nifti1Image(data, np.eye(4)),
+                                              disc_label("L4"))  # fmt: skip
+    tolerance = 0.1 if angle == 0 else 0.7
+    assert posterior == pytest.approx(1.5, abs=tolerance)
+    assert anterior == pytest.approx(-1.5, abs=tolerance)
