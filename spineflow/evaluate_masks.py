@@ -311,7 +311,8 @@ def score_session(
         if how == "disc" and row.status == "ok" and row.level in geometries:
             value = disc_label(row.level.split("-")[0])
             beyond = surfaces_beyond_mask_mm(geometries[row.level], mask_image, value)
-            ends = ends_beyond_mask_mm(geometries[row.level], mask_image, value)
+            if np.isfinite(row.width_mm):  # a disc's AP ends stand in its geometry without one
+                ends = ends_beyond_mask_mm(geometries[row.level], mask_image, value)
         rows.append(
             {
                 "level": row.level,
