@@ -110,19 +110,6 @@ def _design(s: np.ndarray, marrow_edges: np.ndarray, cortex_mm: float, blur_mm: 
     return ndtr(beyond), ndtr((surfaces[:, None] - s[None, :]) / blur_mm)
 
 
-def _least_squares_sse(marrow: np.ndarray, disc: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Each row's residual sum of squares of y on its two basis columns (the 2 x 2 normal
-    equations, solved for every row at once; a singular row gets infinity)."""
-    g11, g12, g22 = (marrow * marrow).sum(1), (marrow * disc).sum(1), (disc * disc).sum(1)
-    b1, b2 = marrow @ y, disc @ y
-    det = g11 * g22 - g12 * g12
-    solvable = np.abs(det) > 1e-12 * np.maximum(g11 * g22, 1e-300)
-    det = np.where(solvable, det, 1.0)
-    c1, c2 = (g22 * b1 - g12 * b2) / det, (g11 * b2 - g12 * b1) / det
-    residual = c1[:, None] * marrow + c2[:, None] * disc - y[None, :]
-    return np.where(solvable, (residual * residual).sum(1), np.inf)
-
-
 def fit_edge(
     t_mm: np.ndarray,
     values: np.ndarray,
@@ -151,7 +138,9 @@ def fit_edge(
     if window.sum() < 10:
         return (b0 - cortex_mm) * vertebra_side
     candidates = np.arange(b0 - 1.0, b0 + 1.0 + 1e-9, 0.02)
-    sse = _least_squares_sse(*_design(s[window], candidates, cortex_mm, blur_mm), y[window])
+    marrow, disc = _design(s[window], candidates, cortex_mm, blur_mm)
+    sse, _, _, solvable = _two_level_fit(marrow, disc, y[window], np.ones(int(window.sum())))
+    sse = np.where(solvable, sse, np.inf)  # levels of either sign: a disc darker than marrow
     best = candidates[np.argmin(sse)] if np.isfinite(sse).any() else b0
     return float((best - cortex_mm) * vertebra_side)
 
@@ -237,7 +226,8 @@ def _slice_rim(outward_mm, widths, values, weights, search_mm, noise_sd, at_end=
         blurred = np.tile(blurred, (len(rim), 1))
         disc = aperture_cdf((rim - x).ravel(), blurred).reshape(len(rim), -1)
         beyond = 1 - aperture_cdf((rim + band - x).ravel(), blurred).reshape(len(rim), -1)
-        fit_sse, valid = _two_level_fit(disc, beyond, y, weight)
+        fit_sse, level_disc, level_beyond, solvable = _two_level_fit(disc, beyond, y, weight)
+        valid = solvable & (level_disc >= 0) & (level_beyond >= 0)
         sse[k, valid] = fit_sse[valid]
     if not np.isfinite(sse).any():
         return float("nan")
@@ -267,8 +257,8 @@ def _with_uniform_blur(widths: np.ndarray, uniform_mm: float) -> np.ndarray:
 
 def _two_level_fit(first, second, y, weight):
     """Weighted least squares y ~ c1 * first + c2 * second for every row (candidate) at once,
-    by the normal equations: each candidate's residual sum of squares, and whether both
-    levels came out non-negative."""
+    by the normal equations: each candidate's residual sum of squares, c1, c2, and whether its
+    equations are solvable."""
     wf, ws = first * weight, second * weight
     a11, a12, a22 = np.sum(wf * first, 1), np.sum(wf * second, 1), np.sum(ws * second, 1)
     b1, b2 = wf @ y, ws @ y
@@ -277,7 +267,7 @@ def _two_level_fit(first, second, y, weight):
         c1 = (a22 * b1 - a12 * b2) / det
         c2 = (a11 * b2 - a12 * b1) / det
     sse = (weight * y) @ y - c1 * b1 - c2 * b2
-    return sse, (det > 1e-9 * a11 * a22) & (c1 >= 0) & (c2 >= 0)
+    return sse, c1, c2, det > 1e-9 * a11 * a22
 
 
 # ------------------------------------------------------------------ 2D partial-volume fit
