@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from . import structures
+from . import learned, structures
 from .labels import (
     NAMES_CAUDAL_TO_CRANIAL,
     VERTEBRA_LABELS,
@@ -81,9 +81,9 @@ class Column:
     image: np.ndarray  # (n, len(depth_mm)) straightened intensities
 
     @cached_property
-    def marrow(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """marrow_rows of this column, computed once (every level and body asks for it)."""
-        return marrow_rows(self)
+    def likeness(self) -> np.ndarray:
+        """marrow_rows' likeness of this column, computed once (every level and body asks)."""
+        return marrow_rows(self)[0]
 
 
 def canal_front_curve(plane: np.ndarray, spacing_mm, canal: Canal) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +198,7 @@ def marrow_rows(column: Column) -> tuple[np.ndarray, np.ndarray, float]:
 def body_runs(column: Column) -> list[tuple[int, int]]:
     """Row ranges of the vertebral bodies along the column, caudal to cranial; a body cut by
     the end of the column is kept (shorter), so the disc next to it counts."""
-    likeness, _, _ = column.marrow
+    likeness = column.likeness
     n_rows = len(likeness)
     runs = [
         r
@@ -224,7 +224,7 @@ def split_merged_bodies(column: Column, runs: list[tuple[int, int]], first: int)
     (THIN_GAP_MM) and the body below or above holds the rest of it: the two runs are joined
     and split again at the disc's endplates (``_joined_across_thin_gaps``). Two runs as thin a
     gap apart that together are no taller than one body are one body first."""
-    likeness, _, _ = column.marrow
+    likeness = column.likeness
     above = _joined_across_thin_gaps(runs[first:], MAX_BODY_MM, whole_pairs=False)
     whole = [b - a for a, b in above if a > 0 and b < len(likeness)]
     if not whole:
@@ -557,11 +557,13 @@ def _tilt_deg(gap) -> float:
     return float(np.degrees(np.arctan2(gap.frame.up[0], gap.frame.up[1])))
 
 
-def _anchor_with_bodies_split(volume: Volume, midline, column: Column, runs):
-    """L5-S1 (``find_anchor``) and the body runs above it split where merged
-    (``split_merged_bodies``). A disc hidden in a run merged above the chosen gap may be L5-S1
-    itself (the chosen gap then an S1-S2 remnant a thick slice makes look like a disc): with
-    the runs split, the anchor is sought again and must be the same gap."""
+def _anchor_with_bodies_split(volume: Volume, midline, column: Column):
+    """L5-S1 (``find_anchor``) among the column's body runs (``body_runs``), and the runs above
+    it split where merged (``split_merged_bodies``). A disc hidden in a run merged above the
+    chosen gap may be L5-S1 itself (the chosen gap then an S1-S2 remnant a thick slice makes
+    look like a disc): with the runs split, the anchor is sought again and must be the same
+    gap."""
+    runs = body_runs(column)
     anchor, facts = find_anchor(volume, midline, column, runs)
     if anchor is None:
         raise ValueError(f"levels not labelled: {facts['AnchorProblem']}")
@@ -582,6 +584,138 @@ def _anchor_with_bodies_split(volume: Volume, midline, column: Column, runs):
     return again, split, facts
 
 
+LEARNED_MIN_PART_MM2 = 40.0  # smaller pieces of body or sacrum are specks, not bones
+SACRAL_EXTENSION_MM = 80.0  # the column runs on straight this far below its last point
+
+
+def _extended(column: Column, plane: np.ndarray, spacing_mm) -> Column:
+    """The column continued straight on below its caudal end, so that the sacrum below the
+    thecal sac projects onto rows of its own."""
+    tangent = column.points_mm[0] - column.points_mm[min(10, len(column.points_mm) - 1)]
+    tangent /= np.linalg.norm(tangent)
+    steps = np.arange(SACRAL_EXTENSION_MM, 0, -1.0)[:, None]
+    points = np.vstack([column.points_mm[0] + steps * tangent, column.points_mm])
+    normals = np.vstack([np.repeat(column.normals[:1], len(steps), axis=0), column.normals])
+    return _sample_column(plane, spacing_mm, points, normals)
+
+
+def learned_pieces(column: Column, probabilities: np.ndarray, spacing_mm):
+    """The bones and discs of the learned segmentation (``learned.plane_probabilities``) in
+    front of the canal: a piece map of the plane (0 none) and, caudal to cranial along the
+    column, the pieces' numbers and whether each is sacrum. Each connected piece of body or
+    sacrum is placed by the column row its pixels project to (median); behind the canal (the
+    posterior elements) or beyond the column's ends it is left out. The sacrum is its largest
+    piece with every bone below it (the lower sacral segments and the coccyx, which may be
+    taken for bodies) and every piece of sacrum above it."""
+    classes = probabilities.argmax(axis=0)
+    tree = cKDTree(column.points_mm)
+    pieces = np.zeros(classes.shape, np.int32)
+    found = []  # (median row, number, is sacrum, size)
+    for name in ("body", "sacrum"):
+        parts, n = ndimage.label(classes == learned.CLASSES.index(name))
+        for index in range(1, n + 1):
+            where = np.argwhere(parts == index)
+            points_mm = where * np.asarray(spacing_mm)
+            _, nearest = tree.query(points_mm)
+            offsets = points_mm - column.points_mm[nearest]
+            depth = np.einsum("ij,ij->i", offsets, column.normals[nearest])
+            ends = (nearest == 0) | (nearest == len(column.points_mm) - 1)
+            inside = (depth > 0) & (depth < COLUMN_DEPTH_MM) & ~ends
+            if inside.sum() * np.prod(spacing_mm) < LEARNED_MIN_PART_MM2:
+                continue
+            number = len(found) + 1
+            pieces[tuple(where[inside].T)] = number
+            row = float(np.median(nearest[inside]))
+            found.append((row, number, name == "sacrum", int(inside.sum())))
+    found.sort()
+    sacral = [f for f in found if f[2]]
+    if not sacral:
+        return pieces, [f[1] for f in found], [False] * len(found)
+    largest = max(sacral, key=lambda f: f[3])
+    top = max(k for k, f in enumerate(found) if f[2] and f[0] >= largest[0])
+    for _, number, _, _ in found[: top + 1]:
+        pieces[pieces == number] = largest[1]
+    order = [largest[1]] + [f[1] for f in found[top + 1 :]]
+    return pieces, order, [True] + [False] * (len(order) - 1)
+
+
+def _learned_plane_labels(classes, pieces, order, labelling: Labelling, spacing_mm):
+    """Label image of the plane: piece order[k] as body k, and each disc piece that touches two
+    consecutive bodies, grown by 2 mm up to them (the network's 2 mm pixels leave a rim between
+    its disc and its bodies), as the gap between them."""
+    labels = np.zeros(pieces.shape, np.int16)
+    rank = {number: k for k, number in enumerate(order)}
+    for number, k in rank.items():
+        labels[pieces == number] = labelling.body_values[k]
+    discs, n = ndimage.label(classes == learned.CLASSES.index("disc"))
+    reach = np.maximum(np.rint(2.0 / np.asarray(spacing_mm)).astype(int), 1)
+    structure = np.ones(2 * reach + 1, bool)
+    for index in range(1, n + 1):
+        disc = ndimage.binary_dilation(discs == index, structure)
+        ranks = sorted(rank[t] for t in np.unique(pieces[disc]) if t in rank)
+        if len(ranks) == 2 and ranks[1] == ranks[0] + 1 and labelling.gap_values[ranks[0]]:
+            labels[disc & (labels == 0)] = labelling.gap_values[ranks[0]]
+    return labels
+
+
+def _disc_shape(mask: np.ndarray, spacing_mm) -> tuple[float, float]:
+    """Mean height (area over AP length, mm) and forward tilt (degrees, as ``_tilt_deg``) of a
+    disc's mask in the plane, from its principal axes; NaN without one."""
+    points = np.argwhere(mask) * np.asarray(spacing_mm)
+    if len(points) < 10:
+        return float("nan"), float("nan")
+    centred = points - points.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    ap, up = axes[0], axes[1] * np.sign(axes[1][1] or 1.0)
+    length = np.ptp(centred @ ap) + float(np.mean(spacing_mm))
+    height = len(points) * float(np.prod(spacing_mm)) / length
+    return float(height), float(np.degrees(np.arctan2(up[0], up[1])))
+
+
+def _learned_bodies(volume: Volume, midline, plane: np.ndarray, marrow_problem):
+    """Where the marrow does not give the bodies (a contrast whose marrow the column's
+    likeness does not tell from discs, bodies merged across thin dark discs): labels from the
+    learned segmentation's own pieces (``learned_pieces``) in front of its own thecal sac
+    (the column along the sac's front wall, as the canal's), named up from its sacrum. The
+    sacrum's cues must agree: the gap above the sacrum is measured like a disc and must have a
+    disc's height, and the spine must bend most there (``_bend_problem``); otherwise no level
+    is labelled, and the error says why, after what the marrow gave."""
+    spacing = volume.plane_spacing_mm
+    probabilities = learned.plane_probabilities(plane, spacing)
+    classes = probabilities.argmax(axis=0)
+
+    def fail(problem):
+        return ValueError(f"{marrow_problem}; with the learned segmentation: {problem}")
+
+    sacs, n = ndimage.label(classes == learned.CLASSES.index("csf"))
+    if not n:
+        raise fail("no thecal sac")
+    sac = sacs == 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(sacs), sacs, range(1, n + 1))))
+    column = _extended(_sample_column(plane, spacing, *front_curve(sac, spacing)), plane, spacing)
+    pieces, order, sacral = learned_pieces(column, probabilities, spacing)
+
+    if not sacral or not sacral[0] or len(order) < 3:
+        raise fail(f"no sacrum with two bodies above it ({len(order)} bones in front of the canal)")
+    provisional = provisional_labelling(len(order))
+    labels2d = _learned_plane_labels(classes, pieces, order, provisional, spacing)
+    shapes = [_disc_shape(labels2d == value, spacing) for value in provisional.gap_values[:3]]
+    heights = [round(h, 2) for h, _ in shapes]
+    tilts = [t for _, t in shapes]
+    facts = {
+        "SacralGapHeightsMillimetres": heights,
+        "GapTiltsDegrees": [round(t, 1) if np.isfinite(t) else None for t in tilts],
+    }
+    if not MIN_DISC_MM <= heights[0] <= MAX_DISC_MM:
+        raise fail(f"the disc above its sacrum has no disc's height (heights {heights} mm, "
+                   "caudal to cranial)")  # fmt: skip
+    problem = _bend_problem(tilts, 0)
+    if problem:
+        raise fail(f"{problem} (heights {heights} mm, caudal to cranial)")
+    labelling, names = anatomical_labelling(len(order), 0)
+    labels2d = _learned_plane_labels(classes, pieces, order, labelling, spacing)
+    return labels2d, names, facts
+
+
 def _disc_hidden_below(volume: Volume, midline, column: Column, runs, anchor: int, facts: dict):
     """The anchor, runs and facts, checked for a disc hidden in the run below the chosen gap
     (``_disc_inside``): a degenerated L5-S1 as bright as the marrow, but for its thin endplates,
@@ -592,7 +726,7 @@ def _disc_hidden_below(volume: Volume, midline, column: Column, runs, anchor: in
     nothing."""
     start, stop = runs[anchor]
     tall = stop - start >= 2 * MIN_BODY_MM
-    hidden = _disc_inside(column.marrow[0], start, stop) if tall else None
+    hidden = _disc_inside(column.likeness, start, stop) if tall else None
     if hidden is None:
         return anchor, runs, facts
     split = [*runs[:anchor], (start, hidden[0]), (hidden[1], stop), *runs[anchor + 1 :]]
@@ -630,6 +764,17 @@ def _midsagittal(volume: Volume, canal) -> tuple[np.ndarray, float, str]:
     raise ValueError(f"{canal_problem}, and the spine's symmetry by {symmetric_scatter_mm:.1f} mm")
 
 
+def _marrow_labels(volume: Volume, midline, plane: np.ndarray, column: Column):
+    """The plane's labels from the marrow's body runs along the column, named up from L5-S1
+    (``_anchor_with_bodies_split``), the names found and what was measured."""
+    anchor, runs, facts = _anchor_with_bodies_split(volume, midline, column)
+    labelling, names = anatomical_labelling(len(runs), anchor)
+    # S1's label: its cranial part only, the rest of the run may be further sacrum
+    runs[anchor] = (max(runs[anchor][0], runs[anchor][1] - S1_LABEL_MM), runs[anchor][1])
+    straight = column_labels(column, runs, labelling)
+    return plane_labels(plane.shape, volume.plane_spacing_mm, column, straight), names, facts
+
+
 def segment_volume(volume: Volume, half_width_slices: int = 1,
                    canal_polarity: int = 1) -> tuple[np.ndarray, dict]:  # fmt: skip
     """3D label map (labels in the slices around the mid-sagittal surface) and facts about it,
@@ -640,12 +785,12 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
     plane = plane_at(volume, midline)
     spacing = volume.plane_spacing_mm
     column = straighten(plane, spacing, canal)
-    runs = body_runs(column)
-    anchor, runs, anchor_facts = _anchor_with_bodies_split(volume, midline, column, runs)
-    labelling, names = anatomical_labelling(len(runs), anchor)
-    # S1's label: its cranial part only, the rest of the run may be further sacrum
-    runs[anchor] = (max(runs[anchor][0], runs[anchor][1] - S1_LABEL_MM), runs[anchor][1])
-    labels2d = plane_labels(plane.shape, spacing, column, column_labels(column, runs, labelling))
+    try:
+        labels2d, names, anchor_facts = _marrow_labels(volume, midline, plane, column)
+        bodies_from = "marrow"
+    except ValueError as marrow_problem:
+        labels2d, names, anchor_facts = _learned_bodies(volume, midline, plane, marrow_problem)
+        bodies_from = "learned segmentation"
     seg = extrude(labels2d, midline, volume.data.shape, half_width_slices)
     facts = {
         "MidsagittalSliceIndex": float(np.mean(midline)),
@@ -654,6 +799,7 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
         "MidsagittalScatterMillimetres": round(scatter_mm, 2),
         "MidsagittalFrom": midline_from,
         "LevelsFound": names,
+        "BodiesFrom": bodies_from,
         **anchor_facts,
     }
     return seg, facts
