@@ -600,8 +600,8 @@ def _extended(column: Column, plane: np.ndarray, spacing_mm) -> Column:
 
 
 def learned_pieces(column: Column, probabilities: np.ndarray, spacing_mm):
-    """The bones and discs of the learned segmentation (``learned.plane_probabilities``) in
-    front of the canal: a piece map of the plane (0 none) and, caudal to cranial along the
+    """The bones of the learned segmentation (``learned.plane_probabilities``) in front of the
+    canal: a piece map of the plane (0 none) and, caudal to cranial along the
     column, the pieces' numbers and whether each is sacrum. Each connected piece of body or
     sacrum is placed by the column row its pixels project to (median); behind the canal (the
     posterior elements) or beyond the column's ends it is left out. The sacrum is its largest
@@ -677,7 +677,7 @@ def _learned_bodies(volume: Volume, midline, plane: np.ndarray, marrow_problem):
     likeness does not tell from discs, bodies merged across thin dark discs): labels from the
     learned segmentation's own pieces (``learned_pieces``) in front of its own thecal sac
     (the column along the sac's front wall, as the canal's), named up from its sacrum. The
-    sacrum's cues must agree: the gap above the sacrum is measured like a disc and must have a
+    sacrum's cues must agree: the disc above it (its mask's shape, ``_disc_shape``) must have a
     disc's height, and the spine must bend most there (``_bend_problem``); otherwise no level
     is labelled, and the error says why, after what the marrow gave."""
     spacing = volume.plane_spacing_mm
