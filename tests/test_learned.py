@@ -2,6 +2,7 @@
 network on a synthetic plane it was not trained on, and the segmentation that falls back on it."""
 
 import importlib.util
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,13 @@ from spineflow.synth import render
 GENERATE = Path(__file__).parents[1] / "training" / "generate.py"
 
 
-def _generate_module():
+@cache
+def _pair(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A (image, classes) pair of training/generate.py, drawn from ``seed``."""
     spec = importlib.util.spec_from_file_location("generate", GENERATE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    return module.pair(np.random.default_rng(seed))
 
 
 def test_the_convolution_is_scipy_s_cross_correlation_summed_over_channels():
@@ -41,7 +44,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def test_the_shipped_network_segments_a_plane_drawn_outside_its_training_set(seed):
     """Training pairs come from seeds 10000-11399; these are drawn with other seeds (random
     tissue signals, tilt, field of view) and segmented at 2 mm pixels."""
-    image, truth = _generate_module().pair(np.random.default_rng(seed))
+    image, truth = _pair(seed)
     logits = learned.forward(learned.weights(), image)
     predicted = logits.argmax(axis=0)
     for name in ("body", "disc", "csf", "sacrum"):
@@ -53,7 +56,7 @@ def test_the_shipped_network_segments_a_plane_drawn_outside_its_training_set(see
 def test_plane_probabilities_keep_the_plane_s_grid_and_orientation():
     """On the canonical [y, z] plane at 1 mm, bodies lie where the truth puts them: the
     resampling to the network's 2 mm and back, and the flip to its rows, undo each other."""
-    image, truth = _generate_module().pair(np.random.default_rng(7))
+    image, truth = _pair(11)
     plane = ndimage.zoom(image[::-1].T, 2.0, order=1)  # rows superior-first -> [y, z]
     probabilities = learned.plane_probabilities(plane, (1.0, 1.0))
     assert probabilities.shape == (len(learned.CLASSES), *plane.shape)

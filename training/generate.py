@@ -18,7 +18,7 @@ from spineflow import learned
 from spineflow.synth import anatomy, render, sampling
 
 SIZE = 160  # pixels of NET_PIXEL_MM: 320 mm, the widest lumbar field of view
-render.WALL_GRID_MM = 1.0  # at 2 mm pixels a coarser wall table renders 16 times faster
+TRAINING_WALL_GRID_MM = 1.0  # at 2 mm pixels a coarser wall table renders 16 times faster
 PROTOCOLS = (render.PD_FS, render.T2, render.STIR, render.T1)
 PROTOCOL_SHARE = 0.35
 TISSUES = [key for key in render.PD_FS if key != "nucleus"]
@@ -108,6 +108,7 @@ def pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(out: str, first: int, count: int) -> None:
+    render.WALL_GRID_MM = TRAINING_WALL_GRID_MM  # this process renders training pairs only
     pairs = [pair(np.random.default_rng(10_000 + k)) for k in range(first, first + count)]
     np.savez_compressed(out, image=np.stack([p[0] for p in pairs]),
                         seg=np.stack([p[1] for p in pairs]))  # fmt: skip
