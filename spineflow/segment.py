@@ -585,41 +585,53 @@ def _anchor_with_bodies_split(volume: Volume, midline, column: Column):
 
 
 LEARNED_MIN_PART_MM2 = 40.0  # smaller pieces of body or sacrum are specks, not bones
-SACRAL_EXTENSION_MM = 80.0  # the column runs on straight this far below its last point
+# the sac's front runs on straight this far beyond its ends: caudally so that the sacrum below
+# the sac's blind end projects onto rows of its own, cranially so that a body beside the sac's
+# top (where it narrows or leaves the image) is taken whole, not as a sliver
+SACRAL_EXTENSION_MM = 80.0
+CRANIAL_EXTENSION_MM = 40.0
 
 
-def _extended(column: Column, plane: np.ndarray, spacing_mm) -> Column:
-    """The column continued straight on below its caudal end, so that the sacrum below the
-    thecal sac projects onto rows of its own."""
-    tangent = column.points_mm[0] - column.points_mm[min(10, len(column.points_mm) - 1)]
-    tangent /= np.linalg.norm(tangent)
-    steps = np.arange(SACRAL_EXTENSION_MM, 0, -1.0)[:, None]
-    points = np.vstack([column.points_mm[0] + steps * tangent, column.points_mm])
-    normals = np.vstack([np.repeat(column.normals[:1], len(steps), axis=0), column.normals])
-    return _sample_column(plane, spacing_mm, points, normals)
+def _continued(points_mm: np.ndarray, normals: np.ndarray, caudal_mm: float, cranial_mm: float):
+    """A curve (1 mm apart, caudal to cranial) and its normals continued straight on beyond
+    both ends, along its direction over the last 10 mm there."""
+
+    def straight_on(end: int, inner: int, length_mm: float) -> np.ndarray:
+        direction = points_mm[end] - points_mm[inner]
+        steps = np.arange(1.0, length_mm + 1.0)[:, None]
+        return points_mm[end] + steps * direction / np.linalg.norm(direction)
+
+    last = len(points_mm) - 1
+    below = straight_on(0, min(10, last), caudal_mm)[::-1]
+    above = straight_on(last, max(last - 10, 0), cranial_mm)
+    points = np.vstack([below, points_mm, above])
+    normals = np.vstack([np.repeat(normals[:1], len(below), axis=0), normals,
+                         np.repeat(normals[-1:], len(above), axis=0)])  # fmt: skip
+    return points, normals
 
 
-def learned_pieces(column: Column, probabilities: np.ndarray, spacing_mm):
+def learned_pieces(points_mm: np.ndarray, normals: np.ndarray, probabilities: np.ndarray,
+                   spacing_mm):  # fmt: skip
     """The bones of the learned segmentation (``learned.plane_probabilities``) in front of the
-    canal: a piece map of the plane (0 none) and, caudal to cranial along the
-    column, the pieces' numbers and whether each is sacrum. Each connected piece of body or
-    sacrum is placed by the column row its pixels project to (median); behind the canal (the
-    posterior elements) or beyond the column's ends it is left out. The sacrum is its largest
-    piece with every bone below it (the lower sacral segments and the coccyx, which may be
-    taken for bodies) and every piece of sacrum above it."""
+    curve ``points_mm`` (1 mm apart, caudal to cranial, ``normals`` pointing anterior): a
+    piece map of the plane (0 none) and, caudal to cranial along the curve, the pieces'
+    numbers and whether each is sacrum. Each connected piece of body or sacrum is placed by
+    the curve's row its pixels project to (median); behind the curve (the posterior
+    elements) or beyond its ends it is left out. The sacrum is its largest piece with every
+    bone below it (the lower sacral segments and the coccyx, which may be taken for bodies)
+    and every piece of sacrum above it."""
     classes = probabilities.argmax(axis=0)
-    tree = cKDTree(column.points_mm)
+    tree = cKDTree(points_mm)
     pieces = np.zeros(classes.shape, np.int32)
     found = []  # (median row, number, is sacrum, size)
     for name in ("body", "sacrum"):
         parts, n = ndimage.label(classes == learned.CLASSES.index(name))
         for index in range(1, n + 1):
             where = np.argwhere(parts == index)
-            points_mm = where * np.asarray(spacing_mm)
-            _, nearest = tree.query(points_mm)
-            offsets = points_mm - column.points_mm[nearest]
-            depth = np.einsum("ij,ij->i", offsets, column.normals[nearest])
-            ends = (nearest == 0) | (nearest == len(column.points_mm) - 1)
+            pixels_mm = where * np.asarray(spacing_mm)
+            _, nearest = tree.query(pixels_mm)
+            depth = np.einsum("ij,ij->i", pixels_mm - points_mm[nearest], normals[nearest])
+            ends = (nearest == 0) | (nearest == len(points_mm) - 1)
             inside = (depth > 0) & (depth < COLUMN_DEPTH_MM) & ~ends
             if inside.sum() * np.prod(spacing_mm) < LEARNED_MIN_PART_MM2:
                 continue
@@ -691,8 +703,8 @@ def _learned_bodies(volume: Volume, midline, plane: np.ndarray, marrow_problem):
     if not n:
         raise fail("no thecal sac")
     sac = sacs == 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(sacs), sacs, range(1, n + 1))))
-    column = _extended(_sample_column(plane, spacing, *front_curve(sac, spacing)), plane, spacing)
-    pieces, order, sacral = learned_pieces(column, probabilities, spacing)
+    curve = _continued(*front_curve(sac, spacing), SACRAL_EXTENSION_MM, CRANIAL_EXTENSION_MM)
+    pieces, order, sacral = learned_pieces(*curve, probabilities, spacing)
 
     if not sacral or not sacral[0] or len(order) < 3:
         raise fail(f"no sacrum with two bodies above it ({len(order)} bones in front of the canal)")

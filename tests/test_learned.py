@@ -11,7 +11,8 @@ from scipy import ndimage, signal
 from test_segment import _phantom
 
 from spineflow import learned
-from spineflow.segment import disc_label, segment_volume
+from spineflow.labels import VERTEBRA_LABELS
+from spineflow.segment import _continued, disc_label, segment_volume
 from spineflow.synth import render
 
 GENERATE = Path(__file__).parents[1] / "training" / "generate.py"
@@ -71,15 +72,36 @@ def test_where_the_marrow_gives_no_bodies_the_learned_segmentation_labels_the_le
 ):
     """A T1 image: the disc is as dark as the cortex around it and the marrow bright, so the
     marrow's runs do not give the bodies; the learned segmentation's do, named up from its
-    sacrum, and each study disc is labelled where it lies."""
+    sacrum: each study disc is labelled where it lies, and each body above the sacrum that the
+    image does not cut is labelled whole, the topmost too."""
     volume, spine, translation = _phantom(seed=seed, midline_offset_mm=0.7, base=render.T1)
     labels, facts = segment_volume(volume, canal_polarity=polarity)
     assert facts["BodiesFrom"] == "learned segmentation"
-    for level in ("L3-L4", "L4-L5", "L5-S1"):
-        voxels = np.argwhere(labels == disc_label(level.split("-")[0]))
+
+    def centre_error_mm(value, true_centre_as):
+        voxels = np.argwhere(labels == value)
         centroid = (volume.affine[:3, :3] @ voxels.mean(axis=0)) + volume.affine[:3, 3]
-        true_centre = spine.disc(level).mid_origin_as + translation[1:]
-        assert np.linalg.norm(centroid[1:] - true_centre) < 5.0, level
+        return np.linalg.norm(centroid[1:] - true_centre_as - translation[1:]), voxels
+
+    for level in ("L3-L4", "L4-L5", "L5-S1"):
+        upper = level.split("-")[0]
+        error_mm, _ = centre_error_mm(disc_label(upper), spine.disc(level).mid_origin_as)
+        assert error_mm < 5.0, level
+    bodies = [name for name in facts["LevelsFound"] if "-" not in name and name != "S1"]
+    assert len(bodies) >= 6, facts["LevelsFound"]
+    for name in bodies:
+        error_mm, voxels = centre_error_mm(VERTEBRA_LABELS[name], spine.vertebra(name).centre_as)
+        cut_by_image = voxels[:, 2].max() == volume.data.shape[2] - 1
+        assert cut_by_image or error_mm < 3.0, (name, error_mm)
+
+
+def test_a_curve_is_continued_straight_on_beyond_both_ends():
+    points = np.column_stack([np.full(21, 5.0), np.arange(21.0)])  # straight up, 1 mm apart
+    normals = np.tile([1.0, 0.0], (21, 1))
+    continued, continued_normals = _continued(points, normals, 3.0, 2.0)
+    expected = np.column_stack([np.full(26, 5.0), np.arange(-3.0, 23.0)])
+    assert np.allclose(continued, expected)
+    assert np.allclose(continued_normals, np.tile([1.0, 0.0], (26, 1)))
 
 
 def test_without_a_sacrum_in_view_the_learned_segmentation_names_no_level():
