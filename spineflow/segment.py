@@ -684,30 +684,27 @@ def _disc_shape(mask: np.ndarray, spacing_mm) -> tuple[float, float]:
     return float(height), float(np.degrees(np.arctan2(up[0], up[1])))
 
 
-def _learned_bodies(volume: Volume, midline, plane: np.ndarray, marrow_problem):
+def _learned_bodies(volume: Volume, plane: np.ndarray):
     """Where the marrow does not give the bodies (a contrast whose marrow the column's
     likeness does not tell from discs, bodies merged across thin dark discs): labels from the
     learned segmentation's own pieces (``learned_pieces``) in front of its own thecal sac
     (the column along the sac's front wall, as the canal's), named up from its sacrum. The
     sacrum's cues must agree: the disc above it (its mask's shape, ``_disc_shape``) must have a
     disc's height, and the spine must bend most there (``_bend_problem``); otherwise no level
-    is labelled, and the error says why, after what the marrow gave."""
+    is labelled, and the error says why."""
     spacing = volume.plane_spacing_mm
     probabilities = learned.plane_probabilities(plane, spacing)
     classes = probabilities.argmax(axis=0)
-
-    def fail(problem):
-        return ValueError(f"{marrow_problem}; with the learned segmentation: {problem}")
-
     sacs, n = ndimage.label(classes == learned.CLASSES.index("csf"))
     if not n:
-        raise fail("no thecal sac")
+        raise ValueError("no thecal sac")
     sac = sacs == 1 + int(np.argmax(ndimage.sum_labels(np.ones_like(sacs), sacs, range(1, n + 1))))
     curve = _continued(*front_curve(sac, spacing), SACRAL_EXTENSION_MM, CRANIAL_EXTENSION_MM)
     pieces, order, sacral = learned_pieces(*curve, probabilities, spacing)
 
     if not sacral or not sacral[0] or len(order) < 3:
-        raise fail(f"no sacrum with two bodies above it ({len(order)} bones in front of the canal)")
+        bones = f"{len(order)} bones in front of the canal"
+        raise ValueError(f"no sacrum with two bodies above it ({bones})")
     provisional = provisional_labelling(len(order))
     labels2d = _learned_plane_labels(classes, pieces, order, provisional, spacing)
     shapes = [_disc_shape(labels2d == value, spacing) for value in provisional.gap_values[:3]]
@@ -718,14 +715,46 @@ def _learned_bodies(volume: Volume, midline, plane: np.ndarray, marrow_problem):
         "GapTiltsDegrees": [round(t, 1) if np.isfinite(t) else None for t in tilts],
     }
     if not MIN_DISC_MM <= heights[0] <= MAX_DISC_MM:
-        raise fail(f"the disc above its sacrum has no disc's height (heights {heights} mm, "
-                   "caudal to cranial)")  # fmt: skip
+        raise ValueError(f"the disc above its sacrum has no disc's height (heights {heights} mm, "
+                         "caudal to cranial)")  # fmt: skip
     problem = _bend_problem(tilts, 0)
     if problem:
-        raise fail(f"{problem} (heights {heights} mm, caudal to cranial)")
+        raise ValueError(f"{problem} (heights {heights} mm, caudal to cranial)")
     labelling, names = anatomical_labelling(len(order), 0)
     labels2d = _learned_plane_labels(classes, pieces, order, labelling, spacing)
     return labels2d, names, facts
+
+
+def _centroid_mm(labels2d: np.ndarray, value: int, spacing_mm) -> np.ndarray | None:
+    where = np.argwhere(labels2d == value)
+    return where.mean(axis=0) * np.asarray(spacing_mm) if len(where) else None
+
+
+def cross_check(volume: Volume, plane: np.ndarray, labels2d: np.ndarray) -> str:
+    """The marrow's count (``labels2d``, on the plane) checked against the learned
+    segmentation's (``_learned_bodies``), an independent cue: where the network names its own
+    L5-S1 and its sacrum's cues confirm it, that disc must lie within half a level (half the
+    distance from the marrow's L5-S1 to its L4-L5) of the marrow's L5-S1, or no level is
+    labelled (ValueError: the count would be one cue's guess). Returns "agrees", or why the
+    check could not be made (the marrow's labels then stand on its own cues)."""
+    spacing = volume.plane_spacing_mm
+    try:
+        learned_labels, _, _ = _learned_bodies(volume, plane)
+    except ValueError as problem:
+        return f"not made: {problem}"
+    learned_l5s1 = _centroid_mm(learned_labels, disc_label("L5"), spacing)
+    l5s1, l4l5 = (_centroid_mm(labels2d, disc_label(upper), spacing) for upper in ("L5", "L4"))
+    if learned_l5s1 is None or l5s1 is None or l4l5 is None:
+        return "not made: L5-S1 or L4-L5 not labelled by one of the two"
+    level_mm = float(np.linalg.norm(l4l5 - l5s1))
+    off_mm = float(np.linalg.norm(learned_l5s1 - l5s1))
+    if off_mm >= level_mm / 2:
+        raise ValueError(
+            "levels not labelled: the marrow's count and the learned segmentation's disagree "
+            f"(the network's L5-S1 lies {off_mm:.0f} mm from the marrow's, "
+            f"{off_mm / level_mm:.1f} levels)"
+        )
+    return "agrees"
 
 
 def _disc_hidden_below(volume: Volume, midline, column: Column, runs, anchor: int, facts: dict):
@@ -799,10 +828,17 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
     column = straighten(plane, spacing, canal)
     try:
         labels2d, names, anchor_facts = _marrow_labels(volume, midline, plane, column)
-        bodies_from = "marrow"
     except ValueError as marrow_problem:
-        labels2d, names, anchor_facts = _learned_bodies(volume, midline, plane, marrow_problem)
+        try:
+            labels2d, names, anchor_facts = _learned_bodies(volume, plane)
+        except ValueError as learned_problem:
+            raise ValueError(
+                f"{marrow_problem}; with the learned segmentation: {learned_problem}"
+            ) from learned_problem
         bodies_from = "learned segmentation"
+    else:
+        bodies_from = "marrow"
+        anchor_facts["LearnedCrossCheck"] = cross_check(volume, plane, labels2d)
     seg = extrude(labels2d, midline, volume.data.shape, half_width_slices)
     facts = {
         "MidsagittalSliceIndex": float(np.mean(midline)),

@@ -12,7 +12,14 @@ from test_segment import _phantom
 
 from spineflow import learned
 from spineflow.labels import VERTEBRA_LABELS
-from spineflow.segment import _continued, disc_label, segment_volume
+from spineflow.measure import Plane
+from spineflow.segment import (
+    MIDSAGITTAL_SURFACE,
+    _continued,
+    cross_check,
+    disc_label,
+    segment_volume,
+)
 from spineflow.synth import render
 
 GENERATE = Path(__file__).parents[1] / "training" / "generate.py"
@@ -110,3 +117,28 @@ def test_without_a_sacrum_in_view_the_learned_segmentation_names_no_level():
     volume, _, _ = _phantom(seed=3, midline_offset_mm=0.7, base=render.T1, fov_shift_mm=-160)
     with pytest.raises(ValueError, match="with the learned segmentation: no sacrum"):
         segment_volume(volume)
+
+
+def _named_one_level_down(labels: np.ndarray) -> np.ndarray:
+    """The label map with every body and disc named one level further down (L4 as L5, L4-L5
+    as L5-S1, L5-S1 left out): the labels of a count one vertebra short, the sacrum taken for
+    L5's body."""
+    names = list(VERTEBRA_LABELS)  # cranial to caudal
+    moved = np.zeros_like(labels)
+    for upper, name in zip(names[:-1], names[1:]):
+        moved[labels == VERTEBRA_LABELS[upper]] = VERTEBRA_LABELS[name]
+        if name != names[-1]:  # the disc upper-name as name's disc below it
+            moved[labels == disc_label(upper)] = disc_label(name)
+    return moved
+
+
+def test_a_count_the_network_contradicts_names_no_level():
+    """The marrow's labels of a phantom agree with the network's; the same labels one level
+    off do not, and no level is named."""
+    volume, _, _ = _phantom(seed=5, midline_offset_mm=0.7)
+    labels, facts = segment_volume(volume)
+    assert facts["BodiesFrom"] == "marrow" and facts["LearnedCrossCheck"] == "agrees"
+    plane = Plane(volume, labels, facts[MIDSAGITTAL_SURFACE])
+    assert cross_check(volume, plane.image, plane.labels) == "agrees"
+    with pytest.raises(ValueError, match="the marrow's count and the learned segmentation's"):
+        cross_check(volume, plane.image, _named_one_level_down(plane.labels))
