@@ -685,13 +685,13 @@ def _disc_shape(mask: np.ndarray, spacing_mm) -> tuple[float, float]:
 
 
 def _learned_bodies(volume: Volume, plane: np.ndarray):
-    """Where the marrow does not give the bodies (a contrast whose marrow the column's
-    likeness does not tell from discs, bodies merged across thin dark discs): labels from the
-    learned segmentation's own pieces (``learned_pieces``) in front of its own thecal sac
-    (the column along the sac's front wall, as the canal's), named up from its sacrum. The
-    sacrum's cues must agree: the disc above it (its mask's shape, ``_disc_shape``) must have a
-    disc's height, and the spine must bend most there (``_bend_problem``); otherwise no level
-    is labelled, and the error says why."""
+    """Labels from the learned segmentation, where the marrow does not give the bodies (a
+    contrast whose marrow the column's likeness does not tell from discs, bodies merged across
+    thin dark discs) and to check the marrow's count (``cross_check``): its own pieces
+    (``learned_pieces``) in front of its own thecal sac (the column along the sac's front wall,
+    as the canal's), named up from its sacrum. The sacrum's cues must agree: the disc above it
+    (its mask's shape, ``_disc_shape``) must have a disc's height, and the spine must bend most
+    there (``_bend_problem``); otherwise no level is labelled, and the error says why."""
     spacing = volume.plane_spacing_mm
     probabilities = learned.plane_probabilities(plane, spacing)
     classes = probabilities.argmax(axis=0)
