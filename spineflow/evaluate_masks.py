@@ -272,6 +272,18 @@ def _dseg(output_dir, participant_id: str, session_id: str) -> Path | None:
     return found[0] if found else None
 
 
+def labelled_by(dseg_path: Path | None) -> str:
+    """What named the levels (the label map's sidecar: the marrow or the learned segmentation,
+    or another tool's map) and, where the marrow did, the network's check of its count."""
+    sidecar = dseg_path.with_name(dseg_path.name.replace(".nii.gz", ".json")) if dseg_path else None
+    if sidecar is None or not sidecar.exists():
+        return "no label map"
+    facts = json.loads(sidecar.read_text())
+    check = facts.get("LearnedCrossCheck")
+    named_by = facts.get("BodiesFrom", facts.get("Method", "?"))
+    return named_by + (f" (the network's check: {check})" if check else "")
+
+
 def label_places(dseg_path: Path, known: list[Anchor]) -> list[dict]:
     """Each of the run's labels, the structure it lies on and whether that is its own."""
     image = nib.load(str(dseg_path))
@@ -338,6 +350,7 @@ def score_session(
         "session_id": session_id,
         "labels": places,
         "labels_right": bool(places) and not wrong,
+        "labelled_by": labelled_by(dseg),
         "levels": levels,
         "in_view": int(levels["in_view"].sum()) if len(levels) else 0,
         "measured_ok": int((levels["in_view"] & (levels["status"] == "ok")).sum())
@@ -436,7 +449,7 @@ def format_scores(scores: list[dict]) -> str:
         )
         lines.append(
             f"{s['participant_id']} {s['session_id']}: labels "
-            f"{'right' if s['labels_right'] else 'WRONG'} [{labels}]"
+            f"{'right' if s['labels_right'] else 'WRONG'} [{labels}]; named by {s['labelled_by']}"
         )
         for row in s["levels"].itertuples():
             height = f"{row.height_mm:6.2f}" if np.isfinite(row.height_mm) else "   n/a"
