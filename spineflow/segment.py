@@ -730,31 +730,45 @@ def _centroid_mm(labels2d: np.ndarray, value: int, spacing_mm) -> np.ndarray | N
     return where.mean(axis=0) * np.asarray(spacing_mm) if len(where) else None
 
 
-def cross_check(volume: Volume, plane: np.ndarray, labels2d: np.ndarray) -> str:
-    """The marrow's count (``labels2d``, on the plane) checked against the learned
-    segmentation's (``_learned_bodies``), an independent cue: where the network names its own
-    L5-S1 and its sacrum's cues confirm it, that disc must lie within half a level (half the
-    distance from the marrow's L5-S1 to its L4-L5) of the marrow's L5-S1, or no level is
-    labelled (ValueError: the count would be one cue's guess). Returns "agrees", or why the
-    check could not be made (the marrow's labels then stand on its own cues)."""
-    spacing = volume.plane_spacing_mm
+def cross_check(volume: Volume, midline, plane: np.ndarray, labels2d: np.ndarray) -> str:
+    """The marrow's count (``labels2d``, on the plane at ``midline``) checked against the
+    learned segmentation's (``_learned_bodies``), an independent cue (``compare_counts``).
+    Returns "agrees", or why the check could not be made (the marrow's labels then stand on its
+    own cues); raises ValueError where the two counts disagree."""
     try:
         learned_labels, _, _ = _learned_bodies(volume, plane)
     except ValueError as problem:
         return f"not made: {problem}"
+    return compare_counts(volume, midline, labels2d, learned_labels)
+
+
+def compare_counts(volume: Volume, midline, marrow_labels, learned_labels) -> str:
+    """Where the network names its own L5-S1, that disc must lie within half a level (half the
+    distance from the marrow's L5-S1 to its L4-L5) of the marrow's L5-S1, or no level is
+    labelled (ValueError: the count would be one cue's guess). A network's L5-S1 elsewhere that
+    the image, measured like any gap (``measure.locate_gap``), does not show as a disc (a fused
+    sacral junction, which the network's mask can make look like one) checks nothing."""
+    spacing = volume.plane_spacing_mm
     learned_l5s1 = _centroid_mm(learned_labels, disc_label("L5"), spacing)
-    l5s1, l4l5 = (_centroid_mm(labels2d, disc_label(upper), spacing) for upper in ("L5", "L4"))
+    l5s1, l4l5 = (_centroid_mm(marrow_labels, disc_label(upper), spacing) for upper in ("L5", "L4"))
     if learned_l5s1 is None or l5s1 is None or l4l5 is None:
         return "not made: L5-S1 or L4-L5 not labelled by one of the two"
     level_mm = float(np.linalg.norm(l4l5 - l5s1))
     off_mm = float(np.linalg.norm(learned_l5s1 - l5s1))
-    if off_mm >= level_mm / 2:
-        raise ValueError(
-            "levels not labelled: the marrow's count and the learned segmentation's disagree "
-            f"(the network's L5-S1 lies {off_mm:.0f} mm from the marrow's, "
-            f"{off_mm / level_mm:.1f} levels)"
+    if off_mm < level_mm / 2:
+        return "agrees"
+    plane = Plane(volume, extrude(learned_labels, midline, volume.data.shape), midline)
+    height_mm = float(locate_gap(plane, disc_label("L5"), VERTEBRA_LABELS["L5"]).height_mm)
+    if not MIN_DISC_MM <= height_mm <= MAX_DISC_MM:
+        return (
+            f"not made: the network's L5-S1, {off_mm:.0f} mm from the marrow's, is no disc in "
+            f"the image (its gap {height_mm:.1f} mm high)"
         )
-    return "agrees"
+    raise ValueError(
+        "levels not labelled: the marrow's count and the learned segmentation's disagree "
+        f"(the network's L5-S1 lies {off_mm:.0f} mm from the marrow's, "
+        f"{off_mm / level_mm:.1f} levels, and the image shows a disc of {height_mm:.1f} mm there)"
+    )
 
 
 def _disc_hidden_below(volume: Volume, midline, column: Column, runs, anchor: int, facts: dict):
@@ -838,7 +852,7 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
         bodies_from = "learned segmentation"
     else:
         bodies_from = "marrow"
-        anchor_facts["LearnedCrossCheck"] = cross_check(volume, plane, labels2d)
+        anchor_facts["LearnedCrossCheck"] = cross_check(volume, midline, plane, labels2d)
     seg = extrude(labels2d, midline, volume.data.shape, half_width_slices)
     facts = {
         "MidsagittalSliceIndex": float(np.mean(midline)),

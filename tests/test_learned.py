@@ -16,6 +16,7 @@ from spineflow.measure import Plane
 from spineflow.segment import (
     MIDSAGITTAL_SURFACE,
     _continued,
+    compare_counts,
     cross_check,
     disc_label,
     segment_volume,
@@ -132,13 +133,44 @@ def _named_one_level_down(labels: np.ndarray) -> np.ndarray:
     return moved
 
 
+def _counted_into_the_sacrum(labels: np.ndarray) -> np.ndarray:
+    """The label map as a network that took S1 for L5 names it: every level named one up (S1 as
+    L5, L5-S1 as L4-L5), and L5-S1 and S1 moved one level's step down the column, on to the
+    sacrum's fused S1-S2 junction (the independent phantoms' sacrum fooled the network so)."""
+    names = list(VERTEBRA_LABELS)  # cranial to caudal, S1 last
+    moved = np.zeros_like(labels)
+    for upper, name in zip(names[:-1], names[1:]):
+        moved[labels == VERTEBRA_LABELS[name]] = VERTEBRA_LABELS[upper]
+        if name != names[-1]:
+            moved[labels == disc_label(name)] = disc_label(upper)
+    l5, s1 = (np.argwhere(labels == VERTEBRA_LABELS[name]).mean(axis=0) for name in ("L5", "S1"))
+    step = s1 - l5
+    for value in (VERTEBRA_LABELS["S1"], disc_label("L5")):
+        moved[ndimage.shift((labels == value).astype(float), step, order=0) > 0.5] = value
+    return moved
+
+
 def test_a_count_the_network_contradicts_names_no_level():
     """The marrow's labels of a phantom agree with the network's; the same labels one level
-    off do not, and no level is named."""
+    off do not (the network's L5-S1 is a disc in the image), and no level is named."""
     volume, _, _ = _phantom(seed=5, midline_offset_mm=0.7)
     labels, facts = segment_volume(volume)
     assert facts["BodiesFrom"] == "marrow" and facts["LearnedCrossCheck"] == "agrees"
-    plane = Plane(volume, labels, facts[MIDSAGITTAL_SURFACE])
-    assert cross_check(volume, plane.image, plane.labels) == "agrees"
+    midline = facts[MIDSAGITTAL_SURFACE]
+    plane = Plane(volume, labels, midline)
+    assert cross_check(volume, midline, plane.image, plane.labels) == "agrees"
     with pytest.raises(ValueError, match="the marrow's count and the learned segmentation's"):
-        cross_check(volume, plane.image, _named_one_level_down(plane.labels))
+        cross_check(volume, midline, plane.image, _named_one_level_down(plane.labels))
+
+
+def test_a_network_s_l5_s1_on_the_fused_sacrum_checks_nothing():
+    """Where the network's L5-S1 lies a level below the marrow's, on the sacrum's fused S1-S2
+    junction, the image measures no disc there: the check is not made and the marrow's labels
+    stand (they are right)."""
+    volume, _, _ = _phantom(seed=5, midline_offset_mm=0.7)
+    labels, facts = segment_volume(volume)
+    midline = facts[MIDSAGITTAL_SURFACE]
+    plane = Plane(volume, labels, midline)
+    verdict = compare_counts(volume, midline, plane.labels, _counted_into_the_sacrum(plane.labels))
+    assert verdict.startswith("not made: the network's L5-S1"), verdict
+    assert "is no disc in the image" in verdict
