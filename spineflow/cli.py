@@ -12,6 +12,7 @@ import yaml
 
 from .bids import group_dir
 from .evaluate import evaluate, format_report
+from .evaluate_fov import format_cuts, fov_cuts
 from .evaluate_masks import evaluate_masks, format_scores, scores_json
 from .synth.cohort import MEASURED_SERIES, CohortOptions, generate_cohort
 
@@ -92,11 +93,14 @@ def _accuracy(args) -> int:
     """The accuracy benchmark: a cohort across the whole parameter spread, the pipeline, the
     figures against truth; or (--output, --truth) the figures of an existing run; or
     (--realdata) the real exams with manual masks, written as DICOM by their folder's
-    ``to_dicom.py``, run and scored (--masks with --output: score an existing run)."""
+    ``to_dicom.py``, run and scored (--masks with --output: score an existing run; --fov:
+    the field of view's test too)."""
     if args.realdata:
         return _real_exams(Path(args.realdata).resolve(), Path(args.dir).resolve(), args)
     if args.output and args.masks:
         print(format_scores(evaluate_masks(Path(args.output), Path(args.masks))))
+        if args.fov:
+            print(format_cuts(fov_cuts(Path(args.output), Path(args.masks))))
         return 0
     if args.output:
         report = evaluate(Path(args.output), Path(args.truth))
@@ -122,6 +126,8 @@ def _real_exams(source: Path, root: Path, args) -> int:
         scores = evaluate_masks(cohort_dir / "output", cohort_dir / "truth")
         (cohort_dir / "scores.json").write_text(scores_json(scores))
         print(f"\nReal exams, {variant} ({cohort_dir}):\n{format_scores(scores)}", flush=True)
+        if args.fov:
+            print(format_cuts(fov_cuts(cohort_dir / "output", cohort_dir / "truth")), flush=True)
     return code
 
 
@@ -178,6 +184,11 @@ def main(argv=None) -> int:
         help="with --realdata: 4 mm slabs and/or the 1 mm slices",
     )  # fmt: skip
     accuracy.add_argument("--masks", help="with --output: a truth/ folder of manual masks")
+    accuracy.add_argument(
+        "--fov", action="store_true",
+        help="with manual masks: each exam's image cut from below (a field of view ending "
+        "higher up the spine), segmented again and its labels scored",
+    )  # fmt: skip
     accuracy.add_argument(
         "snakemake_args", nargs=argparse.REMAINDER, help="anything after -- goes to snakemake"
     )

@@ -684,16 +684,16 @@ def _disc_shape(mask: np.ndarray, spacing_mm) -> tuple[float, float]:
     return float(height), float(np.degrees(np.arctan2(up[0], up[1])))
 
 
-def _learned_bodies(volume: Volume, plane: np.ndarray):
+def _learned_bodies(volume: Volume, plane: np.ndarray, probabilities: np.ndarray):
     """Labels from the learned segmentation, where the marrow does not give the bodies (a
     contrast whose marrow the column's likeness does not tell from discs, bodies merged across
     thin dark discs) and to check the marrow's count (``cross_check``): its own pieces
     (``learned_pieces``) in front of its own thecal sac (the column along the sac's front wall,
     as the canal's), named up from its sacrum. The sacrum's cues must agree: the disc above it
     (its mask's shape, ``_disc_shape``) must have a disc's height, and the spine must bend most
-    there (``_bend_problem``); otherwise no level is labelled, and the error says why."""
+    there (``_bend_problem``); otherwise no level is labelled, and the error says why.
+    ``probabilities``: the network's on the plane (``learned.plane_probabilities``)."""
     spacing = volume.plane_spacing_mm
-    probabilities = learned.plane_probabilities(plane, spacing)
     classes = probabilities.argmax(axis=0)
     sacs, n = ndimage.label(classes == learned.CLASSES.index("csf"))
     if not n:
@@ -730,16 +730,44 @@ def _centroid_mm(labels2d: np.ndarray, value: int, spacing_mm) -> np.ndarray | N
     return where.mean(axis=0) * np.asarray(spacing_mm) if len(where) else None
 
 
-def cross_check(volume: Volume, midline, plane: np.ndarray, labels2d: np.ndarray) -> str:
+def cross_check(volume: Volume, midline, plane: np.ndarray, labels2d: np.ndarray,
+                probabilities: np.ndarray) -> str:  # fmt: skip
     """The marrow's count (``labels2d``, on the plane at ``midline``) checked against the
-    learned segmentation's (``_learned_bodies``), an independent cue (``compare_counts``).
-    Returns "agrees", or why the check could not be made (the marrow's labels then stand on its
-    own cues); raises ValueError where the two counts disagree."""
+    learned segmentation's (``_learned_bodies`` from the network's ``probabilities``), an
+    independent cue (``compare_counts``). Returns "agrees", or why the check could not be made
+    (the marrow's labels then stand on its own cues); raises ValueError where the two counts
+    disagree."""
     try:
-        learned_labels, _, _ = _learned_bodies(volume, plane)
+        learned_labels, _, _ = _learned_bodies(volume, plane, probabilities)
     except ValueError as problem:
         return f"not made: {problem}"
     return compare_counts(volume, midline, labels2d, learned_labels)
+
+
+# the network's sacrum in front of the canal below S1's cranial endplate: a fifth of a body's
+# mid-sagittal area (about 25 x 30 mm); a sacrum cut a few millimetres below S1's top still
+# gives some 300 mm2 on a real 1.5 T exam, specks at a lumbar body's edge under 50
+MIN_SACRUM_MM2 = 150.0
+
+
+def sacrum_seen(column: Column, top: int, probabilities, spacing_mm) -> str:
+    """The sacrum below S1's cranial endplate (row ``top`` of the column) as the network sees
+    it (``probabilities``): its sacrum must cover MIN_SACRUM_MM2 in front of the canal there,
+    else ValueError (the body taken for S1 may be a lumbar one at the field of view's caudal
+    edge: L5 ending at the edge and S1 running on into the sacrum look alike along the column,
+    and the marrow joins runs across dark discs). Returns the area found, for the sidecar."""
+    depth = column.depth_mm[None, :, None] * column.normals[:top, None, :]
+    grid = (column.points_mm[:top, None, :] + depth).reshape(-1, 2)
+    sacrum = probabilities.argmax(axis=0) == learned.CLASSES.index("sacrum")
+    cell_mm2 = 1.0 * (column.depth_mm[1] - column.depth_mm[0])  # rows 1 mm apart
+    area_mm2 = float(np.sum(sample(sacrum.astype(float), spacing_mm, grid) >= 0.5)) * cell_mm2
+    if area_mm2 < MIN_SACRUM_MM2:
+        raise ValueError(
+            "levels not labelled: the sacrum is not seen: below the cranial endplate of the "
+            f"body taken for S1 the learned segmentation finds {area_mm2:.0f} mm2 of sacrum "
+            "(the lowest body in view may be a lumbar one)"
+        )
+    return f"{area_mm2:.0f} mm2 of sacrum below S1's cranial endplate"
 
 
 def compare_counts(volume: Volume, midline, marrow_labels, learned_labels) -> str:
@@ -819,15 +847,18 @@ def _midsagittal(volume: Volume, canal) -> tuple[np.ndarray, float, str]:
     raise ValueError(f"{canal_problem}, and the spine's symmetry by {symmetric_scatter_mm:.1f} mm")
 
 
-def _marrow_labels(volume: Volume, midline, plane: np.ndarray, column: Column):
+def _marrow_labels(volume: Volume, midline, plane: np.ndarray, column: Column, probabilities):
     """The plane's labels from the marrow's body runs along the column, named up from L5-S1
-    (``_anchor_with_bodies_split``), the names found and what was measured."""
+    (``_anchor_with_bodies_split``) once the network sees the sacrum below S1's cranial
+    endplate (``sacrum_seen``), the names found and what was measured."""
     anchor, runs, facts = _anchor_with_bodies_split(volume, midline, column)
+    spacing = volume.plane_spacing_mm
+    facts["LearnedSacrum"] = sacrum_seen(column, runs[anchor][1], probabilities, spacing)
     labelling, names = anatomical_labelling(len(runs), anchor)
     # S1's label: its cranial part only, the rest of the run may be further sacrum
     runs[anchor] = (max(runs[anchor][0], runs[anchor][1] - S1_LABEL_MM), runs[anchor][1])
     straight = column_labels(column, runs, labelling)
-    return plane_labels(plane.shape, volume.plane_spacing_mm, column, straight), names, facts
+    return plane_labels(plane.shape, spacing, column, straight), names, facts
 
 
 def segment_volume(volume: Volume, half_width_slices: int = 1,
@@ -840,11 +871,14 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
     plane = plane_at(volume, midline)
     spacing = volume.plane_spacing_mm
     column = straighten(plane, spacing, canal)
+    probabilities = learned.plane_probabilities(plane, spacing)
     try:
-        labels2d, names, anchor_facts = _marrow_labels(volume, midline, plane, column)
+        labels2d, names, anchor_facts = _marrow_labels(
+            volume, midline, plane, column, probabilities
+        )
     except ValueError as marrow_problem:
         try:
-            labels2d, names, anchor_facts = _learned_bodies(volume, plane)
+            labels2d, names, anchor_facts = _learned_bodies(volume, plane, probabilities)
         except ValueError as learned_problem:
             raise ValueError(
                 f"{marrow_problem}; with the learned segmentation: {learned_problem}"
@@ -852,7 +886,8 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
         bodies_from = "learned segmentation"
     else:
         bodies_from = "marrow"
-        anchor_facts["LearnedCrossCheck"] = cross_check(volume, midline, plane, labels2d)
+        check = cross_check(volume, midline, plane, labels2d, probabilities)
+        anchor_facts["LearnedCrossCheck"] = check
     seg = extrude(labels2d, midline, volume.data.shape, half_width_slices)
     facts = {
         "MidsagittalSliceIndex": float(np.mean(midline)),

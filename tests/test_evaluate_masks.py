@@ -5,6 +5,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from spineflow.evaluate_fov import cut_from_below
 from spineflow.evaluate_masks import (
     anchors,
     body_gap_height_mm,
@@ -119,3 +120,16 @@ def test_a_discs_ap_ends_are_placed_against_its_masks_ends(angle):
     tolerance = 0.1 if angle == 0 else 0.7
     assert posterior == pytest.approx(1.5, abs=tolerance)
     assert anterior == pytest.approx(-1.5, abs=tolerance)
+
+
+def test_a_cut_from_below_keeps_every_voxel_where_it_was():
+    """An image stored head to foot (z falls along its third axis), 2 mm slices from z 30 down
+    to -8: cut by 12 mm from below, its voxels from z 4 up stay at their scanner coordinates."""
+    data = np.arange(4 * 5 * 20, dtype=np.float32).reshape(4, 5, 20)
+    affine = np.diag([1.0, 1.0, -2.0, 1.0])
+    affine[:3, 3] = (0.0, 0.0, 30.0)
+    volume = cut_from_below(nib.Nifti1Image(data, affine), 12.0)
+    z = volume.affine[2, 3] + volume.affine[2, 2] * np.arange(volume.data.shape[2])
+    assert volume.data.shape[2] == 14 and np.isclose(z.min(), 4.0) and np.isclose(z.max(), 30.0)
+    top = int(np.argmax(z))
+    assert np.array_equal(volume.data[:, :, top], data[:, :, 0])

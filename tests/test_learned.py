@@ -120,6 +120,28 @@ def test_without_a_sacrum_in_view_the_learned_segmentation_names_no_level():
         segment_volume(volume)
 
 
+@pytest.mark.parametrize("fov_shift_mm", [-110, -120, -130])
+def test_a_field_of_view_that_ends_above_the_sacrum_names_no_level(fov_shift_mm):
+    """The image ends between 7 mm below L5-S1's centre and 13 mm above it: the lowest body in
+    view is L5 (with at most its disc and a sliver of S1), which the marrow's runs alone took
+    for S1 (every label one level up); the network sees no sacrum there: no level is named."""
+    volume, _, _ = _phantom(seed=5, midline_offset_mm=0.7, fov_shift_mm=fov_shift_mm)
+    with pytest.raises(ValueError, match="the sacrum is not seen"):
+        segment_volume(volume)
+
+
+def test_a_sacrum_cut_below_s1_s_top_is_seen():
+    """The image ends 17 mm below L5-S1's centre, a few millimetres into S1: the network still
+    sees the sacrum there, and L5-S1 is labelled where it lies."""
+    volume, spine, translation = _phantom(seed=5, midline_offset_mm=0.7, fov_shift_mm=-100)
+    labels, facts = segment_volume(volume)
+    assert facts["LearnedSacrum"].endswith("mm2 of sacrum below S1's cranial endplate")
+    voxels = np.argwhere(labels == disc_label("L5"))
+    centroid = (volume.affine[:3, :3] @ voxels.mean(axis=0)) + volume.affine[:3, 3]
+    true_centre = np.asarray(spine.disc("L5-S1").mid_origin_as) + translation[1:]
+    assert np.linalg.norm(centroid[1:] - true_centre) < 5.0
+
+
 def _named_one_level_down(labels: np.ndarray) -> np.ndarray:
     """The label map with every body and disc named one level further down (L4 as L5, L4-L5
     as L5-S1, L5-S1 left out): the labels of a count one vertebra short, the sacrum taken for
@@ -158,9 +180,11 @@ def test_a_count_the_network_contradicts_names_no_level():
     assert facts["BodiesFrom"] == "marrow" and facts["LearnedCrossCheck"] == "agrees"
     midline = facts[MIDSAGITTAL_SURFACE]
     plane = Plane(volume, labels, midline)
-    assert cross_check(volume, midline, plane.image, plane.labels) == "agrees"
+    probabilities = learned.plane_probabilities(plane.image, volume.plane_spacing_mm)
+    assert cross_check(volume, midline, plane.image, plane.labels, probabilities) == "agrees"
+    moved = _named_one_level_down(plane.labels)
     with pytest.raises(ValueError, match="the marrow's count and the learned segmentation's"):
-        cross_check(volume, midline, plane.image, _named_one_level_down(plane.labels))
+        cross_check(volume, midline, plane.image, moved, probabilities)
 
 
 def test_a_network_s_l5_s1_on_the_fused_sacrum_checks_nothing():
