@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 
 from .bids import derivatives_root
-from .evaluate_masks import NAMES, anchors, lies_on
+from .evaluate_masks import anchors, placed_labels
 from .midsagittal import Volume
 from .segment import segment_volume
 
@@ -37,12 +37,10 @@ def score_cut(volume: Volume, known) -> dict:
         labels, facts = segment_volume(volume)
     except ValueError as problem:
         return {"outcome": "failed", "detail": str(problem), "named_by": ""}
-    wrong = []
-    for value in sorted(int(v) for v in np.unique(labels) if v):
-        centre = nib.affines.apply_affine(volume.affine, np.argwhere(labels == value).mean(axis=0))
-        name, on = NAMES.get(value, str(value)), lies_on(centre, known)
-        if on not in (name, "?"):
-            wrong.append(f"{name} on {on}")
+    places = placed_labels(labels, volume.affine, known)
+    wrong = [
+        f"{p['label']} on {p['lies_on']}" for p in places if p["lies_on"] not in (p["label"], "?")
+    ]
     outcome = "wrong" if wrong else "right"
     return {"outcome": outcome, "detail": ", ".join(wrong), "named_by": facts["BodiesFrom"]}
 

@@ -287,11 +287,17 @@ def labelled_by(dseg_path: Path | None) -> str:
 def label_places(dseg_path: Path, known: list[Anchor]) -> list[dict]:
     """Each of the run's labels, the structure it lies on and whether that is its own."""
     image = nib.load(str(dseg_path))
-    data = np.asarray(image.dataobj)
+    return placed_labels(np.asarray(image.dataobj), image.affine, known)
+
+
+def placed_labels(labels: np.ndarray, affine: np.ndarray, known: list[Anchor]) -> list[dict]:
+    """Each label of a label map (``labels`` on the grid of ``affine``), the structure it lies
+    on (``lies_on``) and whether that is its own."""
     rows = []
-    for value in sorted(int(v) for v in np.unique(data) if v):
+    for value in sorted(int(v) for v in np.unique(labels) if v):
         name = NAMES.get(value, str(value))
-        on = lies_on(_centroid_ras(image, data == value), known)
+        centre = nib.affines.apply_affine(affine, np.argwhere(labels == value).mean(axis=0))
+        on = lies_on(centre, known)
         rows.append({"label": name, "lies_on": on, "right": on == name})
     return rows
 
