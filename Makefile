@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/spineflow demo --dir demo --participants $(or $(PARTICIPANTS),28)
 
+# two workers: the end-to-end tests on the tiny cohort in one, the unit tests in the other
 test: $(STAMP)
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check spineflow scripts tests

@@ -26,6 +26,19 @@ def run_snakemake(
     )
 
 
+@pytest.hookimpl(wrapper=True)  # around xdist's own, which reads the groups
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's ``--dist loadgroup`` (``make test``), the tests on the tiny cohort
+    run in one worker, first, so that the cohort is made and run once while the other worker
+    takes the rest."""
+    on_cohort = [item for item in items if "tiny_cohort" in getattr(item, "fixturenames", ())]
+    for item in on_cohort:
+        item.add_marker(pytest.mark.xdist_group("tiny_cohort"))
+    chosen = set(on_cohort)
+    items[:] = on_cohort + [item for item in items if item not in chosen]
+    return (yield)
+
+
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory):
     """4 participants: one without timepoint 2, one scan with L3-L4 out of view."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spineflow.synth import anatomy
+from spineflow.synth import anatomy, render
 from spineflow.synth.anatomy import (
     LUMBAR_NAMES,
     SACRAL_NAMES,
@@ -229,3 +229,30 @@ def test_a_participants_visits_share_the_body_around_the_spine():
     assert not np.allclose(s1[0], s1[1])  # ... which did move
     assert second["bowel"] != first["bowel"]
     assert second["bias"] != first["bias"]
+
+
+def test_each_point_is_painted_its_own_tissue_whatever_their_order():
+    rng = np.random.default_rng(3)
+    spine = build_spine(sample_participant(rng))
+    scene = sample_scene(rng, spine, 20.0, np.random.default_rng(4))
+    a_mm, s_mm = np.asarray(spine.vertebra("L4").centre_as)
+    a, s = (
+        g.ravel() for g in np.meshgrid(a_mm + np.arange(-60, 61.0), s_mm + np.arange(-120, 121))
+    )
+    points = (spine.midline_r(s), a, s)
+    shuffle = rng.permutation(len(a))
+    value = render.tissue_intensity(spine, scene, *points, render.PD_FS)
+    shuffled = render.tissue_intensity(spine, scene, *(c[shuffle] for c in points), render.PD_FS)
+    assert np.array_equal(shuffled, value[shuffle])
+    labels = render.structure_labels(spine, *points)
+    assert np.array_equal(
+        render.structure_labels(spine, *(c[shuffle] for c in points)), labels[shuffle]
+    )
+    assert {render.TRUTH_LABELS["L4"], 100 + render.TRUTH_LABELS["L4"]} <= set(labels.tolist())
+    # the outline, where the edges are looked for, is the signal without the marrow's texture
+    _, outline = render._paint_tissues(spine, scene, *points, render.PD_FS)
+    untextured = {**scene, "marrow_texture": 0.0}
+    assert np.array_equal(
+        outline, render.tissue_intensity(spine, untextured, *points, render.PD_FS)
+    )
+    assert not np.array_equal(outline, value)

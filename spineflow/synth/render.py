@@ -124,15 +124,32 @@ def _smoothstep(x):
 
 
 class _Painter:
-    """Paints tissue intensities into a flat array of sample points, structure by structure."""
+    """Paints tissue intensities into a flat array of sample points, structure by structure,
+    and beside it their outline: the same without the marrow's texture (where the tissues'
+    boundaries are). The points are held sorted by s, so that a structure's painter looks only
+    at the points within its extent along the body (``between``)."""
 
     def __init__(self, r, a, s, contrast):
-        self.r, self.a, self.s = r, a, s
-        self.value = np.zeros_like(r)
+        self.order = np.argsort(s, kind="stable")
+        self.r, self.a, self.s = r[self.order], a[self.order], s[self.order]
+        self.value = np.zeros_like(self.r)
+        self.outline = np.zeros_like(self.r)
         self.c = contrast
 
-    def paint(self, mask, value):
+    def between(self, s_low_mm: float, s_high_mm: float) -> slice:
+        """The points with s between the two, and those up to 1 mm beyond (for the painter's
+        own exact test)."""
+        low, high = np.searchsorted(self.s, [s_low_mm - 1.0, s_high_mm + 1.0])
+        return slice(int(low), int(high))
+
+    def in_input_order(self, values: np.ndarray) -> np.ndarray:
+        unsorted = np.empty_like(values)
+        unsorted[self.order] = values
+        return unsorted
+
+    def paint(self, mask, value, outline=None):
         self.value[mask] = value
+        self.outline[mask] = value if outline is None else outline
 
 
 def _posterior_wall(spine: Spine):
@@ -159,11 +176,16 @@ def _anterior_wall(spine: Spine):
 
 def tissue_intensity(spine: Spine, scene: dict, r, a, s, contrast: dict) -> np.ndarray:
     """Noise-free signal at anatomy-frame points (flat float arrays)."""
+    return _paint_tissues(spine, scene, r, a, s, contrast)[0]
+
+
+def _paint_tissues(spine: Spine, scene: dict, r, a, s, contrast: dict):
+    """Noise-free signal and outline at anatomy-frame points."""
     p = _Painter(r, a, s, contrast)
     wall_s, wall_a = _posterior_wall(spine)
-    post_wall = np.interp(s, wall_s, wall_a)
+    post_wall = np.interp(p.s, wall_s, wall_a)
     front_s, front_a = _anterior_wall(spine)
-    front_wall = np.interp(s, front_s, front_a)
+    front_wall = np.interp(p.s, front_s, front_a)
     _paint_trunk(p, scene, post_wall, contrast)
     _paint_abdomen(p, scene, spine, front_wall, contrast)
     _paint_pelvis(p, scene, contrast)
@@ -175,7 +197,7 @@ def tissue_intensity(spine: Spine, scene: dict, r, a, s, contrast: dict) -> np.n
         _paint_body(p, vertebra, scene, contrast)
     for disc in spine.discs:
         _paint_disc(p, disc, contrast)
-    return p.value
+    return p.in_input_order(p.value), p.in_input_order(p.outline)
 
 
 def _paint_trunk(p: _Painter, scene, post_wall, contrast):
@@ -201,8 +223,10 @@ def _paint_trunk(p: _Painter, scene, post_wall, contrast):
 def _paint_abdomen(p: _Painter, scene, spine, front_wall, contrast):
     for loop in scene["bowel"]:
         centre, radii = np.asarray(loop["centre_ras"]), loop["radii_mm"]
-        idx = np.flatnonzero(
-            (np.abs(p.s - centre[2]) < radii[2]) & (np.abs(p.r - centre[0]) < radii[0])
+        window = p.between(centre[2] - radii[2], centre[2] + radii[2])
+        idx = window.start + np.flatnonzero(
+            (np.abs(p.s[window] - centre[2]) < radii[2])
+            & (np.abs(p.r[window] - centre[0]) < radii[0])
         )
         d2 = (
             ((p.r[idx] - centre[0]) / radii[0]) ** 2
@@ -212,11 +236,14 @@ def _paint_abdomen(p: _Painter, scene, spine, front_wall, contrast):
         p.paint(idx[d2 <= 1.0], contrast["fat"] * 0.5)  # bowel wall: dark rim
         p.paint(idx[d2 <= 0.8], loop["signal"])
     for vessel in scene["vessels"]:
-        lateral = vessel["r_mm"] + vessel["spread"] * np.clip(vessel["split_s_mm"] - p.s, 0, None)
-        d2 = ((p.r - lateral) ** 2 + (p.a - (front_wall + vessel["a_offset_mm"])) ** 2) / vessel[
+        below = p.between(-np.inf, vessel["top_s_mm"])
+        r, a, s = p.r[below], p.a[below], p.s[below]
+        lateral = vessel["r_mm"] + vessel["spread"] * np.clip(vessel["split_s_mm"] - s, 0, None)
+        d2 = ((r - lateral) ** 2 + (a - (front_wall[below] + vessel["a_offset_mm"])) ** 2) / vessel[
             "radius_mm"
         ] ** 2
-        p.paint((d2 <= 1.0) & (p.s < vessel["top_s_mm"]), contrast["vessel"])
+        inside = (d2 <= 1.0) & (s < vessel["top_s_mm"])
+        p.paint(below.start + np.flatnonzero(inside), contrast["vessel"])
 
 
 def _wall_curve(spine: Spine, anterior: bool = False, step_mm: float = 0.5):
@@ -268,13 +295,14 @@ def _depth_from_wall(p: _Painter, spine: Spine, anterior: bool, half_lr_mm: floa
     point and distance to it; and the curve with its arc lengths."""
     low, (depth_map, along_map, distance_map), curve_arc = _wall_map(spine, anterior)
     r = p.r - spine.midline_r(p.s)
-    index = np.column_stack([(p.a - low[0]), (p.s - low[1])]) / WALL_GRID_MM
+    near = np.flatnonzero(np.abs(r) < half_lr_mm)
+    index = np.column_stack([(p.a[near] - low[0]), (p.s[near] - low[1])]) / WALL_GRID_MM
     inside = np.all((index >= 0) & (index <= np.array(depth_map.shape) - 1), axis=1)
-    near = np.flatnonzero((np.abs(r) < half_lr_mm) & inside)
-    distance = ndimage.map_coordinates(distance_map, index[near].T, order=1, mode="nearest")
+    near, index = near[inside], index[inside]
+    distance = ndimage.map_coordinates(distance_map, index.T, order=1, mode="nearest")
     close = distance < reach_mm
     near, distance = near[close], distance[close]
-    coords = index[near].T
+    coords = index[close].T
     depth = ndimage.map_coordinates(depth_map, coords, order=1, mode="nearest")
     along = ndimage.map_coordinates(along_map, coords, order=1, mode="nearest")
     return near, r[near], depth, along, distance, curve_arc
@@ -324,7 +352,10 @@ def _paint_posterior_elements(p: _Painter, spine: Spine, v, contrast):
     if v.name.startswith("S"):
         return
     reach = v.depth_mm + 60
-    idx = np.flatnonzero((np.abs(p.s - v.centre_as[1]) < reach) & (np.abs(p.r) < 40))
+    window = p.between(v.centre_as[1] - reach, v.centre_as[1] + reach)
+    idx = window.start + np.flatnonzero(
+        (np.abs(p.s[window] - v.centre_as[1]) < reach) & (np.abs(p.r[window]) < 40)
+    )
     u, w_v, w = v.local(p.r[idx], p.a[idx], p.s[idx])
     behind = -(v.depth_mm / 2 + spine.ligament_gap_mm + spine.canal_ap_mm)
     half_lr = spine.canal_lr_mm / 2
@@ -339,8 +370,10 @@ def _paint_posterior_elements(p: _Painter, spine: Spine, v, contrast):
 
 
 def _near(p: _Painter, centre_as, reach_mm: float) -> np.ndarray:
-    return np.flatnonzero(
-        (np.abs(p.s - centre_as[1]) < reach_mm) & (np.abs(p.a - centre_as[0]) < reach_mm)
+    window = p.between(centre_as[1] - reach_mm, centre_as[1] + reach_mm)
+    return window.start + np.flatnonzero(
+        (np.abs(p.s[window] - centre_as[1]) < reach_mm)
+        & (np.abs(p.a[window] - centre_as[0]) < reach_mm)
     )
 
 
@@ -373,14 +406,14 @@ def _paint_body(p: _Painter, v, scene, contrast):
     rim_mm = (1 - np.sqrt(np.clip(r2, 0, 1))) * min(v.depth_mm, v.width_mm) / 2
     cortex = inside & ((top - w_v < v.cortex_mm) | (w_v - bottom < v.cortex_mm) | (rim_mm < 0.8))
     texture = 1 + scene["marrow_texture"] * np.sin(u / 3.1 + w_v / 4.7) * np.cos(w / 5.3)
-    p.value[idx[inside]] = contrast["marrow"] * texture[inside]
-    p.value[idx[cortex]] = contrast["cortex"]
+    p.paint(idx[inside], contrast["marrow"] * texture[inside], contrast["marrow"])
+    p.paint(idx[cortex], contrast["cortex"])
 
 
 def _paint_disc(p: _Painter, disc, contrast):
     idx, inside, (u_m, v_m, w) = _disc_inside(p, disc)
     if disc.remnant:
-        p.value[idx[inside]] = contrast["remnant"]
+        p.paint(idx[inside], contrast["remnant"])
         return
     height_mm = disc.upper.caudal_endplate_centre_as() - disc.lower.cranial_endplate_centre_as()
     half_height = np.linalg.norm(height_mm) / 2
@@ -394,7 +427,7 @@ def _paint_disc(p: _Painter, disc, contrast):
     if grade >= 2:  # intranuclear cleft: horizontal dark band of grade II and worse
         share *= 1 - 0.45 * np.exp(-((v_m / 0.7) ** 2))
     signal = contrast["annulus"] + (contrast["nucleus"][grade] - contrast["annulus"]) * share
-    p.value[idx[inside]] = signal[inside]
+    p.paint(idx[inside], signal[inside])
 
 
 def _paint_pelvis(p: _Painter, scene, contrast):
@@ -405,7 +438,9 @@ def _paint_pelvis(p: _Painter, scene, contrast):
         return
     for blob in pelvis:
         centre, radii = np.asarray(blob["centre_ras"]), np.asarray(blob["radii_mm"])
-        idx = np.flatnonzero(np.all(np.abs(np.column_stack([p.r, p.a, p.s]) - centre) < radii, 1))
+        window = p.between(centre[2] - radii[2], centre[2] + radii[2])
+        points = np.column_stack([p.r[window], p.a[window], p.s[window]])
+        idx = window.start + np.flatnonzero(np.all(np.abs(points - centre) < radii, 1))
         d2 = (((np.column_stack([p.r[idx], p.a[idx], p.s[idx]]) - centre) / radii) ** 2).sum(1)
         tissue = blob["tissue"]
         p.paint(idx[d2 <= 1.0], contrast["cortex"] if tissue == "marrow" else contrast["fat"])
@@ -424,7 +459,7 @@ def structure_labels(spine: Spine, r, a, s) -> np.ndarray:
     """SPINEPS-convention labels at anatomy-frame points: bodies (cortex included) and discs;
     the fused sacral segments and their remnants are one sacrum label, as SPINEPS writes it."""
     p = _Painter(r, a, s, {})
-    labels = np.zeros(r.shape, np.int16)
+    labels = np.zeros(r.shape, np.int16)  # in the painter's order
     for vertebra in spine.vertebrae:
         idx, inside, _ = _body_inside(p, vertebra)
         labels[idx[inside]] = TRUTH_LABELS[vertebra.name]
@@ -432,7 +467,7 @@ def structure_labels(spine: Spine, r, a, s) -> np.ndarray:
         idx, inside, _ = _disc_inside(p, disc)
         upper = TRUTH_LABELS[disc.upper.name]
         labels[idx[inside]] = TRUTH_LABELS["S1"] if disc.remnant else 100 + upper
-    return labels
+    return p.in_input_order(labels)
 
 
 def label_volume(spine: Spine, geometry: SliceGeometry, rotation, translation) -> np.ndarray:
@@ -461,14 +496,24 @@ def bias_field(points_ras, scene) -> np.ndarray:
     return np.exp(log_field)
 
 
-def _slice_signal(spine, scene, contrast, geometry, centre, offsets, depth_mm, pose) -> np.ndarray:
-    """Mean noise-free signal over the through-plane samples at in-plane offsets of one slice."""
+def _signal(spine, scene, contrast, points_ras, pose) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free signal and outline at scanner points."""
+    anat = scanner_to_anatomy(points_ras, *pose)
+    return _paint_tissues(spine, scene, anat[:, 0], anat[:, 1], anat[:, 2], contrast)
+
+
+def _slice_signal(spine, scene, contrast, geometry, centre, offsets, depth_mm, pose):
+    """Mean noise-free signal and outline over the through-plane samples at in-plane offsets of
+    one slice."""
     in_plane = geometry.points(centre, offsets)
-    accum = np.zeros(len(offsets), np.float64)
+    value, outline = np.zeros(len(offsets)), np.zeros(len(offsets))
     for dz in depth_mm:
-        anat = scanner_to_anatomy(in_plane + dz * geometry.normal, *pose)
-        accum += tissue_intensity(spine, scene, anat[:, 0], anat[:, 1], anat[:, 2], contrast)
-    return accum / len(depth_mm)
+        value_dz, outline_dz = _signal(
+            spine, scene, contrast, in_plane + dz * geometry.normal, pose
+        )
+        value += value_dz
+        outline += outline_dz
+    return value / len(depth_mm), outline / len(depth_mm)
 
 
 # the bodies' and discs' edges, measured to hundredths of a millimetre, are sampled finer (on a
@@ -487,7 +532,7 @@ def _pixel_means(spine, scene, contrast, geometry, centre, pixels, n, depth_mm, 
     """Mean signal over each pixel (centres ``pixels``, mm from the slice centre), sampled on
     an n x n grid."""
     fine = (pixels[:, None, :] + _sub_pixel(n, geometry.pixel_mm)).reshape(-1, 2)
-    values = _slice_signal(spine, scene, contrast, geometry, centre, fine, depth_mm, pose)
+    values, _ = _slice_signal(spine, scene, contrast, geometry, centre, fine, depth_mm, pose)
     return values.reshape(len(pixels), n * n).mean(axis=1)
 
 
@@ -536,14 +581,12 @@ def render_volume(
     depth_mm = depth * geometry.thickness_mm
     pose = (rotation, translation)
     shape = (geometry.rows, geometry.cols)
-    untextured = {**scene, "marrow_texture": 0.0}  # edges are the tissues' boundaries
     volume = np.empty((len(geometry.slice_centres), *shape), np.float32)
     for k, centre in enumerate(geometry.slice_centres):
-        signal = _slice_signal(spine, scene, contrast, geometry, centre, centres, depth_mm, pose)
+        signal, outline = _slice_signal(
+            spine, scene, contrast, geometry, centre, centres, depth_mm, pose
+        )
         if supersample > 1:
-            outline = _slice_signal(
-                spine, untextured, contrast, geometry, centre, centres, depth_mm, pose
-            )
             edges = _edge_pixels(outline.reshape(shape)).ravel()
             column = edges & _near_column(spine, geometry, centre, centres, pose)
             for chosen, n in ((edges & ~column, supersample), (column, column_supersample)):
