@@ -496,21 +496,14 @@ def bias_field(points_ras, scene) -> np.ndarray:
     return np.exp(log_field)
 
 
-def _signal(spine, scene, contrast, points_ras, pose) -> tuple[np.ndarray, np.ndarray]:
-    """Noise-free signal and outline at scanner points."""
-    anat = scanner_to_anatomy(points_ras, *pose)
-    return _paint_tissues(spine, scene, anat[:, 0], anat[:, 1], anat[:, 2], contrast)
-
-
 def _slice_signal(spine, scene, contrast, geometry, centre, offsets, depth_mm, pose):
     """Mean noise-free signal and outline over the through-plane samples at in-plane offsets of
     one slice."""
     in_plane = geometry.points(centre, offsets)
     value, outline = np.zeros(len(offsets)), np.zeros(len(offsets))
     for dz in depth_mm:
-        value_dz, outline_dz = _signal(
-            spine, scene, contrast, in_plane + dz * geometry.normal, pose
-        )
+        anat = scanner_to_anatomy(in_plane + dz * geometry.normal, *pose)
+        value_dz, outline_dz = _paint_tissues(spine, scene, *anat.T, contrast)
         value += value_dz
         outline += outline_dz
     return value / len(depth_mm), outline / len(depth_mm)
