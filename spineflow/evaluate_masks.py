@@ -63,15 +63,15 @@ def _value_of(name: str) -> int:
     return disc_label(name.split("-")[0]) if "-" in name else VERTEBRA_LABELS[name]
 
 
-def _centroid_ras(image: nib.Nifti1Image, mask: np.ndarray) -> np.ndarray:
-    return nib.affines.apply_affine(image.affine, np.argwhere(mask).mean(axis=0))
+def _centroid_ras(affine: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return nib.affines.apply_affine(affine, np.argwhere(mask).mean(axis=0))
 
 
 def anchors(mask_image: nib.Nifti1Image) -> list[Anchor]:
     """The masks' structures and those lying between two of them, cranial to caudal."""
     data = np.asarray(mask_image.dataobj)
     own = {
-        name: _centroid_ras(mask_image, data == _value_of(name))
+        name: _centroid_ras(mask_image.affine, data == _value_of(name))
         for name in SEQUENCE
         if np.any(data == _value_of(name))
     }
@@ -296,8 +296,7 @@ def placed_labels(labels: np.ndarray, affine: np.ndarray, known: list[Anchor]) -
     rows = []
     for value in sorted(int(v) for v in np.unique(labels) if v):
         name = NAMES.get(value, str(value))
-        centre = nib.affines.apply_affine(affine, np.argwhere(labels == value).mean(axis=0))
-        on = lies_on(centre, known)
+        on = lies_on(_centroid_ras(affine, labels == value), known)
         rows.append({"label": name, "lies_on": on, "right": on == name})
     return rows
 
