@@ -28,7 +28,8 @@ def _configure_logging(log_path: str | None) -> None:
 
 
 def run(smk, function, failure_record: str | None = None, **kwargs):
-    """Call ``function(**kwargs)`` inside the rule's logging; record and re-raise failures."""
+    """Call ``function(**kwargs)`` inside the rule's logging; record and re-raise failures,
+    and clear the record of an earlier failure once the step succeeds."""
     _configure_logging(smk.log[0] if len(smk.log) else None)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(smk.threads)
     log = logging.getLogger("spineflow")
@@ -42,6 +43,8 @@ def run(smk, function, failure_record: str | None = None, **kwargs):
             write_failure(failure_record, smk.wildcards, smk.rule, error, log_name)
         raise
     log.info("rule %s done", smk.rule)
+    if failure_record:  # a retried step that now succeeds no longer takes its session out
+        Path(failure_record).unlink(missing_ok=True)
     return result
 
 
