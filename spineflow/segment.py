@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -861,17 +862,81 @@ def _marrow_labels(volume: Volume, midline, plane: np.ndarray, column: Column, p
     return plane_labels(plane.shape, spacing, column, straight), names, facts
 
 
+# the thecal sac's median signal over the vertebral bodies', as the network (trained on every
+# contrast) finds them on the plane: 1.6-3.1 on real T2 exams, 4.3-4.9 on fat-suppressed PD
+# phantoms, 0.6 on a real T1 whose header called it a T2; each over at least this area
+POLARITY_MIN_AREA_MM2 = 500.0
+BRIGHTNESS = {1: "bright", -1: "dark"}
+
+
+def canal_polarity_seen(plane: np.ndarray, spacing_mm, probabilities) -> int | None:
+    """The canal's brightness on the image (+1 brighter than the bodies, -1 darker), from the
+    network's classes; None where it finds too little of either."""
+    classes = probabilities.argmax(axis=0)
+    cell_mm2 = float(np.prod(spacing_mm))
+    sac, bodies = (plane[classes == learned.CLASSES.index(name)] for name in ("csf", "body"))
+    if min(sac.size, bodies.size) * cell_mm2 < POLARITY_MIN_AREA_MM2:
+        return None
+    return 1 if np.median(sac) > np.median(bodies) else -1
+
+
+class MidsagittalPlane(NamedTuple):
+    """The canal (``canal_projection``), the mid-sagittal surface through it and how it was
+    found, the plane along it and the network's class probabilities there."""
+
+    canal: Canal
+    midline: np.ndarray
+    scatter_mm: float
+    midline_from: str
+    plane: np.ndarray
+    probabilities: np.ndarray
+
+
+def _midsagittal_plane(volume: Volume, canal_polarity: int) -> MidsagittalPlane:
+    canal = canal_projection(volume, canal_polarity)
+    midline, scatter_mm, midline_from = _midsagittal(volume, canal)
+    plane = plane_at(volume, midline)
+    probabilities = learned.plane_probabilities(plane, volume.plane_spacing_mm)
+    return MidsagittalPlane(canal, midline, scatter_mm, midline_from, plane, probabilities)
+
+
 def segment_volume(volume: Volume, half_width_slices: int = 1,
                    canal_polarity: int = 1) -> tuple[np.ndarray, dict]:  # fmt: skip
     """3D label map (labels in the slices around the mid-sagittal surface) and facts about it,
     the mid-sagittal surface among them (``MIDSAGITTAL_SURFACE``: the measurement uses the
-    same). ``canal_polarity``: +1 a bright canal (fluid-sensitive), -1 a dark one (T1)."""
-    canal = canal_projection(volume, canal_polarity)
-    midline, scatter_mm, midline_from = _midsagittal(volume, canal)
-    plane = plane_at(volume, midline)
+    same). ``canal_polarity``: +1 a bright canal (fluid-sensitive), -1 a dark one (T1), as the
+    series' timing says. A header can be wrong: where the levels cannot be labelled so, they
+    are sought with the canal the other way if the image shows it so on the plane that gives
+    (``canal_polarity_seen``)."""
+    try:
+        seg, facts = _labelled_volume(volume, canal_polarity, half_width_slices)
+        return seg, {**facts, "CanalBrightnessFrom": "the series' timing"}
+    except ValueError as timing_problem:
+        other = -canal_polarity
+        try:
+            found = _midsagittal_plane(volume, other)
+        except ValueError:
+            raise timing_problem from None
+        if canal_polarity_seen(found.plane, volume.plane_spacing_mm, found.probabilities) != other:
+            raise
+        try:
+            seg, facts = _labelled_volume(volume, other, half_width_slices, found)
+        except ValueError as image_problem:
+            raise ValueError(
+                f"{timing_problem}; with the canal {BRIGHTNESS[other]}, as the image shows it: "
+                f"{image_problem}"
+            ) from image_problem
+    timing = BRIGHTNESS[canal_polarity]
+    return seg, {**facts, "CanalBrightnessFrom": f"the image (the series' timing: {timing})"}
+
+
+def _labelled_volume(volume: Volume, canal_polarity: int, half_width_slices: int,
+                     found: MidsagittalPlane | None = None):  # fmt: skip
+    """``segment_volume`` with one canal brightness (along its plane, if ``found``)."""
+    found = found or _midsagittal_plane(volume, canal_polarity)
+    canal, midline, scatter_mm, midline_from, plane, probabilities = found
     spacing = volume.plane_spacing_mm
     column = straighten(plane, spacing, canal)
-    probabilities = learned.plane_probabilities(plane, spacing)
     try:
         labels2d, names, anchor_facts = _marrow_labels(
             volume, midline, plane, column, probabilities
@@ -892,7 +957,7 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
     facts = {
         "MidsagittalSliceIndex": float(np.mean(midline)),
         MIDSAGITTAL_SURFACE: np.round(midline, 3).tolist(),
-        "CanalBrightness": "bright" if canal.polarity > 0 else "dark",
+        "CanalBrightness": BRIGHTNESS[canal.polarity],
         "MidsagittalScatterMillimetres": round(scatter_mm, 2),
         "MidsagittalFrom": midline_from,
         "LevelsFound": names,

@@ -16,6 +16,8 @@ from spineflow.measure import Plane
 from spineflow.segment import (
     MIDSAGITTAL_SURFACE,
     _continued,
+    _midsagittal_plane,
+    canal_polarity_seen,
     compare_counts,
     cross_check,
     disc_label,
@@ -85,22 +87,51 @@ def test_where_the_marrow_gives_no_bodies_the_learned_segmentation_labels_the_le
     volume, spine, translation = _phantom(seed=seed, midline_offset_mm=0.7, base=render.T1)
     labels, facts = segment_volume(volume, canal_polarity=polarity)
     assert facts["BodiesFrom"] == "learned segmentation"
-
-    def centre_error_mm(value, true_centre_as):
-        voxels = np.argwhere(labels == value)
-        centroid = (volume.affine[:3, :3] @ voxels.mean(axis=0)) + volume.affine[:3, 3]
-        return np.linalg.norm(centroid[1:] - true_centre_as - translation[1:]), voxels
-
-    for level in ("L3-L4", "L4-L5", "L5-S1"):
-        upper = level.split("-")[0]
-        error_mm, _ = centre_error_mm(disc_label(upper), spine.disc(level).mid_origin_as)
-        assert error_mm < 5.0, level
+    _assert_study_discs_in_place(labels, volume, spine, translation)
     bodies = [name for name in facts["LevelsFound"] if "-" not in name and name != "S1"]
     assert len(bodies) >= 6, facts["LevelsFound"]
     for name in bodies:
-        error_mm, voxels = centre_error_mm(VERTEBRA_LABELS[name], spine.vertebra(name).centre_as)
+        true_centre_as = spine.vertebra(name).centre_as
+        error_mm, voxels = _centre_error_mm(labels, volume, VERTEBRA_LABELS[name], true_centre_as,
+                                            translation)  # fmt: skip
         cut_by_image = voxels[:, 2].max() == volume.data.shape[2] - 1
         assert cut_by_image or error_mm < 3.0, (name, error_mm)
+
+
+def _centre_error_mm(labels, volume, value, true_centre_as, translation):
+    """In-plane distance of a label's centre from the truth's, and the label's voxels."""
+    voxels = np.argwhere(labels == value)
+    centroid = (volume.affine[:3, :3] @ voxels.mean(axis=0)) + volume.affine[:3, 3]
+    return np.linalg.norm(centroid[1:] - true_centre_as - translation[1:]), voxels
+
+
+def _assert_study_discs_in_place(labels, volume, spine, translation):
+    for level in ("L3-L4", "L4-L5", "L5-S1"):
+        upper = level.split("-")[0]
+        error_mm, _ = _centre_error_mm(labels, volume, disc_label(upper),
+                                       spine.disc(level).mid_origin_as, translation)  # fmt: skip
+        assert error_mm < 5.0, level
+
+
+@pytest.mark.parametrize("base,polarity", [(render.PD_FS, 1), (render.STIR, 1), (render.T2, 1),
+                                           (render.T1, -1)])  # fmt: skip
+def test_the_canal_s_brightness_is_read_off_the_network_s_sac_and_bodies(base, polarity):
+    volume, _, _ = _phantom(seed=5, midline_offset_mm=0.7, base=base)
+    found = _midsagittal_plane(volume, polarity)
+    seen = canal_polarity_seen(found.plane, volume.plane_spacing_mm, found.probabilities)
+    assert seen == polarity
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_t1_whose_header_calls_its_canal_bright_is_labelled_with_the_canal_dark(seed):
+    """The series' timing says fluid-sensitive (as a converter that writes every exam as a T2
+    does): no bright tube gives a mid-sagittal plane; on the plane a dark one gives, the
+    network's thecal sac is darker than its bodies, and the levels are labelled along it."""
+    volume, spine, translation = _phantom(seed=seed, midline_offset_mm=0.7, base=render.T1)
+    labels, facts = segment_volume(volume, canal_polarity=1)
+    assert facts["CanalBrightness"] == "dark"
+    assert facts["CanalBrightnessFrom"] == "the image (the series' timing: bright)"
+    _assert_study_discs_in_place(labels, volume, spine, translation)
 
 
 def test_a_curve_is_continued_straight_on_beyond_both_ends():
