@@ -909,7 +909,8 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
     are sought with the canal the other way if the image shows it so on the plane that gives
     (``canal_polarity_seen``)."""
     try:
-        seg, facts = _labelled_volume(volume, canal_polarity, half_width_slices)
+        found = _midsagittal_plane(volume, canal_polarity)
+        seg, facts = _labelled_volume(volume, found, half_width_slices)
         return seg, {**facts, "CanalBrightnessFrom": "the series' timing"}
     except ValueError as timing_problem:
         other = -canal_polarity
@@ -920,7 +921,7 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
         if canal_polarity_seen(found.plane, volume.plane_spacing_mm, found.probabilities) != other:
             raise
         try:
-            seg, facts = _labelled_volume(volume, other, half_width_slices, found)
+            seg, facts = _labelled_volume(volume, found, half_width_slices)
         except ValueError as image_problem:
             raise ValueError(
                 f"{timing_problem}; with the canal {BRIGHTNESS[other]}, as the image shows it: "
@@ -930,10 +931,8 @@ def segment_volume(volume: Volume, half_width_slices: int = 1,
     return seg, {**facts, "CanalBrightnessFrom": f"the image (the series' timing: {timing})"}
 
 
-def _labelled_volume(volume: Volume, canal_polarity: int, half_width_slices: int,
-                     found: MidsagittalPlane | None = None):  # fmt: skip
-    """``segment_volume`` with one canal brightness (along its plane, if ``found``)."""
-    found = found or _midsagittal_plane(volume, canal_polarity)
+def _labelled_volume(volume: Volume, found: MidsagittalPlane, half_width_slices: int):
+    """``segment_volume`` along one mid-sagittal plane (``_midsagittal_plane``)."""
     canal, midline, scatter_mm, midline_from, plane, probabilities = found
     spacing = volume.plane_spacing_mm
     column = straighten(plane, spacing, canal)
