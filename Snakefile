@@ -25,6 +25,9 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
+report: "report/workflow.rst"
+
+
 validate(config, os.path.join(workflow.basedir, "config", "schema.yaml"))
 
 PATHS = Paths(config["output_dir"])
@@ -82,6 +85,7 @@ include: "rules/measure.smk"
 include: "rules/register.smk"
 include: "rules/cohort.smk"
 include: "rules/stats.smk"
+include: "rules/report.smk"
 
 
 # the target only collects outputs: it never goes to the cluster
@@ -95,3 +99,4 @@ rule all:
         PATHS.group("discs.tsv"),
         PATHS.group("vertebrae.tsv"),
         STATS_OUTPUTS,
+        [PATHS.figure(GEOMETRY, "measure", sub=s, ses=ses) for s, ses in SESSIONS],

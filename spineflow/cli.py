@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .bids import group_dir
+from .bids import derivatives_root, group_dir
 from .evaluate import evaluate, format_report
 from .evaluate_fov import format_cuts, fov_cuts
 from .evaluate_masks import evaluate_masks, format_scores, scores_json
@@ -77,6 +77,7 @@ def _generate_and_run(root: Path, participants: int, seed: int, cores: int, extr
     total_s = time.monotonic() - started
     tables = group_dir(output_dir)
     print(f"\ncohort tables: {tables}/discs.tsv, vertebrae.tsv; statistics: {tables}/statistics.md")
+    print(f"QC figures: {derivatives_root(output_dir)}/sub-*/ses-*/figures/*.png")
     if (tables / "discs.tsv").exists():
         print(format_report(evaluate(output_dir, cohort_dir / "truth")))
     print(f"wall time: synthetic cohort {synth_s:.0f} s, total {total_s:.0f} s")

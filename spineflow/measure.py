@@ -155,9 +155,13 @@ class DiscResult:
 
     @property
     def central_u(self) -> np.ndarray:
-        """AP positions of the central 80 % of the disc, where its height is averaged."""
-        half = CENTRAL_SHARE * (self.u_ant - self.u_post) / 2
-        return np.linspace(self.centre_u - half, self.centre_u + half, 201)
+        return central_u(self.u_post, self.u_ant, self.centre_u)
+
+
+def central_u(u_post: float, u_ant: float, centre_u: float) -> np.ndarray:
+    """AP positions of the central 80 % of a disc, where its height is averaged."""
+    half = CENTRAL_SHARE * (u_ant - u_post) / 2
+    return np.linspace(centre_u - half, centre_u + half, 201)
 
 
 class Plane:

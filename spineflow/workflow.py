@@ -61,6 +61,11 @@ class Paths:
         return bids(root, datatype=rule["datatype"], sub=sub, ses=ses, acq=rule.get("acq"),
                     suffix=suffix, extension=ext, **entities)  # fmt: skip
 
+    def figure(self, rule: dict, desc: str, sub=SUBJECT, ses=SESSION) -> str:
+        """A session's QC figure (PNG) beside its datatype folder, as fMRIPrep's figures/."""
+        return self._series_file(self.deriv, {**rule, "datatype": "figures"}, ".png", sub, ses,
+                                 desc=desc)  # fmt: skip
+
     def cortex_fit_json(self, rule: dict, sub=SUBJECT, ses=SESSION) -> str:
         """A session's cortex misfit per candidate thickness (``measure.cortex_fit``)."""
         return self.derived(rule, ".json", sub, ses, desc="cortex", suffix="endplates")

@@ -10,6 +10,8 @@ import yaml
 from conftest import run_snakemake
 
 from spineflow.evaluate import evaluate
+from spineflow.figures import disc_drawing, plane_view
+from spineflow.midsagittal import load_canonical
 from spineflow.phi import find_phi_strings
 from spineflow.segment import disc_label
 
@@ -113,6 +115,42 @@ def test_derivatives_dataset_description(result):
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["Name"] == "spineflow"
     assert description["GeneratedBy"][0]["Version"]
+
+
+def test_session_figures_draw_the_endplates_where_the_truth_puts_them(result):
+    """Every session has its QC figure; on its plane, each ok disc's two drawn endplates (where
+    the height was averaged) lie half the true height from the true disc centre."""
+    cohort, output, _ = result
+    truth = pd.read_csv(cohort / "truth" / "discs.tsv", sep="\t")
+    deriv = output / "derivatives" / "spineflow"
+    for (sub, ses), rows in truth.groupby(["participant_id", "session_id"]):
+        stem = f"{sub}_{ses}_acq-sag"
+        figure = deriv / sub / ses / "figures" / f"{stem}_desc-measure_PDw.png"
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+        anat = deriv / sub / ses / "anat"
+        volume = load_canonical(anat / f"{stem}_desc-preproc_PDw.nii.gz")
+        view = plane_view(volume, np.zeros(volume.data.shape, int), 0.0)  # the geometry only
+        facts = json.loads((anat / f"{stem}_discs.json").read_text())
+        records = {record["level"]: record for record in facts["Discs"]}
+        for row in rows[rows["status"] == "ok"].itertuples():
+            drawing = disc_drawing(view, records[row.level])
+            centre = view.to_plane_mm(np.array(json.loads(row.centre_scanner_ras)))
+            for curve in (drawing.upper_central, drawing.lower_central):
+                distance_mm = np.linalg.norm(curve - centre, axis=1).min()
+                assert abs(distance_mm - row.height_mm / 2) < 0.5, (sub, ses, row.level)
+
+
+def test_snakemake_report_holds_every_session_figure(tiny_run, result):
+    cohort, output, _, work = tiny_run
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    report = work / "report.html"
+    made = run_snakemake(config, work, "--report", str(report))
+    assert made.returncode == 0, made.stderr[-2000:]
+    html = report.read_text()
+    truth = pd.read_csv(cohort / "truth" / "discs.tsv", sep="\t")
+    for sub, ses in set(map(tuple, truth[["participant_id", "session_id"]].values)):
+        assert f"{sub}_{ses}_acq-sag_desc-measure_PDw.png" in html
+    assert '"Sessions"' in html
 
 
 def test_second_evaluation_has_nothing_to_do(tiny_run):
