@@ -9,6 +9,11 @@ pfirrmann) settles discs the readers graded differently.
 Kappa comes from statsmodels (``cohens_kappa``: asymptotic standard error of Fleiss, Cohen
 and Everitt, 95 % CI kappa +- 1.96 SE); its interpretation band is computed from the value,
 never typed (the motivating study printed kappa = 0.100 and called it perfect agreement).
+Beside it, two coefficients that extreme prevalence does not drag down (the kappa paradoxes of
+Feinstein & Cicchetti 1990): PABAK, the prevalence- and bias-adjusted kappa (Byrt et al. 1993;
+Brennan & Prediger's coefficient, chance 1/q), and Gwet's AC1 (AC2 with weights; Gwet 2008),
+with the weights of the kappa beside them. A row notes when a reader's scores do not vary or
+one category holds most of the ratings.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ KAPPA_BANDS = (
     (0.999, "almost perfect agreement"),
     (math.inf, "perfect agreement"),
 )
+# a category holding this share of all ratings makes kappa unstable (prevalence effect)
+EXTREME_PREVALENCE_SHARE = 0.9
 AGREEMENT_COLUMNS = (
     "variable",
     "weighting",
@@ -52,6 +59,8 @@ AGREEMENT_COLUMNS = (
     "band",
     "band_ci95_low",
     "band_ci95_high",
+    "pabak",
+    "gwet_ac",
     "note",
 )
 
@@ -142,12 +151,15 @@ def kappa_row(ratings_a, ratings_b, categories, weighted: bool) -> dict:
         "se": math.nan,
         "ci95_low": math.nan,
         "ci95_high": math.nan,
+        "pabak": math.nan,
+        "gwet_ac": math.nan,
         "note": "",
     }
     if n == 0:
         row["note"] = "no item scored by both readers"
         return _with_bands(row)
     row["percent_agreement"] = 100.0 * np.trace(table) / n
+    row.update(chance_robust_coefficients(table, weighted))
     expected = table.sum(axis=1) @ table.sum(axis=0) / n**2
     if np.isclose(expected, 1.0):
         row["note"] = "kappa undefined: both readers gave every item the same score"
@@ -163,7 +175,52 @@ def kappa_row(ratings_a, ratings_b, categories, weighted: bool) -> dict:
         row["note"] = "no confidence interval: the variance estimate is undefined"
     if n < 10 and not row["note"]:
         row["note"] = f"only {n} items: the CI is rough"
+    row["note"] = "; ".join(filter(None, [row["note"], _paradox_note(table, categories)]))
     return _with_bands(row)
+
+
+def _agreement_weights(q: int, weighted: bool) -> np.ndarray:
+    """Identity, or quadratic weights 1 - (k - l)^2 / (q - 1)^2 (those of the weighted kappa)."""
+    if not weighted:
+        return np.eye(q)
+    k = np.arange(q)
+    return 1.0 - np.subtract.outer(k, k) ** 2 / (q - 1) ** 2
+
+
+def chance_robust_coefficients(table: np.ndarray, weighted: bool) -> dict:
+    """PABAK (Brennan-Prediger: chance agreement T_w / q^2) and Gwet's AC1/AC2 (chance
+    agreement T_w sum(pi_k (1 - pi_k)) / (q (q - 1)), pi_k the two readers' mean share of
+    category k), T_w the weights' sum, from the readers' q x q table of counts."""
+    q = len(table)
+    if q < 2:
+        return {"pabak": math.nan, "gwet_ac": math.nan}
+    shares = table / table.sum()
+    weights = _agreement_weights(q, weighted)
+    observed = float((weights * shares).sum())
+    total_weight = weights.sum()
+    chance_bp = total_weight / q**2
+    pi = (shares.sum(axis=0) + shares.sum(axis=1)) / 2
+    chance_gwet = total_weight * float((pi * (1 - pi)).sum()) / (q * (q - 1))
+    return {
+        "pabak": (observed - chance_bp) / (1 - chance_bp),
+        "gwet_ac": (observed - chance_gwet) / (1 - chance_gwet),
+    }
+
+
+def _paradox_note(table: np.ndarray, categories) -> str:
+    """Say when kappa is not to be read alone: a reader whose scores do not vary caps it at 0,
+    and one category holding most ratings depresses it, however often the readers agree."""
+    notes = []
+    for reader, counts in (("reader_a", table.sum(axis=1)), ("reader_b", table.sum(axis=0))):
+        if np.count_nonzero(counts) == 1:
+            notes.append(f"{reader} gave every item {categories[int(np.argmax(counts))]!r}")
+    pooled = (table.sum(axis=0) + table.sum(axis=1)) / (2 * table.sum())
+    if not notes and pooled.max() >= EXTREME_PREVALENCE_SHARE:
+        top = categories[int(np.argmax(pooled))]
+        notes.append(f"{100 * pooled.max():.0f} % of the ratings are {top!r}")
+    if not notes:
+        return ""
+    return ", ".join(notes) + ": kappa is held down by prevalence; read PABAK and Gwet's AC"
 
 
 def _with_bands(row: dict) -> dict:

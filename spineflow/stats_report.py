@@ -228,6 +228,8 @@ def _agreement_view(table: pd.DataFrame) -> pd.DataFrame:
                 f"{b} (CI: {lo} to {hi})" if b else "n/a"
                 for b, lo, hi in zip(table["band"], table["band_ci95_low"], table["band_ci95_high"])
             ],
+            "PABAK": table["pabak"].map(lambda v: fmt(v, 3)),
+            "Gwet's AC1 (AC2 weighted)": table["gwet_ac"].map(lambda v: fmt(v, 3)),
             "Note": table["note"].fillna(""),
         }
     )

@@ -47,6 +47,49 @@ def test_quadratic_weighted_kappa_closed_form():
     assert row["kappa"] == pytest.approx(1 - (weight * observed).sum() / (weight * expected).sum())
 
 
+# reference values: irrCAC 0.4.4 (Gwet's own formulas, CAC(table).bp() and .gwet()), run on
+# these tables outside the project (it pins scipy 1.12, so it is not a test dependency)
+GRADES_TABLE = [[8, 6, 0, 0, 0], [2, 1, 5, 0, 0], [0, 1, 6, 4, 0], [0, 0, 5, 5, 4],
+                [0, 0, 0, 3, 10]]  # fmt: skip
+
+
+def _ratings(table):
+    """Two readers' ratings (category indices) behind a table of counts."""
+    pairs = [(a, b) for a, row in enumerate(table) for b, count in enumerate(row)
+             for _ in range(count)]  # fmt: skip
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+@pytest.mark.parametrize(
+    ("table", "weighted", "pabak", "gwet_ac", "kappa"),
+    [
+        ([[31, 12], [4, 58]], False, 0.6952380952, 0.7141398673, 0.6756756757),
+        ([[87, 0], [13, 0]], False, 0.74, 0.8520120667, 0.0),
+        (GRADES_TABLE, False, 0.375, 0.3761642767, 0.3728222997),
+        (GRADES_TABLE, True, 0.875, 0.8777381559, 0.8772504092),
+    ],
+)
+def test_pabak_and_gwet_against_irrcac(table, weighted, pabak, gwet_ac, kappa):
+    ratings_a, ratings_b = _ratings(table)
+    row = agreement.kappa_row(ratings_a, ratings_b, list(range(len(table))), weighted)
+    assert row["pabak"] == pytest.approx(pabak, abs=1e-9)
+    assert row["gwet_ac"] == pytest.approx(gwet_ac, abs=1e-9)
+    assert row["kappa"] == pytest.approx(kappa, abs=1e-9)
+
+
+def test_a_reader_who_never_marks_the_finding_is_named_beside_kappa():
+    # the demo's case: 87 % raw agreement, kappa 0 because reader_b never said yes
+    row = agreement.kappa_row(["no"] * 87 + ["yes"] * 13, ["no"] * 100, ["no", "yes"], False)
+    assert row["kappa"] == pytest.approx(0.0) and row["percent_agreement"] == 87.0
+    assert "reader_b gave every item 'no'" in row["note"] and "PABAK" in row["note"]
+    rare = agreement.kappa_row(["no"] * 95 + ["yes"] * 5, ["no"] * 96 + ["yes"] * 4,
+                               ["no", "yes"], False)  # fmt: skip
+    assert "96 % of the ratings are 'no'" in rare["note"]
+    common = agreement.kappa_row(["no"] * 60 + ["yes"] * 40, ["no"] * 55 + ["yes"] * 45,
+                                 ["no", "yes"], False)  # fmt: skip
+    assert "prevalence" not in common["note"]
+
+
 @pytest.mark.parametrize(
     ("kappa", "band"),
     [
