@@ -100,3 +100,4 @@ rule all:
         PATHS.group("vertebrae.tsv"),
         STATS_OUTPUTS,
         [PATHS.figure(GEOMETRY, "measure", sub=s, ses=ses) for s, ses in SESSIONS],
+        [PATHS.registration_figure(GEOMETRY, sub=s) for s in SUBJECTS_WITH_PAIR],

@@ -32,3 +32,41 @@ rule session_figure:
         runtime=5,
     script:
         "../scripts/session_figure.py"
+
+
+rule registration_figure:
+    input:
+        fixed=PATHS.derived(GEOMETRY, ses="1", desc="preproc"),
+        moving=PATHS.derived(GEOMETRY, ses="2", desc="preproc"),
+        fixed_dseg=PATHS.derived(GEOMETRY, ses="1", desc="vertebrae", suffix="dseg"),
+        fixed_dseg_sidecar=PATHS.derived(
+            GEOMETRY, ".json", ses="1", desc="vertebrae", suffix="dseg"
+        ),
+        xfm=PATHS.xfm(),
+        levels=PATHS.level_xfms().values(),
+        register_sidecar=PATHS.derived(
+            GEOMETRY, ".json", ses="2", space="ses1", desc="preproc"
+        ),
+    output:
+        report(
+            PATHS.registration_figure(GEOMETRY),
+            caption="../report/registration_figure.rst",
+            category="Registration",
+            labels={"participant": "sub-{subject}"},
+        ),
+    log:
+        PATHS.log("registrationfigure", ses=None),
+    benchmark:
+        PATHS.benchmark("registrationfigure", ses=None)
+    group:
+        "participant"
+    conda:
+        "../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        levels=lambda wc: PATHS.level_xfms(wc.subject),
+    script:
+        "../scripts/registration_figure.py"

@@ -1,12 +1,18 @@
-"""A session's QC figure: what the measurement placed, drawn on the plane it used.
+"""QC figures: what the pipeline placed, drawn on the image it used.
 
-Three panels side by side, anterior to the left as on a radiology workstation:
+A session's figure, three panels side by side, anterior to the left as on a radiology
+workstation:
 - the whole mid-sagittal plane with every vertebra and disc outline and its label (a label one
   level off, or a "sacrum" behind the canal, shows at thumbnail size);
 - the measured levels, close up: each disc's two fitted endplate curves (bold over the central
   80 % its height was averaged over), its width's two ends, the endplates' midpoints the
   intervertebral distance runs between, and each value with its status, coloured by status;
 - N4's bias field on the same plane (what the correction divided out).
+
+A participant's registration figure: around each registered vertebra, timepoint 1's plane with
+the edges of timepoint 2 resampled onto it, by the whole-field transform and by the vertebra's
+own (the per-level refinement the change is checked through); edges that lie on the grey
+image's edges mean the two scans agree there.
 
 Drawing works in plane millimetres (``PlaneView``): the disc geometry the measurement wrote
 (scanner RAS) goes through the image's inverse affine, so the figure shows the stored numbers'
@@ -19,12 +25,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
+from scipy import ndimage
 
 from .labels import SACRUM, VERTEBRA_LABELS, lookup_table
 from .measure import central_u, load_labels
-from .midsagittal import load_canonical, plane_at
+from .midsagittal import Volume, load_canonical, plane_at
 
 STATUS_COLOURS = {  # colour-blind safe (ColorBrewer Dark2), grey for what is not there
     "ok": "#1b9e77",
@@ -33,8 +42,12 @@ STATUS_COLOURS = {  # colour-blind safe (ColorBrewer Dark2), grey for what is no
     "not_in_fov": "#999999",
 }
 BODY_COLOUR, DISC_COLOUR, SACRUM_COLOUR = "#66c2ff", "#ffd92f", "#ff7f00"
+EDGE_COLOUR = "#ff00ff"
 UPPER_COLOUR, LOWER_COLOUR = "#00ff7f", "#ff4040"
 ZOOM_MARGIN_MM = 25.0
+VERTEBRA_MARGIN_MM = 12.0  # around a vertebra's label in the registration figure: its discs
+EDGE_SIGMA_MM = 1.0
+EDGE_PERCENTILE = 90  # the strongest tenth of timepoint 2's gradients are drawn as its edges
 VALUE_ROOM_MM = 45.0  # beyond the discs' anterior ends, for their values
 _LABEL_OF = {name: value for value, name in lookup_table()}
 NOTE_CHARACTERS = 110  # a note longer than this is cut in the figure (the TSV has it whole)
@@ -127,10 +140,9 @@ def session_figure(image_path, dseg_path, dseg_sidecar, discs_sidecar, discs_tsv
     volume = load_canonical(image_path)
     facts = json.loads(Path(discs_sidecar).read_text())
     segmentation = json.loads(Path(dseg_sidecar).read_text())
-    midline = segmentation.get("MidsagittalSurfaceSliceIndexPerRow",
-                               facts["MidsagittalSliceIndex"])  # fmt: skip
-    view = plane_view(volume, load_labels(dseg_path, volume), np.asarray(midline, float))
-    field = plane_at(load_canonical(field_path), np.asarray(midline, float))
+    midline = _surface(segmentation, facts["MidsagittalSliceIndex"])
+    view = plane_view(volume, load_labels(dseg_path, volume), midline)
+    field = plane_at(load_canonical(field_path), midline)
     records = [r for r in facts["Discs"] if "origin_ras" in r]
     drawings = [disc_drawing(view, record) for record in records]
     discs = pd.read_csv(discs_tsv, sep="\t", keep_default_na=False)
@@ -139,12 +151,33 @@ def session_figure(image_path, dseg_path, dseg_sidecar, discs_sidecar, discs_tsv
     _draw(view, field, drawings, discs, vertebrae, f"{title} ({subtitle})", out_path)
 
 
-def _draw(view, field, drawings, discs, vertebrae, title, out_path) -> None:
+def _surface(segmentation: dict, fallback) -> np.ndarray:
+    """The mid-sagittal surface the segmentation recorded (slice index per row), or
+    ``fallback`` where it recorded none (an external label map)."""
+    return np.asarray(segmentation.get("MidsagittalSurfaceSliceIndexPerRow", fallback), float)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, out_path) -> None:
+    fig.savefig(out_path, dpi=80, pil_kwargs={"compress_level": 3})
+    _pyplot().close(fig)
+
+
+def _grey(axis, view: PlaneView) -> None:
+    axis.imshow(view.image.T, origin="lower", cmap="gray", extent=view.extent_mm,
+                vmin=0, vmax=np.percentile(view.image, 99.5))  # fmt: skip
+
+
+def _draw(view, field, drawings, discs, vertebrae, title, out_path) -> None:
+    plt = _pyplot()
     fig = plt.figure(figsize=(16, 8))  # fixed margins: a constrained layout costs a second
     grid = fig.add_gridspec(2, 3, width_ratios=[1, 1.25, 1], height_ratios=[5, 1.4],
                             left=0.05, right=0.95, top=0.91, bottom=0.01, wspace=0.25,
@@ -152,8 +185,7 @@ def _draw(view, field, drawings, discs, vertebrae, title, out_path) -> None:
     whole, zoom, bias = (fig.add_subplot(grid[0, i]) for i in range(3))
     table = fig.add_subplot(grid[1, :])
     for axis in (whole, zoom):
-        axis.imshow(view.image.T, origin="lower", cmap="gray", extent=view.extent_mm,
-                    vmin=0, vmax=np.percentile(view.image, 99.5))  # fmt: skip
+        _grey(axis, view)
         _outlines(axis, view)
     whole.set_title("labels on the mid-sagittal plane")
     for drawing in drawings:
@@ -174,8 +206,7 @@ def _draw(view, field, drawings, discs, vertebrae, title, out_path) -> None:
     whole.set_ylabel("inferior  <-  mm  ->  superior")
     _values_table(table, discs, vertebrae)
     fig.suptitle(title, fontsize=14)
-    fig.savefig(out_path, dpi=80, pil_kwargs={"compress_level": 3})
-    plt.close(fig)
+    _save(fig, out_path)
 
 
 def _outlines(axis, view: PlaneView) -> None:
@@ -283,3 +314,83 @@ def _values_table(axis, discs: pd.DataFrame, vertebrae: pd.DataFrame) -> None:
     cells.set_fontsize(8)
     for i, colour in enumerate(colours, start=1):
         cells[i, 3].set_facecolor(colour)
+
+
+# ------------------------------------------------------------------ registration
+
+
+class _Resampler:
+    """Timepoint 2 resampled onto timepoint 1's grid by ITK rigid transforms (files that map
+    timepoint 1's points to timepoint 2's, as ``register`` writes them), returned in
+    timepoint 1's canonical orientation (``load_canonical``)."""
+
+    def __init__(self, fixed_path, moving_path):
+        self.fixed = sitk.ReadImage(str(fixed_path), sitk.sitkFloat32)
+        self.moving = sitk.ReadImage(str(moving_path), sitk.sitkFloat32)
+        self.affine = nib.load(str(fixed_path)).affine
+
+    def moved(self, transform_path) -> Volume:
+        transform = sitk.ReadTransform(str(transform_path))
+        moved = sitk.Resample(self.moving, self.fixed, transform, sitk.sitkLinear, 0.0)
+        # ITK's index (i, j, k) is the NIfTI's: its array comes out [k, j, i]
+        image = nib.as_closest_canonical(
+            nib.Nifti1Image(sitk.GetArrayFromImage(moved).transpose(2, 1, 0), self.affine)
+        )
+        zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+        return Volume(np.asarray(image.dataobj, np.float32), image.affine, zooms)
+
+
+def registration_figure(fixed_path, moving_path, fixed_dseg, fixed_dseg_sidecar, whole_xfm,
+                        level_xfms: dict, register_sidecar, out_path, title: str):  # fmt: skip
+    """Draw the participant's registration figure (module docstring) to ``out_path`` (PNG):
+    one column per vertebra of ``level_xfms`` ({name: transform file}), the whole-field
+    transform above, the vertebra's own below."""
+    fixed = load_canonical(fixed_path)
+    segmentation = json.loads(Path(fixed_dseg_sidecar).read_text())
+    midline = _surface(segmentation, segmentation.get("MidsagittalSliceIndex", 0.0))
+    view = plane_view(fixed, load_labels(fixed_dseg, fixed), midline)
+    resampler = _Resampler(fixed_path, moving_path)
+    whole = plane_at(resampler.moved(whole_xfm), midline)
+    per_vertebra = json.loads(Path(register_sidecar).read_text()).get("PerVertebra", {})
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, len(level_xfms), figsize=(3.2 * len(level_xfms), 7),
+                             squeeze=False)  # fmt: skip
+    for column, (name, xfm) in enumerate(level_xfms.items()):
+        points = _label_points(view, view.labels == VERTEBRA_LABELS[name])
+        if not len(points):
+            for axis in axes[:, column]:
+                axis.axis("off")
+            axes[0, column].set_title(f"{name}: not labelled")
+            continue
+        own = plane_at(resampler.moved(xfm), midline)
+        for row, moved in enumerate((whole, own)):
+            axis = axes[row, column]
+            _grey(axis, view)
+            _edges_over(axis, view, moved)
+            _show_around(axis, view, [points], VERTEBRA_MARGIN_MM)
+            axis.set_xticks([])
+            axis.set_yticks([])
+        axes[0, column].set_title(f"{name}: whole field")
+        axes[1, column].set_title(_refinement(name, per_vertebra.get(name, {})), fontsize=9)
+    fig.suptitle(f"{title}: timepoint 2 (magenta edges) on timepoint 1", fontsize=13)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.01, wspace=0.05, hspace=0.2)
+    _save(fig, out_path)
+
+
+def _edges_over(axis, view: PlaneView, moved: np.ndarray) -> None:
+    """The strongest gradients of the resampled plane, as contours over the grey one."""
+    sigma_px = EDGE_SIGMA_MM / view.spacing_mm
+    gradient = ndimage.gaussian_gradient_magnitude(moved, sigma_px)
+    level = np.percentile(gradient[moved > 0], EDGE_PERCENTILE) if np.any(moved > 0) else 1.0
+    y = np.arange(moved.shape[0]) * view.spacing_mm[0]
+    z = np.arange(moved.shape[1]) * view.spacing_mm[1]
+    axis.contour(y, z, gradient.T, levels=[level], colors=EDGE_COLOUR, linewidths=0.7)
+
+
+def _refinement(name: str, facts: dict) -> str:
+    """The subtitle of a vertebra's own transform: how far its refinement moved it."""
+    if not facts.get("Refined"):
+        return f"{name}: own transform (not refined)"
+    cut = ", cut by the field of view" if facts.get("CutByFieldOfView") else ""
+    return (f"{name}: own, refined {facts['RefinementShiftMillimetres']:.2f} mm / "
+            f"{facts['RefinementRotationDegrees']:.2f} deg{cut}")  # fmt: skip

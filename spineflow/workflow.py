@@ -61,10 +61,14 @@ class Paths:
         return bids(root, datatype=rule["datatype"], sub=sub, ses=ses, acq=rule.get("acq"),
                     suffix=suffix, extension=ext, **entities)  # fmt: skip
 
-    def figure(self, rule: dict, desc: str, sub=SUBJECT, ses=SESSION) -> str:
-        """A session's QC figure (PNG) beside its datatype folder, as fMRIPrep's figures/."""
+    def figure(self, rule: dict, desc: str, sub=SUBJECT, ses=SESSION, **entities) -> str:
+        """A QC figure (PNG) of a session, or (ses None) of a participant, in a figures/ folder
+        beside the datatype's, as fMRIPrep's."""
         return self._series_file(self.deriv, {**rule, "datatype": "figures"}, ".png", sub, ses,
-                                 desc=desc)  # fmt: skip
+                                 desc=desc, **entities)  # fmt: skip
+
+    def registration_figure(self, rule: dict, sub=SUBJECT) -> str:
+        return self.figure(rule, "registration", sub, None, from_="ses2", to="ses1")
 
     def cortex_fit_json(self, rule: dict, sub=SUBJECT, ses=SESSION) -> str:
         """A session's cortex misfit per candidate thickness (``measure.cortex_fit``)."""

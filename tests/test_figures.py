@@ -48,3 +48,27 @@ def test_the_sagittal_panels_show_anterior_on_the_left():
     _show_around(axis, view, [], margin_mm=5.0)  # nothing drawn: the whole plane
     assert axis.get_xlim() == (49.5, -0.5)
     plt.close(figure)
+
+
+def test_timepoint_2_resampled_by_the_transform_lands_on_timepoint_1(tmp_path):
+    """A second scan shifted 5 mm forward in the scanner, brought back by the ITK transform that
+    maps timepoint 1's points (LPS) to it: the registration figure's plane is timepoint 1's."""
+    import SimpleITK as sitk
+
+    from spineflow.figures import _Resampler
+
+    fixed_path, _ = _oblique_lps_image(tmp_path, (17, 11, 4))
+    fixed_image = nib.load(fixed_path)
+    data = np.asarray(fixed_image.dataobj)
+    data[5:35, 5:25, 2:7] += np.random.default_rng(0).uniform(10, 50, (30, 20, 5))
+    nib.save(nib.Nifti1Image(data, fixed_image.affine), fixed_path)
+    shifted = fixed_image.affine.copy()
+    shifted[1, 3] += 5.0  # the same anatomy 5 mm anterior (RAS y) in the second scan
+    moving_path = tmp_path / "moving.nii.gz"
+    nib.save(nib.Nifti1Image(data, shifted), moving_path)
+    transform_path = tmp_path / "xfm.tfm"
+    sitk.WriteTransform(sitk.TranslationTransform(3, (0.0, -5.0, 0.0)), str(transform_path))
+    moved = _Resampler(fixed_path, moving_path).moved(transform_path)
+    fixed = load_canonical(fixed_path)
+    assert np.allclose(moved.affine, fixed.affine)
+    assert np.allclose(moved.data, fixed.data, atol=1e-3)

@@ -1,0 +1,17 @@
+from spineflow.figures import registration_figure
+from spineflow.runner import run
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+run(
+    smk,
+    registration_figure,
+    fixed_path=smk.input.fixed,
+    moving_path=smk.input.moving,
+    fixed_dseg=smk.input.fixed_dseg,
+    fixed_dseg_sidecar=smk.input.fixed_dseg_sidecar,
+    whole_xfm=smk.input.xfm,
+    level_xfms=smk.params.levels,
+    register_sidecar=smk.input.register_sidecar,
+    out_path=smk.output[0],
+    title=f"sub-{smk.wildcards.subject}",
+)
