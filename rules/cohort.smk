@@ -14,6 +14,8 @@ rule group_tables:
             for s in SUBJECTS_WITH_PAIR
         ],
         bids=PATHS.participants_tsv,
+        # a reviewer's ratings: editing them redoes the cohort steps only
+        qc_ratings=[config["qc_ratings_tsv"]] if config["qc_ratings_tsv"] else [],
     output:
         discs=PATHS.group("discs.tsv"),
         vertebrae=PATHS.group("vertebrae.tsv"),

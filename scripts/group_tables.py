@@ -19,4 +19,5 @@ run(
     per_participant=list(zip(smk.params.participants, smk.input.longitudinal)),
     pair_failures=smk.params.pair_failures,
     qc_settings=smk.params.qc,
+    qc_ratings_tsv=smk.input.qc_ratings[0] if smk.input.qc_ratings else None,
 )

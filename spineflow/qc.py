@@ -15,7 +15,9 @@ A measured value keeps status ``ok`` only if it passes every check that applies 
   from their endplates, and fails with a disc that fails;
 - where the participant was seen twice, the other session (``gate_sessions``: a disc does not
   change its width, nor a vertebra its height, by millimetres within months), and the change
-  the per-vertebra registration gives (``gate_registration``).
+  the per-vertebra registration gives (``gate_registration``);
+- a reviewer's rating after looking at the figures (config ``qc_ratings_tsv``,
+  ``gate_ratings``).
 
 A value that fails becomes ``qc_failed``: its number is left out of the tables (only ``ok``
 rows carry measures) and the note says what was measured and why it was not trusted. The
@@ -25,11 +27,13 @@ statistics leave ``qc_failed`` values out and count them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .cohort import KINDS, append_note
+from . import LEVELS, VERTEBRAE
+from .cohort import KINDS, append_note, read_text_tsv, with_bids_ids
 from .measure import LATERAL_DIFFERENCE
 
 QC_FAILED = "qc_failed"
@@ -249,3 +253,57 @@ def gate_registration(discs: pd.DataFrame, disagreements) -> pd.DataFrame:
         else:
             append_note(discs, where, note)
     return discs
+
+
+RATING_COLUMNS = ("participant_id", "session_id", "level", "rating", "reason")
+RATINGS = ("pass", "fail")
+ALL_LEVELS = "all"
+
+
+def read_ratings(path: str | Path, cohort: pd.DataFrame) -> pd.DataFrame:
+    """A reviewer's QC ratings (config ``qc_ratings_tsv``: participant_id, session_id, level
+    (a disc level, a vertebra or ``all``), rating pass|fail, reason), checked against the
+    cohort's sessions (``cohort``: participant_id, session_id); a ValueError names the file,
+    the row and the problem."""
+    table = read_text_tsv(path)
+    missing = [c for c in RATING_COLUMNS if c not in table]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(RATING_COLUMNS)}")
+    table = with_bids_ids(table.dropna(how="all"))
+    sessions = set(map(tuple, cohort[["participant_id", "session_id"]].values))
+    for line, row in zip(range(2, len(table) + 2), table.itertuples()):
+        problem = _rating_problem(row, sessions)
+        if problem:
+            raise ValueError(f"{path}, line {line}: {problem}")
+    return table
+
+
+def _rating_problem(row, sessions: set) -> str:
+    if (row.participant_id, row.session_id) not in sessions:
+        return f"{row.participant_id} {row.session_id} is not a session of this cohort"
+    if row.level not in (*LEVELS, *VERTEBRAE, ALL_LEVELS):
+        return f"level {row.level!r} is none of {', '.join((*LEVELS, *VERTEBRAE, ALL_LEVELS))}"
+    if row.rating not in RATINGS:
+        return f"rating {row.rating!r} is neither pass nor fail"
+    if row.rating == "fail" and not isinstance(row.reason, str):
+        return "a fail needs its reason"
+    return ""
+
+
+def gate_ratings(table: pd.DataFrame, kind: str, ratings: pd.DataFrame) -> pd.DataFrame:
+    """A group table (discs or vertebrae) with the values a reviewer rated fail marked
+    ``qc_failed`` (their row's level, or the whole session with ``all``), the reason in the
+    note; a pass changes nothing (the gate's own verdict stands)."""
+    key = KINDS[kind].key
+    table = table.copy()
+    failed = ratings[ratings["rating"] == "fail"]
+    for row in failed.itertuples():
+        where = (
+            (table["participant_id"] == row.participant_id)
+            & (table["session_id"] == row.session_id)
+            & (table["status"] == "ok")
+            & ((table[key] == row.level) | (row.level == ALL_LEVELS))
+        )
+        reason = f"rated fail by a reviewer: {row.reason}"
+        _fail(table, pd.Series(reason, index=table.index[where], dtype=object), kind)
+    return table

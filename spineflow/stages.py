@@ -158,18 +158,26 @@ def longitudinal_heights(sidecar_ses1, sidecar_ses2, level_tfms: dict, out_tsv):
 
 
 def group_tables(per_session, failures, discs_tsv, vertebrae_tsv, deriv_root,
-                 per_participant=(), pair_failures=(), qc_settings=None):  # fmt: skip
+                 per_participant=(), pair_failures=(), qc_settings=None,
+                 qc_ratings_tsv=None):  # fmt: skip
     """The cohort tables, values whose sessions disagree beyond what can change marked
     ``qc_failed`` (``qc.gate_sessions``), discs whose change the registration contradicts
-    (``qc.gate_registration``), and the vertebrae next to failed discs
-    (``qc.gate_endplates``); ``per_participant``: (participant_id, path) of the longitudinal
-    tables; ``pair_failures``: participants whose registration failed (noted)."""
+    (``qc.gate_registration``), values a reviewer rated fail (``qc.gate_ratings``, from
+    ``qc_ratings_tsv``), and the vertebrae next to failed discs (``qc.gate_endplates``);
+    ``per_participant``: (participant_id, path) of the longitudinal tables;
+    ``pair_failures``: participants whose registration failed (noted)."""
     limits = qc.QcLimits.from_config(qc_settings)
     discs = qc.gate_sessions(cohort.assemble(per_session["discs"], "discs", failures), "discs",
                              limits)  # fmt: skip
     discs = qc.gate_registration(discs, cohort.registration_disagreements(per_participant))
     discs = cohort.with_pair_failures(discs, pair_failures)
     vertebrae = cohort.assemble(per_session["vertebrae"], "vertebrae", failures)
+    if qc_ratings_tsv:
+        ratings = qc.read_ratings(qc_ratings_tsv, discs)
+        discs = qc.gate_ratings(discs, "discs", ratings)
+        vertebrae = qc.gate_ratings(vertebrae, "vertebrae", ratings)
+        log.info("%d reviewer rating(s) read, %d of them fail", len(ratings),
+                 int((ratings["rating"] == "fail").sum()))  # fmt: skip
     vertebrae = qc.gate_sessions(qc.gate_endplates(discs, vertebrae), "vertebrae", limits)
     cohort.write_tsv(discs, discs_tsv)
     cohort.write_tsv(vertebrae, vertebrae_tsv)

@@ -13,10 +13,12 @@ from spineflow.qc import (
     QC_FAILED,
     QcLimits,
     gate_endplates,
+    gate_ratings,
     gate_registration,
     gate_session,
     gate_sessions,
     order_problem,
+    read_ratings,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -190,6 +192,60 @@ def test_a_change_the_registration_contradicts_fails_the_disc_in_both_sessions()
     assert l4l5["note"].str.contains("registration").all()
     untouched = gated[(gated["participant_id"] == "sub-02") | (gated["level"] == "L3-L4")]
     assert (untouched["status"] == "ok").all() and untouched["height_mm"].notna().all()
+
+
+def _two_participants(table_for_session):
+    return pd.concat(
+        [table_for_session().assign(participant_id=p, session_id=s)
+         for p, s in (("sub-01", "ses-1"), ("sub-01", "ses-2"), ("sub-02", "ses-1"))],
+        ignore_index=True,
+    )  # fmt: skip
+
+
+def _ratings_file(tmp_path, rows):
+    path = tmp_path / "qc_ratings.tsv"
+    lines = ["participant_id\tsession_id\tlevel\trating\treason", *map("\t".join, rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_reviewer_s_fail_takes_the_value_out_with_the_reason_a_pass_changes_nothing(tmp_path):
+    discs = _two_participants(lambda: _discs([10.0, 11.0, 12.0]))
+    vertebrae = _two_participants(_vertebrae)
+    path = _ratings_file(tmp_path, [("01", "1", "L4-L5", "fail", "endplate on the nucleus"),
+                                    ("sub-01", "ses-2", "all", "fail", "motion"),
+                                    ("sub-02", "ses-1", "L5-S1", "pass", "")])  # fmt: skip
+    ratings = read_ratings(path, discs)
+    gated_discs = gate_ratings(discs, "discs", ratings)
+    gated_vertebrae = gate_endplates(gated_discs, gate_ratings(vertebrae, "vertebrae", ratings))
+    failed = gated_discs[gated_discs["status"] == QC_FAILED]
+    assert set(zip(failed["session_id"], failed["level"])) == {
+        ("ses-1", "L4-L5"), ("ses-2", "L3-L4"), ("ses-2", "L4-L5"), ("ses-2", "L5-S1")
+    }  # fmt: skip
+    assert failed["height_mm"].isna().all()
+    first = failed[failed["session_id"] == "ses-1"].iloc[0]
+    assert first["note"] == "QC: rated fail by a reviewer: endplate on the nucleus"
+    assert (gated_discs.loc[gated_discs["participant_id"] == "sub-02", "status"] == "ok").all()
+    # the vertebrae: the whole of ses-2, and those whose distance runs from the failed disc
+    failed_vertebrae = gated_vertebrae[gated_vertebrae["status"] == QC_FAILED]
+    assert set(zip(failed_vertebrae["session_id"], failed_vertebrae["vertebra"])) == {
+        ("ses-1", "L4"), ("ses-1", "L5"), *(("ses-2", v) for v in ("L3", "L4", "L5", "S1"))
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (("sub-03", "ses-1", "L4-L5", "fail", "x"), "line 2: sub-03 ses-1 is not a session"),
+        (("sub-01", "ses-1", "L2-L3", "fail", "x"), "line 2: level 'L2-L3' is none of"),
+        (("sub-01", "ses-1", "L4-L5", "bad", "x"), "line 2: rating 'bad' is neither pass"),
+        (("sub-01", "ses-1", "L4-L5", "fail", ""), "line 2: a fail needs its reason"),
+    ],
+)
+def test_a_bad_rating_names_the_file_and_its_line(tmp_path, row, message):
+    path = _ratings_file(tmp_path, [row])
+    with pytest.raises(ValueError, match=f"{path}, {message}"):
+        read_ratings(path, _two_participants(lambda: _discs([10.0, 11.0, 12.0])))
 
 
 def test_the_limits_documented_in_config_and_schema_are_the_gates_own():
