@@ -70,3 +70,38 @@ rule registration_figure:
         levels=lambda wc: PATHS.level_xfms(wc.subject),
     script:
         "../scripts/registration_figure.py"
+
+
+rule cohort_report:
+    input:
+        discs=PATHS.group("discs.tsv"),
+        vertebrae=PATHS.group("vertebrae.tsv"),
+        statistics=PATHS.group("statistics.html"),
+        sessions=[
+            PATHS.figure(GEOMETRY, "measure", sub=s, ses=ses) for s, ses in SESSIONS
+        ],
+        registrations=[
+            PATHS.registration_figure(GEOMETRY, sub=s) for s in SUBJECTS_WITH_PAIR
+        ],
+    output:
+        report(
+            PATHS.group("report.html"),
+            caption="../report/cohort_report.rst",
+            category="Cohort",
+        ),
+    log:
+        PATHS.log("cohortreport", sub=None, ses=None),
+    benchmark:
+        PATHS.benchmark("cohortreport", sub=None, ses=None)
+    conda:
+        "../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=800,
+        runtime=10,
+    params:
+        sessions=[(f"sub-{s}", f"ses-{ses}") for s, ses in SESSIONS],
+        participants=[f"sub-{s}" for s in SUBJECTS_WITH_PAIR],
+        settings=config,
+    script:
+        "../scripts/cohort_report.py"

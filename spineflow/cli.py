@@ -77,7 +77,8 @@ def _generate_and_run(root: Path, participants: int, seed: int, cores: int, extr
     total_s = time.monotonic() - started
     tables = group_dir(output_dir)
     print(f"\ncohort tables: {tables}/discs.tsv, vertebrae.tsv; statistics: {tables}/statistics.md")
-    print(f"QC figures: {derivatives_root(output_dir)}/sub-*/ses-*/figures/*.png")
+    print(f"cohort report (look at it first): {tables}/report.html; QC figures: "
+          f"{derivatives_root(output_dir)}/sub-*/[ses-*/]figures/*.png")  # fmt: skip
     if (tables / "discs.tsv").exists():
         print(format_report(evaluate(output_dir, cohort_dir / "truth")))
     print(f"wall time: synthetic cohort {synth_s:.0f} s, total {total_s:.0f} s")

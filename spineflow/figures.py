@@ -34,13 +34,8 @@ from scipy import ndimage
 from .labels import SACRUM, VERTEBRA_LABELS, lookup_table
 from .measure import central_u, load_labels
 from .midsagittal import Volume, load_canonical, plane_at
+from .plotting import STATUS_COLOURS, pyplot
 
-STATUS_COLOURS = {  # colour-blind safe (ColorBrewer Dark2), grey for what is not there
-    "ok": "#1b9e77",
-    "qc_failed": "#d95f02",
-    "failed": "#e7298a",
-    "not_in_fov": "#999999",
-}
 BODY_COLOUR, DISC_COLOUR, SACRUM_COLOUR = "#66c2ff", "#ffd92f", "#ff7f00"
 EDGE_COLOUR = "#ff00ff"
 UPPER_COLOUR, LOWER_COLOUR = "#00ff7f", "#ff4040"
@@ -65,8 +60,7 @@ class PlaneView:
 
     def to_plane_mm(self, points_ras: np.ndarray) -> np.ndarray:
         """(n, 3) scanner RAS mm -> (n, 2) plane mm (AP, SI), projected along the slices."""
-        points = np.atleast_2d(points_ras)
-        voxels = points @ self.inverse_affine[:3, :3].T + self.inverse_affine[:3, 3]
+        voxels = nib.affines.apply_affine(self.inverse_affine, np.atleast_2d(points_ras))
         return voxels[:, 1:] * self.spacing_mm
 
     @property
@@ -157,18 +151,9 @@ def _surface(segmentation: dict, fallback) -> np.ndarray:
     return np.asarray(segmentation.get("MidsagittalSurfaceSliceIndexPerRow", fallback), float)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, out_path) -> None:
     fig.savefig(out_path, dpi=80, pil_kwargs={"compress_level": 3})
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def _grey(axis, view: PlaneView) -> None:
@@ -177,7 +162,7 @@ def _grey(axis, view: PlaneView) -> None:
 
 
 def _draw(view, field, drawings, discs, vertebrae, title, out_path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig = plt.figure(figsize=(16, 8))  # fixed margins: a constrained layout costs a second
     grid = fig.add_gridspec(2, 3, width_ratios=[1, 1.25, 1], height_ratios=[5, 1.4],
                             left=0.05, right=0.95, top=0.91, bottom=0.01, wspace=0.25,
@@ -352,7 +337,7 @@ def registration_figure(fixed_path, moving_path, fixed_dseg, fixed_dseg_sidecar,
     resampler = _Resampler(fixed_path, moving_path)
     whole = plane_at(resampler.moved(whole_xfm), midline)
     per_vertebra = json.loads(Path(register_sidecar).read_text()).get("PerVertebra", {})
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(level_xfms), figsize=(3.2 * len(level_xfms), 7),
                              squeeze=False)  # fmt: skip
     for column, (name, xfm) in enumerate(level_xfms.items()):

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import debian_packages
+
 PACKAGES = ("munge", "slurmctld", "slurmd", "slurm-client", "slurmdbd", "mariadb-server")
 DB_PORT = 3316  # MariaDB for slurmdbd only, on loopback
 DB_PASSWORD = "spineflow-test"
@@ -46,36 +48,12 @@ CONFIG_DIR = Path("/etc/slurm")
 CONFIG_FILES = ("slurm.conf", "slurmdbd.conf")
 
 
-class SlurmUnavailable(RuntimeError):
-    """This machine cannot run the test cluster (the reason says why)."""
+SlurmUnavailable = debian_packages.Unavailable
 
 
 def install() -> None:
     """Debian's packages, without starting anything (there is no init system here)."""
-    if all(shutil.which(tool) for tool in TOOLS):
-        return
-    if os.geteuid() != 0:
-        raise SlurmUnavailable("installing Slurm needs root (apt-get), and this is not root")
-    if not shutil.which("apt-get"):
-        raise SlurmUnavailable("no apt-get: Slurm comes from Debian's packages here")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "RUNLEVEL": "1"}
-    # policy-rc.d 101: the packages' maintainer scripts must not start services
-    policy = Path("/usr/sbin/policy-rc.d")
-    had_policy = policy.exists()
-    if not had_policy:
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-    try:
-        for command in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
-        ):
-            result = subprocess.run(command, env=env, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise SlurmUnavailable(f"{' '.join(command)} failed: {result.stderr[-1500:]}")
-    finally:
-        if not had_policy:
-            policy.unlink()
+    debian_packages.install(PACKAGES, TOOLS)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """The real Snakemake workflow on a tiny synthetic cohort, compared with its ground truth."""
 
 import json
+import re
+import subprocess
 
 import nibabel as nib
 import numpy as np
@@ -8,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import run_snakemake
+from debian_packages import install
 
 from spineflow.evaluate import evaluate
 from spineflow.figures import disc_drawing, plane_view
@@ -140,7 +143,7 @@ def test_session_figures_draw_the_endplates_where_the_truth_puts_them(result):
                 assert abs(distance_mm - row.height_mm / 2) < 0.5, (sub, ses, row.level)
 
 
-def test_snakemake_report_holds_every_session_figure(tiny_run, result):
+def test_snakemake_report_holds_every_figure(tiny_run, result):
     cohort, output, _, work = tiny_run
     config = yaml.safe_load((work / "config.yaml").read_text())
     report = work / "report.html"
@@ -150,7 +153,88 @@ def test_snakemake_report_holds_every_session_figure(tiny_run, result):
     truth = pd.read_csv(cohort / "truth" / "discs.tsv", sep="\t")
     for sub, ses in set(map(tuple, truth[["participant_id", "session_id"]].values)):
         assert f"{sub}_{ses}_acq-sag_desc-measure_PDw.png" in html
-    assert '"Sessions"' in html
+    for sub in truth.loc[truth["session_id"] == "ses-2", "participant_id"].unique():
+        figure = f"{sub}_acq-sag_from-ses2_to-ses1_desc-registration_PDw.png"
+        assert figure in html
+        assert (output / "derivatives" / "spineflow" / sub / "figures" / figure).is_file()
+    assert '"Sessions"' in html and '"Registration"' in html
+
+
+# counts, once the page has loaded, the images the browser could not decode
+BROKEN_IMAGE_PROBE = """<script>window.addEventListener('load', () => {
+  document.title = 'broken images: ' + [...document.images].filter(
+    image => !image.complete || image.naturalWidth === 0).length; });</script>"""
+
+
+def _chromium(*arguments: str) -> str:
+    install(["chromium"], ["chromium"])
+    command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--virtual-time-budget=20000", *arguments]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def test_the_cohort_report_renders_in_a_browser_whole(result, tmp_path):
+    """group/report.html: self-contained (every image embedded, every link in the page),
+    every participant and session in it, and in headless Chromium no image broken; its first
+    screen is kept as a PNG to look at."""
+    cohort, output, _ = result
+    report = output / "derivatives" / "spineflow" / "group" / "report.html"
+    page = report.read_text()
+    assert re.findall(r"(?:src|href)=['\"](?!data:|#)", page) == []
+    truth = pd.read_csv(cohort / "truth" / "discs.tsv", sep="\t")
+    for sub, ses in set(map(tuple, truth[["participant_id", "session_id"]].values)):
+        assert f"{sub} {ses}" in page
+    probe = tmp_path / "report.html"
+    probe.write_text(page.replace("</body>", BROKEN_IMAGE_PROBE + "</body>"))
+    dom = _chromium("--dump-dom", probe.as_uri())
+    images = page.count("<img ")
+    assert images >= len(truth.groupby(["participant_id", "session_id"]))
+    assert "<title>broken images: 0</title>" in dom, re.findall(r"<title>.*?</title>", dom)
+    screenshot = tmp_path / "report_first_screen.png"
+    _chromium(f"--screenshot={screenshot}", "--window-size=1500,1200", report.as_uri())
+    assert screenshot.stat().st_size > 50_000
+
+
+def _planned_rules(process) -> set[str]:
+    """The rules a dry run would run (Snakemake's job stats)."""
+    lines = process.stdout.split("Job stats:")[1].splitlines()[3:]  # past the table's header
+    rules = [line.split()[0] for line in lines[: lines.index(next(x for x in lines if not x))]]
+    return set(rules) - {"total"}
+
+
+def test_a_reviewer_s_fail_redoes_only_the_cohort_steps_and_leaves_the_value_out(tiny_run, result):
+    """A qc_ratings_tsv failing one disc of a pair: only the cohort steps run again, the disc is
+    qc_failed with the reviewer's reason, and Table 3 counts one pair fewer at that level. The
+    ratings are then taken away again (the tables go back to the plain run's)."""
+    cohort, output, _, work = tiny_run
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    truth = pd.read_csv(cohort / "truth" / "discs.tsv", sep="\t")
+    ok = truth[(truth["status"] == "ok") & (truth["level"] == "L4-L5")]
+    paired = ok.groupby("participant_id").filter(lambda rows: len(rows) == 2)
+    sub = paired["participant_id"].iloc[0]
+    ratings = work / "qc_ratings.tsv"
+    ratings.write_text(
+        "participant_id\tsession_id\tlevel\trating\treason\n"
+        f"{sub}\tses-2\tL4-L5\tfail\tlower endplate on the nucleus\n"
+    )
+    group = output / "derivatives" / "spineflow" / "group"
+    try:
+        rated = {**config, "qc_ratings_tsv": str(ratings)}
+        planned = run_snakemake(rated, work, "--dry-run")
+        cohort_steps = {"group_tables", "statistics", "cohort_report", "all"}
+        assert _planned_rules(planned) == cohort_steps, planned.stdout
+        assert run_snakemake(rated, work).returncode == 0
+        discs = pd.read_csv(group / "discs.tsv", sep="\t").set_index(
+            ["participant_id", "session_id", "level"]
+        )
+        row = discs.loc[(sub, "ses-2", "L4-L5")]
+        assert row["status"] == "qc_failed" and pd.isna(row["height_mm"])
+        assert "rated fail by a reviewer: lower endplate on the nucleus" in row["note"]
+        table = pd.read_csv(group / "table3_change.tsv", sep="\t", na_values="n/a")
+        heights = table[(table["measure"] == "height_mm") & (table["group"] == "all")]
+        assert heights.set_index("level").loc["L4-L5", "n_pairs"] == len(paired) // 2 - 1
+    finally:
+        assert run_snakemake(config, work).returncode == 0
 
 
 def test_second_evaluation_has_nothing_to_do(tiny_run):
