@@ -17,6 +17,7 @@ import io
 import re
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
@@ -108,7 +109,7 @@ def _session_statuses(discs: pd.DataFrame, vertebrae: pd.DataFrame) -> dict:
     """(participant_id, session_id) -> the worst status among the session's values."""
     both = pd.concat([discs, vertebrae])
     rank = {status: i for i, status in enumerate(STATUS_ORDER)}
-    worst = both.groupby(["participant_id", "session_id"])["status"].agg(
+    worst = both.groupby(["participant_id", "session_id"], sort=False)["status"].agg(
         lambda s: min(s, key=lambda v: rank.get(v, 0))
     )
     return worst.to_dict()
@@ -127,9 +128,9 @@ def _status_grid(discs: pd.DataFrame, vertebrae: pd.DataFrame) -> str:
     """One row per session: the discs' heights and the vertebrae's distances, by status."""
     header = "".join(f"<th>{name}</th>" for name in (*LEVELS, *VERTEBRAE))
     rows = []
-    by_session = {key: group for key, group in discs.groupby(["participant_id", "session_id"])}
-    vertebrae_by = {key: group for key, group in
-                    vertebrae.groupby(["participant_id", "session_id"])}  # fmt: skip
+    # in the tables' order (sub-2 before sub-10), not the lexical one
+    by_session = dict(tuple(discs.groupby(["participant_id", "session_id"], sort=False)))
+    vertebrae_by = dict(tuple(vertebrae.groupby(["participant_id", "session_id"], sort=False)))
     for (participant, session), disc_rows in by_session.items():
         cells = [_cell_or_blank(disc_rows, "level", level, "height_mm") for level in LEVELS]
         vertebra_rows = vertebrae_by.get((participant, session), pd.DataFrame())
@@ -217,7 +218,11 @@ def _excluded(discs: pd.DataFrame, vertebrae: pd.DataFrame) -> str:
                                          "note"]]  # fmt: skip
     if rows.empty:
         return "<p>Every value is ok.</p>"
-    rows = rows.sort_values(["participant_id", "session_id"], kind="stable")
+    # by session, in the tables' own order (sub-2 before sub-10)
+    sessions = dict.fromkeys(zip(discs["participant_id"], discs["session_id"]))
+    order = {session: rank for rank, session in enumerate(sessions)}
+    rank = [order.get(key, len(order)) for key in zip(rows["participant_id"], rows["session_id"])]
+    rows = rows.iloc[np.argsort(rank, kind="stable")]
     return rows.fillna("").to_html(index=False, border=0, classes="excluded", escape=True)
 
 
