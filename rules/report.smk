@@ -94,7 +94,7 @@ rule cohort_report:
     benchmark:
         PATHS.benchmark("cohortreport", sub=None, ses=None)
     conda:
-        "../envs/stats.yaml"
+        "../envs/imaging.yaml"
     threads: 1
     resources:
         mem_mb=800,

@@ -16,6 +16,7 @@ import html
 import io
 import re
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,9 @@ from PIL import Image
 
 from . import LEVELS, VERTEBRAE, __version__
 from .cohort import read_text_tsv
+from .measure import CENTRAL_SHARE
 from .plotting import STATUS_COLOURS, pyplot
+from .qc import QcLimits
 
 THUMBNAIL_WIDTH_PX = 440
 # worst first: a session's frame takes the worst status among its values (a level out of the
@@ -37,7 +40,8 @@ STYLE = """
 body{font-family:sans-serif;max-width:1500px;margin:1em auto;color:#222;padding:0 1em}
 h1{margin-bottom:0.2em} .lead{color:#555;margin-top:0}
 table.grid{border-collapse:collapse;font-size:0.85em}
-table.grid td,table.grid th{padding:2px 6px;border:1px solid #fff;text-align:center}
+table.grid td,table.grid th{padding:1px 6px;border:1px solid #fff;text-align:center;
+line-height:1.2}
 table.grid th{background:#eee} .status{color:#000;min-width:5em}
 .thumbs{display:flex;flex-wrap:wrap;gap:8px}
 .thumbs a{display:block;border:5px solid;text-decoration:none;color:#222;font-size:0.8em}
@@ -76,6 +80,8 @@ def write_cohort_report(discs_tsv, vertebrae_tsv, statistics_html, session_figur
         _statistics_body(statistics_html),
         "<h2>Figures, full size</h2>",
         _full_figures(session_figures, registration_figures),
+        "<h2>Methods</h2>",
+        f"<p>{html.escape(methods_paragraph(config))}</p>",
         "<h2>What was run</h2>",
         _provenance(config),
     ]
@@ -116,12 +122,14 @@ def _session_statuses(discs: pd.DataFrame, vertebrae: pd.DataFrame) -> dict:
 
 
 def _cell(row, value_column: str) -> str:
+    """A value on its status's colour (the status itself where there is no value); the
+    status and note on hover. One line, so that a cohort's grid fits a screen."""
     value = row[value_column]
-    shown = f"{float(value):.2f}" if pd.notna(value) else ""
-    note = html.escape(str(row["note"]) if pd.notna(row["note"]) else "", quote=True)
+    shown = f"{float(value):.2f}" if pd.notna(value) else row["status"]
+    note = str(row["note"]) if pd.notna(row["note"]) else ""
+    hover = html.escape(f"{row['status']}: {note}" if note else row["status"], quote=True)
     colour = STATUS_COLOURS.get(row["status"], "#fff")
-    return (f"<td class='status' style='background:{colour}' title='{note}'>"
-            f"{row['status']}<br>{shown}</td>")  # fmt: skip
+    return f"<td class='status' style='background:{colour}' title='{hover}'>{shown}</td>"
 
 
 def _status_grid(discs: pd.DataFrame, vertebrae: pd.DataFrame) -> str:
@@ -241,6 +249,53 @@ def _without_paths(value):
     if isinstance(value, list):
         return [_without_paths(item) for item in value]
     return "(a path)" if isinstance(value, str) and "/" in value else value
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "(not installed here)"
+
+
+def methods_paragraph(config: dict) -> str:
+    """What was done, for a paper's methods section, written from the settings and the code's
+    own constants and versions (as nipreps' workflows describe themselves)."""
+    series = config["series"][0]
+    n4, registration = config["n4"], config["registration"]
+    limits = QcLimits.from_config(config.get("qc"))
+    ranges = ", ".join(f"{name.removesuffix('_mm').replace('_', ' ')} {lo:g}-{hi:g} mm"
+                       for name, (lo, hi) in limits.range_mm.items())  # fmt: skip
+    segmentation = config["segmentation"]
+    located = (
+        "located and labelled from the sacrum upwards by spineflow's own segmentation (a "
+        "classical marrow search along the spinal canal, cross-checked by a small network "
+        "trained on synthetic spines that takes over where the search fails)"
+        if segmentation["method"] == "builtin"
+        else f"taken from existing label maps ({segmentation['labels']} label values)"
+    )
+    reviewed = " and the reviewer's ratings" if config.get("qc_ratings_tsv") else ""
+    return (
+        f"Sagittal series ({series['suffix']}, rule '{series['name']}') were converted from DICOM "
+        f"to NIfTI with dcm2niix {_version('dcm2niix')} through nipype {_version('nipype')} and "
+        "organised as BIDS, without identifying data. Intensity non-uniformity was corrected "
+        f"with N4 (SimpleITK {_version('SimpleITK')}; shrink factor {n4['shrink_factor']}, "
+        f"iterations {', '.join(map(str, n4['iterations']))} per level). The second session "
+        "was registered rigidly to the first (SimpleITK: the whole field, then each vertebra "
+        "from L2 to S1 on its own; "
+        f"sampling fraction {registration['sampling_fraction']}, up to "
+        f"{registration['iterations']} iterations). Vertebrae and discs were {located}. On the "
+        "mid-sagittal plane found from the spine's own midline, disc height was the mean "
+        "distance between the two fitted endplates perpendicular to the disc's mid-plane over "
+        f"the central {CENTRAL_SHARE * 100:g} % of its anteroposterior extent; disc width its "
+        "anteroposterior extent along the mid-plane; the intervertebral distance of a vertebra "
+        "the distance between the midpoints of its two endplates. A value was reported only if "
+        f"it passed the QC gate (physical ranges: {ranges}; agreement with the neighbouring "
+        f"levels, the label order, the slices either side, the other session, the per-vertebra "
+        f"registration{reviewed}); otherwise it was reported qc_failed with the reason and left "
+        f"out of the statistics (statsmodels {_version('statsmodels')}). spineflow "
+        f"{__version__}."
+    )
 
 
 def _provenance(config: dict) -> str:

@@ -1,6 +1,9 @@
 """The cohort report on small tables: what it shows and what it must never show."""
 
+from pathlib import Path
+
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -8,6 +11,8 @@ import pandas as pd  # noqa: E402
 
 from spineflow.cohort_report import write_cohort_report  # noqa: E402
 from spineflow.plotting import STATUS_COLOURS  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _tables(tmp_path):
@@ -42,14 +47,15 @@ def _tables(tmp_path):
 def test_the_report_frames_each_session_in_its_worst_status_and_hides_paths_and_secrets(tmp_path):
     paths = _tables(tmp_path)
     out = tmp_path / "report.html"
-    settings = {"dicom_dir": "/home/jdoe/study/dicom", "pseudonym_salt": "s3cret-salt",
-                "segmentation": {"method": "builtin", "external": "/data/spineps/{subject}"},
-                "n4": {"shrink_factor": 3}}  # fmt: skip
+    settings = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    settings.update(dicom_dir="/home/jdoe/study/dicom", pseudonym_salt="s3cret-salt")
+    settings["segmentation"]["external"] = "/data/spineps/{subject}"
     write_cohort_report(paths["discs"], paths["vertebrae"], paths["statistics"],
                         [("sub-01", "ses-1", paths["figure"])], [], settings, out)  # fmt: skip
     page = out.read_text()
     assert "jdoe" not in page and "s3cret" not in page and "/data/spineps" not in page
     assert "shrink_factor: 3" in page and "Table 2. x" in page and "<h1>stats</h1>" not in page
+    assert "central 80 % of its anteroposterior extent" in page  # the methods, from the code
     # sub-01's figure framed qc_failed (its worst); sub-02, without a figure, gets its reason
     assert f"border-color:{STATUS_COLOURS['qc_failed']}' title='sub-01 ses-1: qc_failed'" in page
     assert "sub-02 ses-1: failed</b><br>segment failed: no sacrum" in page

@@ -51,5 +51,5 @@ def test_cluster_jobs_counts_groups_and_ungrouped_rules():
 def test_dry_run_gives_one_cluster_job_per_participant(tmp_path):
     config = scale.write_cohort(tmp_path, 30)
     result = scale.dry_run(tmp_path, config, "slurm")
-    assert result["cluster_jobs"] == 30 + 3  # + BIDS metadata, group tables, statistics
+    assert result["cluster_jobs"] == 30 + 4  # + BIDS metadata, group tables, statistics, report
     assert result["jobs"] > 30 * 8  # the rules themselves are all there
