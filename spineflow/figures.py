@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from .labels import SACRUM, VERTEBRA_LABELS, lookup_table
 from .measure import central_u, load_labels
-from .midsagittal import Volume, load_canonical, plane_at
+from .midsagittal import Volume, canonical_volume, load_canonical, plane_at
 from .plotting import STATUS_COLOURS, pyplot
 
 BODY_COLOUR, DISC_COLOUR, SACRUM_COLOUR = "#66c2ff", "#ffd92f", "#ff7f00"
@@ -44,7 +44,8 @@ VERTEBRA_MARGIN_MM = 12.0  # around a vertebra's label in the registration figur
 EDGE_SIGMA_MM = 1.0
 EDGE_PERCENTILE = 90  # the strongest tenth of timepoint 2's gradients are drawn as its edges
 VALUE_ROOM_MM = 45.0  # beyond the discs' anterior ends, for their values
-_LABEL_OF = {name: value for value, name in lookup_table()}
+_NAME_OF = dict(lookup_table())
+_LABEL_OF = {name: value for value, name in _NAME_OF.items()}
 NOTE_CHARACTERS = 110  # a note longer than this is cut in the figure (the TSV has it whole)
 
 
@@ -195,13 +196,11 @@ def _draw(view, field, drawings, discs, vertebrae, title, out_path) -> None:
 
 
 def _outlines(axis, view: PlaneView) -> None:
-    names = dict(lookup_table())
-    names[VERTEBRA_LABELS["S1"]] = "S1"
     y = np.arange(view.labels.shape[0]) * view.spacing_mm[0]
     z = np.arange(view.labels.shape[1]) * view.spacing_mm[1]
     for value in np.unique(view.labels[view.labels > 0]):
         mask = view.labels == value
-        name = names.get(int(value), str(value))
+        name = _NAME_OF.get(int(value), str(value))
         colour = DISC_COLOUR if "-" in name else BODY_COLOUR
         if name in ("S1", SACRUM):
             colour = SACRUM_COLOUR
@@ -307,22 +306,25 @@ def _values_table(axis, discs: pd.DataFrame, vertebrae: pd.DataFrame) -> None:
 class _Resampler:
     """Timepoint 2 resampled onto timepoint 1's grid by ITK rigid transforms (files that map
     timepoint 1's points to timepoint 2's, as ``register`` writes them), returned in
-    timepoint 1's canonical orientation (``load_canonical``)."""
+    timepoint 1's canonical orientation (``load_canonical``). Only timepoint 1's header is
+    read: its voxels are the caller's."""
 
     def __init__(self, fixed_path, moving_path):
-        self.fixed = sitk.ReadImage(str(fixed_path), sitk.sitkFloat32)
+        self.grid = sitk.ImageFileReader()
+        self.grid.SetFileName(str(fixed_path))
+        self.grid.ReadImageInformation()
         self.moving = sitk.ReadImage(str(moving_path), sitk.sitkFloat32)
+        self.fixed_path = fixed_path
         self.affine = nib.load(str(fixed_path)).affine
 
     def moved(self, transform_path) -> Volume:
-        transform = sitk.ReadTransform(str(transform_path))
-        moved = sitk.Resample(self.moving, self.fixed, transform, sitk.sitkLinear, 0.0)
+        grid = self.grid
+        moved = sitk.Resample(self.moving, grid.GetSize(), sitk.ReadTransform(str(transform_path)),
+                              sitk.sitkLinear, grid.GetOrigin(), grid.GetSpacing(),
+                              grid.GetDirection(), 0.0, sitk.sitkFloat32)  # fmt: skip
         # ITK's index (i, j, k) is the NIfTI's: its array comes out [k, j, i]
-        image = nib.as_closest_canonical(
-            nib.Nifti1Image(sitk.GetArrayFromImage(moved).transpose(2, 1, 0), self.affine)
-        )
-        zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
-        return Volume(np.asarray(image.dataobj, np.float32), image.affine, zooms)
+        voxels = sitk.GetArrayFromImage(moved).transpose(2, 1, 0)
+        return canonical_volume(nib.Nifti1Image(voxels, self.affine), self.fixed_path)
 
 
 def registration_figure(fixed_path, moving_path, fixed_dseg, fixed_dseg_sidecar, whole_xfm,

@@ -33,10 +33,15 @@ class Volume:
 
 
 def load_canonical(path) -> Volume:
-    image = nib.as_closest_canonical(nib.load(str(path)))
+    return canonical_volume(nib.load(str(path)), path)
+
+
+def canonical_volume(image: nib.Nifti1Image, source) -> Volume:
+    """``image`` in canonical RAS axes; ``source`` names it in the error for a non-3D image."""
+    image = nib.as_closest_canonical(image)
     data = np.asarray(image.dataobj, dtype=np.float32)
     if data.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D image, got shape {data.shape}")
+        raise ValueError(f"{source}: expected a 3D image, got shape {data.shape}")
     return Volume(data, image.affine, tuple(float(z) for z in image.header.get_zooms()[:3]))
 
 
