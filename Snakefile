@@ -5,19 +5,23 @@ snakemake --profile profiles/slurm              # cluster
 """
 
 import os
+import time
 
 from snakemake.utils import min_version, validate
 
 from spineflow.stats_report import output_files
 from spineflow.workflow import (
     Paths,
+    check_config,
     external_labels,
     geometry_rule,
     label,
+    failed_participant_folders,
+    finish_run,
     participant_cortex_fits,
-    recorded_failures,
     session_plan,
 )
+from spineflow.runner import read_failures, remove_placeholders
 
 min_version("9.0")
 
@@ -28,12 +32,17 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 report: "report/workflow.rst"
 
 
-validate(config, os.path.join(workflow.basedir, "config", "schema.yaml"))
+SCHEMA = os.path.join(workflow.basedir, "config", "schema.yaml")
+check_config(config, SCHEMA)  # a few lines naming the key; validate() adds the defaults
+validate(config, SCHEMA)
 
+STARTED = time.time()
 PATHS = Paths(config["output_dir"])
 GEOMETRY = geometry_rule(config)
 PLAN = session_plan(config, PATHS)
-RECORDED = [] if config["retry_failed"] else recorded_failures(PATHS)
+if not workflow.dryrun:  # left by a run that was killed before its end (finish_run)
+    remove_placeholders(failed_participant_folders(PATHS))
+RECORDED = [] if config["retry_failed"] else read_failures(PATHS.failures_dir)
 # a session's failure takes the session out; a participant's (registration between sessions)
 # only the longitudinal step: both sessions are still reported, each measured on its own
 SESSION_FAILURES = [f for f in RECORDED if f["session_id"]]
@@ -86,6 +95,16 @@ include: "rules/register.smk"
 include: "rules/cohort.smk"
 include: "rules/stats.smk"
 include: "rules/report.smk"
+
+
+# a step that fails on its data leaves placeholders, so that the cohort finishes in this run
+# (spineflow.runner); at the end they go, and the run exits non-zero naming the failures
+onsuccess:
+    finish_run(PATHS, STARTED)
+
+
+onerror:
+    finish_run(PATHS, STARTED, failed=True)
 
 
 # the target only collects outputs: it never goes to the cluster

@@ -20,6 +20,8 @@ rule group_tables:
         discs=PATHS.group("discs.tsv"),
         vertebrae=PATHS.group("vertebrae.tsv"),
         description=PATHS.deriv / "dataset_description.json",
+        readme=PATHS.deriv / "README.md",
+        bidsignore=PATHS.deriv / ".bidsignore",
     log:
         PATHS.log("grouptables", sub=None, ses=None),
     benchmark:
@@ -32,8 +34,11 @@ rule group_tables:
         runtime=5,
     params:
         sessions=[(f"sub-{s}", f"ses-{ses}") for s, ses in SESSIONS],
-        failures=INDEX_FAILED + SESSION_FAILURES,
-        pair_failures=PAIR_FAILURES,
+        # every visit, and the failures of the index; the steps' own failures are read from
+        # their records when the job runs, those of this run too
+        visits=[(r.participant_id, r.session_id) for r in PLAN.itertuples()],
+        index_failures=INDEX_FAILED,
+        failures_dir=str(PATHS.failures_dir),
         participants=[f"sub-{s}" for s in SUBJECTS_WITH_PAIR],
         qc=config["qc"],
     script:

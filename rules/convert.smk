@@ -30,9 +30,10 @@ rule convert:
 
 rule bids_metadata:
     input:
-        index=ancient(PATHS.index_dir / "series.tsv"),
+        visits=PATHS.visits_tsv,
     output:
         description=PATHS.raw / "dataset_description.json",
+        readme=PATHS.raw / "README.md",
         participants=PATHS.participants_tsv,
         sessions=[
             f"{PATHS.raw}/sub-{s}/sub-{s}_sessions.tsv"
@@ -50,5 +51,6 @@ rule bids_metadata:
         runtime=5,
     params:
         participants_tsv=config["participants_tsv"],
+        dataset=config["dataset"],
     script:
         "../scripts/bids_metadata.py"

@@ -8,6 +8,7 @@ rule n4:
         image=PATHS.derived(GEOMETRY, desc="preproc"),
         field=PATHS.derived(GEOMETRY, desc="biasfield"),
         sidecar=PATHS.derived(GEOMETRY, ".json", desc="preproc"),
+        field_sidecar=PATHS.derived(GEOMETRY, ".json", desc="biasfield"),
     log:
         PATHS.log("n4"),
     benchmark:

@@ -7,8 +7,9 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(
     smk,
     bids_metadata,
-    index_dir=Path(smk.input.index).parent,
+    visits_tsv=smk.input.visits,
     participants_tsv=smk.params.participants_tsv,
+    dataset=smk.params.dataset,
     raw_dir=Path(smk.output.description).parent,
     sessions_tsvs=smk.output.sessions,
 )

@@ -6,6 +6,7 @@ run(
     smk,
     measure_session,
     failure_record=smk.params.failure,
+    pooled_inputs=smk.input.cortex_fits,
     image_path=smk.input.image,
     dseg_path=smk.input.dseg,
     dseg_sidecar=smk.input.dseg_sidecar,

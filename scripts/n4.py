@@ -10,6 +10,7 @@ run(
     out_path=smk.output.image,
     field_path=smk.output.field,
     sidecar_path=smk.output.sidecar,
+    field_sidecar_path=smk.output.field_sidecar,
     params=smk.params.n4,
     threads=smk.threads,
 )

@@ -6,6 +6,7 @@ entities always give the same name, whoever asks.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # BIDS entity order (specification, appendix "Entity table"), plus derivative entities.
@@ -84,3 +85,34 @@ def derivatives_root(output_dir: str | Path) -> Path:
 
 def group_dir(output_dir: str | Path) -> Path:
     return derivatives_root(output_dir) / "group"
+
+
+RAW_DATASET_LINK = "raw"  # the raw dataset's name in BIDS URIs (DatasetLinks of the derivatives)
+
+
+def raw_dataset_link(output_dir: str | Path) -> dict[str, str]:
+    """The derivatives' DatasetLinks: where ``bids:raw:`` points, relative to them."""
+    deriv = derivatives_root(output_dir)
+    return {RAW_DATASET_LINK: Path(os.path.relpath(raw_root(output_dir), deriv)).as_posix()}
+
+
+def bids_uris(paths, sidecar_path: str | Path) -> list[str]:
+    """``paths`` as a derivatives sidecar at ``sidecar_path`` names its sources: ``bids::``
+    in the derivatives, ``bids:raw:`` in the raw dataset, the file name alone elsewhere. Never
+    an absolute path: it names users and projects on shared clusters, and differs between
+    two identical runs in two folders."""
+    deriv = next(
+        (parent for parent in Path(os.path.abspath(sidecar_path)).parents
+         if parent.name == DERIVATIVES_NAME and parent.parent.name == "derivatives"),
+        None,
+    )  # fmt: skip
+    datasets = [("", deriv), (RAW_DATASET_LINK, raw_root(deriv.parent.parent))] if deriv else []
+    uris = []
+    for path in map(Path, map(os.path.abspath, paths)):
+        inside = [(name, root) for name, root in datasets if path.is_relative_to(root)]
+        uris.append(
+            f"bids:{inside[0][0]}:{path.relative_to(inside[0][1]).as_posix()}"
+            if inside
+            else path.name
+        )
+    return uris

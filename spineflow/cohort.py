@@ -13,7 +13,6 @@ structure whose status is ``ok``; ``assemble`` enforces this whatever the input 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from spineflow import LEVELS, VERTEBRAE
-from spineflow.bids import derivatives_root, raw_root
+from spineflow.bids import RAW_DATASET_LINK, derivatives_root, raw_dataset_link
 from spineflow.fileio import atomic_write_text
 
 NA = "n/a"
@@ -295,8 +294,29 @@ def write_tsv(df: pd.DataFrame, path: str | Path, *, significant: Sequence[str] 
     atomic_write_text(path, text)
 
 
+# what BIDS has no place for (fMRIPrep ignores its own the same way): QC figures, the group
+# tables, logs and benchmarks, per-session measure tables, ITK transforms, JSON-only records;
+# folder names without a trailing slash: bids-validator 3 then ignores them at any depth
+DERIVATIVES_BIDSIGNORE = (
+    "figures", "group", "logs", "benchmarks", "*_discs.tsv", "*_discs.json",
+    "*_vertebrae.tsv", "*_xfm.tfm", "*_endplates.json",
+)  # fmt: skip
+DERIVATIVES_README = """\
+# spineflow derivatives
+
+Per session (sub-*/ses-*/anat): the N4-corrected image (desc-preproc) and its bias field,
+the vertebra and disc labels (desc-vertebrae_dseg), and the measurements (*_discs.tsv,
+*_vertebrae.tsv, with the fitted geometry in *_discs.json). Per participant (sub-*/anat): the
+rigid transforms from timepoint 2 to timepoint 1 (whole field and per vertebra, ITK .tfm) and
+the change per disc (desc-longitudinal_discs.tsv). QC figures are in figures/ folders, the
+cohort tables, statistics and report in group/, logs and benchmarks in logs/ and benchmarks/.
+Sources are named by BIDS URIs: bids:raw: is the raw dataset (DatasetLinks).
+"""
+
+
 def write_derivatives_description(deriv_root: str | Path, version: str) -> str:
-    """dataset_description.json of the derivatives dataset; returns its path.
+    """dataset_description.json of the derivatives dataset, with its README and .bidsignore
+    (``DERIVATIVES_BIDSIGNORE``); returns the description's path.
 
     The source (raw BIDS) dataset is linked as a BIDS URI, ``bids:raw:``, whose location
     (``DatasetLinks``) is relative to the derivatives root: ``{output_dir}/bids`` seen from
@@ -308,15 +328,16 @@ def write_derivatives_description(deriv_root: str | Path, version: str) -> str:
         raise ValueError(
             f"{deriv_root} is not a spineflow derivatives root (<out>/derivatives/...)"
         )
-    link = Path(os.path.relpath(raw_root(output_dir), deriv_root)).as_posix()
     path = deriv_root / "dataset_description.json"
     content = {
         "Name": "spineflow",
         "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "spineflow", "Version": str(version)}],
-        "SourceDatasets": [{"URL": "bids:raw:"}],
-        "DatasetLinks": {"raw": link},
+        "SourceDatasets": [{"URL": f"bids:{RAW_DATASET_LINK}:"}],
+        "DatasetLinks": raw_dataset_link(output_dir),
     }
     atomic_write_text(path, json.dumps(content, indent=2) + "\n")
+    atomic_write_text(deriv_root / "README.md", DERIVATIVES_README)
+    atomic_write_text(deriv_root / ".bidsignore", "\n".join(DERIVATIVES_BIDSIGNORE) + "\n")
     return str(path)

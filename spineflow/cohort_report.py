@@ -28,6 +28,7 @@ from .cohort import read_text_tsv
 from .measure import CENTRAL_SHARE
 from .plotting import STATUS_COLOURS, pyplot
 from .qc import QcLimits
+from .runner import is_placeholder
 
 THUMBNAIL_WIDTH_PX = 440
 # worst first: a session's frame takes the worst status among its values (a level out of the
@@ -58,7 +59,10 @@ pre{background:#f6f6f6;padding:0.5em;font-size:0.8em;overflow:auto}
 def write_cohort_report(discs_tsv, vertebrae_tsv, statistics_html, session_figures,
                         registration_figures, config: dict, out_path) -> None:  # fmt: skip
     """Write the report. ``session_figures``: (participant_id, session_id, PNG path);
-    ``registration_figures``: (participant_id, PNG path); ``config``: the run's settings."""
+    ``registration_figures``: (participant_id, PNG path); ``config``: the run's settings.
+    A figure that is a failed step's placeholder is left out (its session shows why)."""
+    session_figures = [f for f in session_figures if not is_placeholder(f[-1])]
+    registration_figures = [f for f in registration_figures if not is_placeholder(f[-1])]
     discs, vertebrae = read_text_tsv(discs_tsv), read_text_tsv(vertebrae_tsv)
     statuses = _session_statuses(discs, vertebrae)
     parts = [

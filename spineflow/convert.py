@@ -15,6 +15,7 @@ import pandas as pd
 
 from spineflow import __version__
 from spineflow.bids import bids
+from spineflow.dicom_index import file_key, series_key_for_uid
 from spineflow.fileio import atomic_write_text
 from spineflow.phi import scrub_nifti_header, scrub_sidecar
 
@@ -98,12 +99,19 @@ def _stage_inputs(dicom_dir: Path, relpaths: Sequence[str], stage_dir: Path) -> 
     for number, relpath in enumerate(relpaths):
         source = (dicom_dir / relpath).resolve()
         if not source.is_file():
-            raise FileNotFoundError(f"DICOM file listed in the index is missing: {relpath}")
-        target = stage_dir / f"{number:06d}.dcm"
+            raise FileNotFoundError(
+                f"DICOM file {file_key(relpath)} listed in the index is missing (its path: "
+                "sourcedata/dicom_index/files.tsv)"
+            )
+        target = stage_dir / _staged_name(number)
         try:
             target.symlink_to(source)
         except OSError:  # filesystems without symlinks
             shutil.copy2(source, target)
+
+
+def _staged_name(number: int) -> str:
+    return f"{number:06d}.dcm"
 
 
 def _run_dcm2niix(stage_dir: Path, out_dir: Path) -> str:
@@ -120,19 +128,31 @@ def _run_dcm2niix(stage_dir: Path, out_dir: Path) -> str:
         environ=_dcm2niix_environ(),
     )
     result = converter.run(cwd=str(out_dir))
-    return result.runtime.stdout or ""
+    return "\n".join(filter(None, [result.runtime.stdout, result.runtime.stderr]))
 
 
 def _tail(text: str, n_lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-n_lines:])
 
 
-def _single_output(out_dir: Path, out_nifti: Path, stdout: str) -> tuple[Path, Path]:
+def _named_by_key(output: str, stage_dir: Path, relpaths: Sequence[str]) -> str:
+    """dcm2niix's output with each staged copy (a temporary path) named by its source file's
+    key: the source's path may carry a patient's name."""
+    for number, relpath in enumerate(relpaths):
+        for staged in (str(stage_dir / _staged_name(number)), _staged_name(number)):
+            output = output.replace(staged, file_key(relpath))
+    return output
+
+
+def _single_output(out_dir: Path, out_nifti: Path, output: str, series_key: str):
     niftis = sorted(out_dir.glob("*.nii.gz"))
     if len(niftis) != 1:
+        errors = [line for line in output.splitlines() if line.startswith("Error")]
+        made = ", ".join(p.name for p in niftis) or "none"
         raise ConversionError(
-            f"dcm2niix made {len(niftis)} NIfTI files instead of 1 for {out_nifti.name} "
-            f"({', '.join(p.name for p in niftis) or 'none'}); dcm2niix output:\n{_tail(stdout)}"
+            f"dcm2niix made {len(niftis)} NIfTI files instead of 1 from series {series_key} "
+            f"for {out_nifti.name} ({made}){': ' + errors[0] if errors else ''}\n"
+            f"dcm2niix output:\n{_tail(output)}"
         )
     sidecar = niftis[0].with_name(niftis[0].name[: -len(".nii.gz")] + ".json")
     if not sidecar.exists():
@@ -142,8 +162,6 @@ def _single_output(out_dir: Path, out_nifti: Path, stdout: str) -> tuple[Path, P
 
 def _series_key_from_files(dicom_dir: Path, relpaths: Sequence[str]) -> str:
     import pydicom
-
-    from spineflow.dicom_index import series_key_for_uid
 
     ds = pydicom.dcmread(
         dicom_dir / relpaths[0], stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]
@@ -176,8 +194,9 @@ def convert_series(
     partial_nifti = out_nifti.with_name(f".{out_nifti.name}.partial")
     try:
         _stage_inputs(dicom_dir, relpaths, temp / "dicom")
-        stdout = _run_dcm2niix(temp / "dicom", temp / "out")
-        nifti, sidecar_path = _single_output(temp / "out", out_nifti, stdout)
+        output = _named_by_key(_run_dcm2niix(temp / "dicom", temp / "out"), temp / "dicom",
+                               relpaths)  # fmt: skip
+        nifti, sidecar_path = _single_output(temp / "out", out_nifti, output, series_key)
         sidecar = scrub_sidecar(json.loads(sidecar_path.read_text()))
         sidecar["SpineflowSeriesKey"] = series_key
         # Scrub next to the destination, then rename: never a half-written out_nifti.
@@ -198,19 +217,35 @@ def convert_series(
 # --- BIDS tables --------------------------------------------------------------------------
 
 
-def write_dataset_description(raw_root: str | Path, name: str) -> None:
-    _write_json(
-        Path(raw_root) / "dataset_description.json",
-        {
-            "Name": name,
-            "BIDSVersion": BIDS_VERSION,
-            "DatasetType": "raw",
-            "GeneratedBy": [
-                {"Name": "spineflow", "Version": __version__},
-                {"Name": "dcm2niix", "Description": "DICOM to NIfTI conversion"},
-            ],
-        },
-    )
+RAW_README = """\
+# {name}
+
+Lumbar-spine MRI converted from DICOM to BIDS by spineflow {version} (dcm2niix through
+nipype). Each session is a visit of the study: a DICOM study with a series the configuration's
+geometry rule matches, numbered in date order; days_from_baseline in sub-*_sessions.tsv
+replaces the dates. Names, IDs, dates and UIDs were removed from the images' headers and
+sidecars; participants are labelled by the study's id map or by salted pseudonyms.
+"""
+
+
+def write_dataset_description(raw_root: str | Path, dataset: dict) -> None:
+    """dataset_description.json and README.md of the raw dataset; ``dataset``: the config's
+    name, authors and license."""
+    description = {
+        "Name": dataset["name"],
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "raw",
+        "Authors": list(dataset["authors"]),
+        "License": dataset["license"],
+        "GeneratedBy": [
+            {"Name": "spineflow", "Version": __version__},
+            {"Name": "dcm2niix", "Description": "DICOM to NIfTI conversion"},
+        ],
+    }
+    _write_json(Path(raw_root) / "dataset_description.json",
+                {key: value for key, value in description.items() if value})  # fmt: skip
+    readme = RAW_README.format(name=dataset["name"], version=__version__)
+    atomic_write_text(Path(raw_root) / "README.md", readme)
 
 
 def _sub_label(value: str) -> str:

@@ -1,8 +1,11 @@
-"""Index a raw DICOM folder into series and files tables, without PHI, and pick series.
+"""Index a raw DICOM folder into series and files tables, without PHI, pick series, and
+decide which studies are the visits of this study.
 
-The index is the only thing later stages read about the DICOM folder: participant and session
-labels, an opaque series key, and header-level geometry/validation. It holds no names, IDs,
-dates or UIDs (sessions carry ``days_from_baseline`` instead of dates).
+The index is the only thing later stages read about the DICOM folder: participant labels,
+opaque study and series keys, and header-level geometry/validation. Its series table holds no
+names, IDs, dates or UIDs (studies carry day offsets instead of dates). Its files and skipped
+tables hold paths relative to the DICOM folder, which may carry names from an export's folders:
+they stay in ``sourcedata/`` (``INDEX_README``), and logs name a file only by its key.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import json
 import logging
 import os
 import re
-from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -41,17 +44,25 @@ HEADER_TAGS = [
     "SliceThickness",
     "InstanceNumber",
     "NumberOfFrames",
+    "BodyPartExamined",
+    "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence",
+    "BitsAllocated",
+    "SamplesPerPixel",
+    "PixelData",
 ]
 
 SERIES_COLUMNS = [
     "participant_id",
-    "session_id",
-    "days_from_baseline",
+    "study_key",
+    "study_rank",
+    "study_day",
     "series_key",
     "series_number",
     "series_description",
     "protocol_name",
     "image_type",
+    "body_part",
     "orientation",
     "n_files",
     "rows",
@@ -62,9 +73,12 @@ SERIES_COLUMNS = [
     "note",
 ]
 FILE_COLUMNS = ["series_key", "relpath", "instance_number"]
+SKIPPED_COLUMNS = ["file_key", "relpath", "reason"]
 SELECTION_COLUMNS = [
     "participant_id",
-    "session_id",
+    "study_key",
+    "study_rank",
+    "study_day",
     "series_key",
     "series_number",
     "rule",
@@ -78,8 +92,23 @@ SELECTION_COLUMNS = [
 
 SERIES_TSV = "series.tsv"
 FILES_TSV = "files.tsv"
+SKIPPED_TSV = "skipped.tsv"
 FINGERPRINT_JSON = "fingerprint.json"
-INDEX_FORMAT = 1  # bump when the tables change, so old caches are rebuilt
+INDEX_FORMAT = 2  # bump when the tables change, so old caches are rebuilt
+INDEX_README = """\
+The DICOM index spineflow reads instead of the DICOM folder.
+
+series.tsv: one row per DICOM series, without names, IDs, dates or UIDs.
+files.tsv: the files of each series; skipped.tsv: files left out, and why.
+Both hold paths relative to the DICOM folder. An export's folder names often carry patient
+names and dates: keep sourcedata/ as private as the DICOM folder itself. Logs and reports name
+a file only by its file_key.
+"""
+UNKNOWN_PATIENTS = ("skip", "fail")
+UNKNOWN_PATIENT = "PatientID not in the id_map"
+PIXEL_DATA = 0x7FE00010
+UNDEFINED_LENGTH = 0xFFFFFFFF  # encapsulated (compressed) pixel data
+DEFER_BYTES = 1024  # larger values (the pixel data) are not read, only located
 
 OBLIQUE_COSINE = 0.8  # below this the normal has no dominant axis
 GAP_FACTOR = 1.5  # a step this many median spacings long means a slice is missing
@@ -95,8 +124,14 @@ def _sha256_hex(text: str) -> str:
 
 
 def series_key_for_uid(series_uid: str) -> str:
-    """Opaque, stable series key: a UID itself is a trackable identifier, its hash prefix not."""
+    """Opaque, stable series (or study) key: a UID itself is a trackable identifier, its hash
+    prefix not."""
     return _sha256_hex(series_uid)[:12]
+
+
+def file_key(relpath: str) -> str:
+    """How logs name a file: its path may carry a patient's name."""
+    return "file-" + _sha256_hex(relpath)[:12]
 
 
 def pseudonym(patient_id: str, salt: str = "spineflow") -> str:
@@ -109,32 +144,36 @@ def pseudonym(patient_id: str, salt: str = "spineflow") -> str:
     return "sub-" + _sha256_hex(salt + patient_id)[:8]
 
 
+BIDS_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+
+
 def read_id_map(id_map_path: str | Path) -> dict[str, str]:
-    """dicom_patient_id -> participant_id (normalised to ``sub-`` labels)."""
+    """dicom_patient_id -> participant_id (normalised to ``sub-`` labels); a participant_id
+    that is not a BIDS label stops with its line."""
     table = pd.read_csv(id_map_path, sep="\t", dtype=str, keep_default_na=False)
     missing = {"dicom_patient_id", "participant_id"} - set(table.columns)
     if missing:
         raise ValueError(f"id_map {id_map_path}: missing columns {sorted(missing)}")
-    ids = table["participant_id"].str.strip()
-    ids = ids.where(ids.str.startswith("sub-"), "sub-" + ids)
-    return dict(zip(table["dicom_patient_id"].str.strip(), ids, strict=True))
+    labels = table["participant_id"].str.strip().str.removeprefix("sub-")
+    for line, value in zip(table.index + 2, labels, strict=True):  # line 1 is the header
+        if not BIDS_LABEL.match(value):
+            raise ValueError(
+                f"id_map {id_map_path}, line {line}: participant_id {value!r} is not a BIDS "
+                "label (letters and digits only, optionally after 'sub-')"
+            )
+    return dict(zip(table["dicom_patient_id"].str.strip(), "sub-" + labels, strict=True))
 
 
-def _participant_ids(patient_ids: pd.Series, id_map_path, salt: str) -> pd.Series:
+def _participant_ids(records: pd.DataFrame, id_map_path, salt: str) -> pd.Series:
+    """Each record's participant: from the id_map (empty where it lacks the PatientID), else
+    the salted pseudonym."""
+    patient_ids = records["patient_id"]
     if patient_ids.eq("").any():
         # All files without a PatientID end up in one participant: say so, it is rarely right.
         log.warning("%d DICOM file(s) have no PatientID", int(patient_ids.eq("").sum()))
     if not id_map_path:
         return patient_ids.map(lambda pid: pseudonym(pid, salt))
-    mapping = read_id_map(id_map_path)
-    unmapped = sorted(set(patient_ids) - set(mapping))
-    if unmapped:
-        # Name the map and a count, never the patient IDs themselves (they are PHI in logs).
-        raise ValueError(
-            f"{len(unmapped)} DICOM PatientID(s) found in the DICOM folder are missing from "
-            f"id_map {id_map_path}; add them (column dicom_patient_id)"
-        )
-    return patient_ids.map(mapping)
+    return patient_ids.map(read_id_map(id_map_path)).fillna("")
 
 
 # --- reading headers ----------------------------------------------------------------------
@@ -148,21 +187,36 @@ def _iter_files(dicom_dir: Path):
 
 
 def _read_header(path: Path) -> pydicom.Dataset:
+    # the pixel data is not read (deferred), but its offset and length are: truncation shows
+    read = {"specific_tags": HEADER_TAGS, "defer_size": DEFER_BYTES}
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        return pydicom.dcmread(path, **read)
     except InvalidDicomError:
         # Some archives strip the 128-byte preamble; retry leniently, then require UIDs.
-        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True)
+        return pydicom.dcmread(path, force=True, **read)
+
+
+def _frame_geometry(ds: pydicom.Dataset, keyword: str, group: str):
+    """An enhanced multi-frame object's geometry attribute: in the shared functional groups,
+    else in the first frame's (the per-frame positions are dcm2niix's to sort)."""
+    for sequence in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for item in ds.get(sequence) or []:
+            for entry in item.get(group) or []:
+                if keyword in entry:
+                    return entry.get(keyword)
+    return None
 
 
 def _header_record(ds: pydicom.Dataset) -> dict:
-    def get(keyword, default=None):
-        value = ds.get(keyword, default)
+    def get(keyword, default=None, group=None):
+        value = ds.get(keyword)
+        if (value is None or value == "") and group:
+            value = _frame_geometry(ds, keyword, group)
         return default if value is None or value == "" else value
 
-    iop = get("ImageOrientationPatient")
+    iop = get("ImageOrientationPatient", group="PlaneOrientationSequence")
     ipp = get("ImagePositionPatient")
-    spacing = get("PixelSpacing")
+    spacing = get("PixelSpacing", group="PixelMeasuresSequence")
     return {
         "series_uid": str(ds.SeriesInstanceUID),
         "study_uid": str(get("StudyInstanceUID", ds.SeriesInstanceUID)),
@@ -173,37 +227,57 @@ def _header_record(ds: pydicom.Dataset) -> dict:
         "series_description": str(get("SeriesDescription", "")),
         "protocol_name": str(get("ProtocolName", "")),
         "image_type": "\\".join(get("ImageType", [])) if "ImageType" in ds else "",
+        "body_part": str(get("BodyPartExamined", "")),
         "iop": tuple(float(v) for v in iop) if iop is not None and len(iop) == 6 else None,
         "ipp": tuple(float(v) for v in ipp) if ipp is not None and len(ipp) == 3 else None,
         "rows": int(get("Rows", 0)),
         "columns": int(get("Columns", 0)),
         "pixel_spacing_mm": "x".join(repr(float(v)) for v in spacing) if spacing else "",
-        "slice_thickness_mm": float(get("SliceThickness", np.nan)),
+        "slice_thickness_mm": float(get("SliceThickness", np.nan, group="PixelMeasuresSequence")),
         "instance_number": int(get("InstanceNumber", 0)),
         "n_frames": int(get("NumberOfFrames", 1)),
     }
 
 
-def _read_records(dicom_dir: Path) -> list[dict]:
-    records = []
+def _truncation(ds: pydicom.Dataset, size_bytes: int) -> str:
+    """Why the file's pixel data is incomplete ('' when it is whole, or compressed: the
+    decoder checks that)."""
+    if PIXEL_DATA not in ds:
+        return ""
+    element = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    declared = getattr(element, "length", None)
+    if declared is None or declared == UNDEFINED_LENGTH:
+        return ""
+    present = max(0, min(declared, size_bytes - element.value_tell))
+    needed = (
+        int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * int(ds.get("NumberOfFrames", 1) or 1)
+        * int(ds.get("SamplesPerPixel", 1) or 1) * (int(ds.get("BitsAllocated", 16) or 16) // 8)
+    )  # fmt: skip
+    if present < min(declared, needed) or declared < needed:
+        return f"truncated: {present} of {needed} bytes of pixel data"
+    return ""
+
+
+def _read_records(dicom_dir: Path) -> tuple[list[dict], list[dict]]:
+    """Every DICOM file's header record, and the files left out with why (any unreadable
+    file is left out, never fatal)."""
+    records, skipped = [], []
     for path in _iter_files(dicom_dir):
         relpath = path.relative_to(dicom_dir).as_posix()
         try:
             ds = _read_header(path)
-        except Exception as error:  # any unreadable file is skipped, never fatal
-            log.warning("skipping %s: not DICOM (%s)", relpath, type(error).__name__)
-            continue
-        if "SOPInstanceUID" not in ds or "SeriesInstanceUID" not in ds:
-            log.warning("skipping %s: no SOPInstanceUID/SeriesInstanceUID", relpath)
-            continue
-        try:
+            if "SOPInstanceUID" not in ds or "SeriesInstanceUID" not in ds:
+                raise ValueError("no SOPInstanceUID/SeriesInstanceUID")
             record = _header_record(ds)
-        except (TypeError, ValueError) as error:
-            log.warning("skipping %s: unreadable header value (%s)", relpath, error)
+            record["problem"] = _truncation(ds, path.stat().st_size)
+        except Exception as error:
+            message = str(error).replace(str(path), "the file")[:80]
+            reason = f"not readable DICOM ({type(error).__name__}: {message})"
+            skipped.append({"file_key": file_key(relpath), "relpath": relpath, "reason": reason})
             continue
         record["relpath"] = relpath
         records.append(record)
-    return records
+    return records, skipped
 
 
 # --- geometry -----------------------------------------------------------------------------
@@ -277,6 +351,11 @@ def _summarise_series(files: pd.DataFrame) -> dict:
     problems += [note] if note else []
     orientation = _series_orientation(files)
     multiframe = int(files["n_frames"].max()) > 1
+    truncated = files[files["problem"] != ""]
+    problems += [
+        f"instance {row.instance_number} ({file_key(row.relpath)}) {row.problem}"
+        for row in truncated.itertuples()
+    ]
     if orientation == "mixed":
         problems.append("files have different orientations (a multi-plane localizer?)")
     elif orientation == "unknown":
@@ -291,6 +370,7 @@ def _summarise_series(files: pd.DataFrame) -> dict:
         "series_description": first["series_description"],
         "protocol_name": first["protocol_name"],
         "image_type": first["image_type"],
+        "body_part": first["body_part"],
         "orientation": orientation,
         "n_files": len(files),
         "rows": int(rows),
@@ -305,30 +385,19 @@ def _summarise_series(files: pd.DataFrame) -> dict:
 # --- sessions -----------------------------------------------------------------------------
 
 
-def _parse_date(text: str) -> date | None:
-    try:
-        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
-    except (ValueError, IndexError):
-        return None
-
-
-def _number_sessions(studies: pd.DataFrame) -> pd.DataFrame:
-    """ses-1, ses-2, ... per participant by (StudyDate, StudyTime) order, plus day offsets."""
+def _rank_studies(studies: pd.DataFrame) -> pd.DataFrame:
+    """Each study's rank among its participant's (1 = earliest, by StudyDate, StudyTime) and
+    its day offset from the participant's earliest dated study: no dates leave the index."""
     studies = studies.sort_values(["participant_id", "study_date", "study_time", "study_uid"])
-    studies["session_id"] = "ses-" + (
-        studies.groupby("participant_id").cumcount().add(1).astype(str)
-    )
-    dates = studies["study_date"].map(_parse_date)
-    baseline = dates.groupby(studies["participant_id"]).transform("first")
-
-    def offset(pair):
-        day, first = pair
-        return (day - first).days if day is not None and first is not None else pd.NA
-
-    studies["days_from_baseline"] = pd.array(
-        [offset(pair) for pair in zip(dates, baseline, strict=True)], dtype="Int64"
-    )
+    studies["study_rank"] = studies.groupby("participant_id").cumcount().add(1)
+    days = pd.to_datetime(studies["study_date"], format="%Y%m%d", errors="coerce")
+    first = days.groupby(studies["participant_id"]).transform("min")
+    studies["study_day"] = (days - first).dt.days.astype("Int64")
     return studies
+
+
+def _sort_by_study(table: pd.DataFrame, then: list[str]) -> pd.DataFrame:
+    return table.sort_values(["participant_id", "study_rank", *then])
 
 
 def _sort_by_session(table: pd.DataFrame, then: list[str]) -> pd.DataFrame:
@@ -341,47 +410,72 @@ def _sort_by_session(table: pd.DataFrame, then: list[str]) -> pd.DataFrame:
 # --- build / save / load ------------------------------------------------------------------
 
 
+class DicomIndex(NamedTuple):
+    series: pd.DataFrame  # SERIES_COLUMNS: one row per series, no PHI
+    files: pd.DataFrame  # FILE_COLUMNS: each series' files (paths stay in sourcedata/)
+    skipped: pd.DataFrame  # SKIPPED_COLUMNS: files left out, and why
+
+
 def build_index(
     dicom_dir: str | Path, id_map_path: str | Path | None = None, salt: str = "spineflow"
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every DICOM header under dicom_dir; return (series, files) tables without PHI."""
+) -> DicomIndex:
+    """Read every DICOM header under dicom_dir into the index. Files that are not readable
+    DICOM, and (with an id_map) those of PatientIDs it lacks, are left out and listed."""
     dicom_dir = Path(dicom_dir)
-    records = pd.DataFrame(_read_records(dicom_dir))
+    found, skipped = _read_records(dicom_dir)
+    records = pd.DataFrame(found)
+    if not records.empty:
+        records["participant_id"] = _participant_ids(records, id_map_path, salt)
+        unknown = records["participant_id"] == ""
+        skipped += [
+            {"file_key": file_key(r), "relpath": r, "reason": UNKNOWN_PATIENT}
+            for r in records.loc[unknown, "relpath"]
+        ]
+        records = records[~unknown]
+    skipped = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
     if records.empty:
-        log.warning("no DICOM files found under the DICOM folder")
-        return pd.DataFrame(columns=SERIES_COLUMNS), pd.DataFrame(columns=FILE_COLUMNS)
-    records["participant_id"] = _participant_ids(records["patient_id"], id_map_path, salt)
+        return DicomIndex(pd.DataFrame(columns=SERIES_COLUMNS),
+                          pd.DataFrame(columns=FILE_COLUMNS), skipped)  # fmt: skip
     studies = records.groupby("study_uid", as_index=False).agg(
         participant_id=("participant_id", "first"),
         study_date=("study_date", "min"),
         study_time=("study_time", "min"),
     )
-    studies = _number_sessions(studies).set_index("study_uid")
+    studies = _rank_studies(studies).set_index("study_uid")
     series_rows = []
     for _, files in records.groupby("series_uid", sort=False):
-        study = studies.loc[files["study_uid"].iloc[0]]
+        study_uid = files["study_uid"].iloc[0]
+        study = studies.loc[study_uid]
         row = {
             "participant_id": study["participant_id"],
-            "session_id": study["session_id"],
-            "days_from_baseline": study["days_from_baseline"],
+            "study_key": series_key_for_uid(study_uid),
+            "study_rank": study["study_rank"],
+            "study_day": study["study_day"],
         }
         row.update(_summarise_series(files))
         series_rows.append(row)
     series = pd.DataFrame(series_rows, columns=SERIES_COLUMNS)
-    series["days_from_baseline"] = series["days_from_baseline"].astype("Int64")
-    series = _sort_by_session(series, ["series_number"])
+    series["study_day"] = series["study_day"].astype("Int64")
+    series = _sort_by_study(series, ["series_number"])
     records["series_key"] = records["series_uid"].map(series_key_for_uid)
     files = records[FILE_COLUMNS].sort_values(["series_key", "instance_number", "relpath"])
-    return series.reset_index(drop=True), files.reset_index(drop=True)
+    return DicomIndex(series.reset_index(drop=True), files.reset_index(drop=True), skipped)
 
 
-def save_index(series: pd.DataFrame, files: pd.DataFrame, index_dir: str | Path) -> None:
+def _count_reasons(skipped: pd.DataFrame) -> str:
+    reasons = skipped["reason"].str.replace(r" \(.*", "", regex=True).value_counts()
+    return ", ".join(f"{count} {reason}" for reason, count in reasons.items())
+
+
+def save_index(index: DicomIndex, index_dir: str | Path) -> None:
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
-    for table, name in ((series, SERIES_TSV), (files, FILES_TSV)):
+    tables = ((index.series, SERIES_TSV), (index.files, FILES_TSV), (index.skipped, SKIPPED_TSV))
+    for table, name in tables:
         tmp = index_dir / f".{name}.tmp"
         table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
         os.replace(tmp, index_dir / name)
+    (index_dir / "README").write_text(INDEX_README)
 
 
 def _read_tsv(path: Path) -> pd.DataFrame:
@@ -389,17 +483,17 @@ def _read_tsv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=["n/a"])
 
 
-def load_index(index_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_index(index_dir: str | Path) -> DicomIndex:
     index_dir = Path(index_dir)
     series = _read_tsv(index_dir / SERIES_TSV)
-    for column in ("days_from_baseline", "series_number", "n_files", "rows", "columns"):
+    for column in ("study_rank", "study_day", "series_number", "n_files", "rows", "columns"):
         series[column] = pd.to_numeric(series[column]).astype("Int64")
     series["slice_thickness_mm"] = pd.to_numeric(series["slice_thickness_mm"])
-    for column in ("series_description", "protocol_name", "image_type", "note"):
+    for column in ("series_description", "protocol_name", "image_type", "body_part", "note"):
         series[column] = series[column].fillna("")
     files = _read_tsv(index_dir / FILES_TSV)
     files["instance_number"] = pd.to_numeric(files["instance_number"]).astype("Int64")
-    return series, files
+    return DicomIndex(series, files, _read_tsv(index_dir / SKIPPED_TSV))
 
 
 def fingerprint(dicom_dir: str | Path, id_map_path=None, salt: str = "spineflow") -> dict:
@@ -427,23 +521,41 @@ def load_or_build(
     index_dir: str | Path,
     id_map_path: str | Path | None = None,
     salt: str = "spineflow",
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Load the cached index when its fingerprint still matches the inputs, else rebuild."""
+    unknown_patients: str = "skip",
+) -> DicomIndex:
+    """Load the cached index when its fingerprint still matches the inputs, else rebuild;
+    say what was left out, and stop on unknown PatientIDs when ``unknown_patients`` is fail."""
     index_dir = Path(index_dir)
     current = fingerprint(dicom_dir, id_map_path, salt)
     stored_path = index_dir / FINGERPRINT_JSON
-    cached = all((index_dir / name).exists() for name in (SERIES_TSV, FILES_TSV))
-    if cached and stored_path.exists():
-        if json.loads(stored_path.read_text()) == current:
-            log.info("DICOM index unchanged; using the cached index")
-            return load_index(index_dir)
-        log.info("DICOM folder, id_map or salt changed; rebuilding the index")
-    series, files = build_index(dicom_dir, id_map_path, salt)
-    save_index(series, files, index_dir)
-    tmp = index_dir / f".{FINGERPRINT_JSON}.tmp"
-    tmp.write_text(json.dumps(current, indent=2) + "\n")
-    os.replace(tmp, stored_path)
-    return series, files
+    cached = all((index_dir / name).exists() for name in (SERIES_TSV, FILES_TSV, SKIPPED_TSV))
+    if cached and stored_path.exists() and json.loads(stored_path.read_text()) == current:
+        log.info("DICOM index unchanged; using the cached index")
+        index = load_index(index_dir)
+    else:
+        index = build_index(dicom_dir, id_map_path, salt)
+        save_index(index, index_dir)
+        tmp = index_dir / f".{FINGERPRINT_JSON}.tmp"
+        tmp.write_text(json.dumps(current, indent=2) + "\n")
+        os.replace(tmp, stored_path)
+    _check_skipped(index.skipped, index_dir / SKIPPED_TSV, id_map_path, unknown_patients)
+    return index
+
+
+def _check_skipped(skipped: pd.DataFrame, listed_in: Path, id_map_path, unknown_patients):
+    if skipped.empty:
+        return
+    log.warning("%d file(s) under the DICOM folder left out: %s (listed in %s)",
+                len(skipped), _count_reasons(skipped), listed_in)  # fmt: skip
+    unknown = skipped["reason"] == UNKNOWN_PATIENT
+    if unknown.any() and unknown_patients == "fail":
+        # never the patient IDs or folder names themselves: they are PHI in logs
+        raise ValueError(
+            f"{int(unknown.sum())} DICOM file(s) have a PatientID that id_map {id_map_path} "
+            f"lacks (unknown_patients: fail); their folders are listed in {listed_in}. Add "
+            "the PatientIDs to the id_map (column dicom_patient_id), or set "
+            "unknown_patients: skip to leave them out"
+        )
 
 
 # --- series selection ---------------------------------------------------------------------
@@ -477,9 +589,9 @@ def _matches(series: pd.DataFrame, rule: dict) -> pd.Series:
 
 
 def select_series(series: pd.DataFrame, rules: list[dict]) -> pd.DataFrame:
-    """Apply the config ``series`` rules: one row per (participant, session, rule) matched.
+    """Apply the config ``series`` rules: one row per (participant, study, rule) matched.
 
-    The first matching rule wins per series. When several series of one session match a rule
+    The first matching rule wins per series. When several series of one study match a rule
     (e.g. a repeated scan), the ones that passed validation are preferred, then the highest
     series number (the last repeat is usually the one the technician kept).
     """
@@ -494,7 +606,9 @@ def select_series(series: pd.DataFrame, rules: list[dict]) -> pd.DataFrame:
     candidates = pd.DataFrame(
         {
             "participant_id": hits["participant_id"].to_numpy(),
-            "session_id": hits["session_id"].to_numpy(),
+            "study_key": hits["study_key"].to_numpy(),
+            "study_rank": hits["study_rank"].to_numpy(),
+            "study_day": hits["study_day"].to_numpy(),
             "series_key": hits["series_key"].to_numpy(),
             "series_number": hits["series_number"].to_numpy(),
             "rule": [r["name"] for r in rule_of],
@@ -506,12 +620,12 @@ def select_series(series: pd.DataFrame, rules: list[dict]) -> pd.DataFrame:
             "note": hits["note"].map(_text).to_numpy(),
         }
     )
-    keys = ["participant_id", "session_id", "rule"]
+    keys = ["participant_id", "study_key", "rule"]
     size = candidates.groupby(keys, sort=False)["series_key"].transform("size")
     repeated = [_choose_one(g) for _, g in candidates[size > 1].groupby(keys, sort=False)]
     parts = [candidates[size == 1]] + ([pd.DataFrame(repeated)] if repeated else [])
     chosen = pd.concat(parts, ignore_index=True)[SELECTION_COLUMNS]  # no empty part: dtypes stay
-    return _sort_by_session(chosen, ["rule"]).reset_index(drop=True)
+    return _sort_by_study(chosen, ["rule"]).reset_index(drop=True)
 
 
 def _choose_one(group: pd.DataFrame) -> dict:
@@ -525,6 +639,60 @@ def _choose_one(group: pd.DataFrame) -> dict:
             f"{len(group)} series matched rule {best['rule']}; kept series "
             f"{best['series_number']} (ignored {others})"
         )
-        log.info("%s %s: %s", best["participant_id"], best["session_id"], message)
+        log.info("%s study %s: %s", best["participant_id"], best["study_key"], message)
         best["note"] = "; ".join(filter(None, [best["note"], message]))
     return best
+
+
+# --- visits -------------------------------------------------------------------------------
+
+MANY_VISITS_NOTE = "studies of this participant match the geometry rule"
+VISIT_COLUMNS = [
+    "participant_id",
+    "session_id",
+    "days_from_baseline",
+    "study_key",
+    "series_key",
+    "series_number",
+    "status",
+    "note",
+]
+
+
+def plan_visits(series: pd.DataFrame, rules: list[dict]) -> pd.DataFrame:
+    """Every study of the index, in VISIT_COLUMNS: a visit of this study when one of its series
+    matches the geometry rule (sessions ses-1, ses-2, ... in date order, days from the first
+    visit), else ``dropped`` with no session: an export often holds a patient's unrelated
+    older studies, which must not become visits or shift the real ones' numbers."""
+    chosen = select_series(series, rules)
+    chosen = chosen[chosen["geometry"].astype(bool)]
+    studies = series.groupby(["participant_id", "study_key"], as_index=False).agg(
+        study_rank=("study_rank", "first"), study_day=("study_day", "first"),
+        n_series=("series_key", "size"),
+    )  # fmt: skip
+    plan = studies.merge(chosen.drop(columns=["study_rank", "study_day"]),
+                         on=["participant_id", "study_key"], how="left")  # fmt: skip
+    plan = plan.sort_values(["participant_id", "study_rank"]).reset_index(drop=True)
+    visit = plan["series_key"].notna()
+    plan["session_id"] = ""
+    plan.loc[visit, "session_id"] = "ses-" + (
+        plan[visit].groupby("participant_id").cumcount().add(1).astype(str)
+    )
+    baseline = plan[visit].groupby("participant_id")["study_day"].first()
+    plan["days_from_baseline"] = (
+        (plan["study_day"] - plan["participant_id"].map(baseline)).where(visit).astype("Int64")
+    )
+    plan["note"] = plan["note"].fillna("")
+    plan.loc[~visit, "status"] = "dropped"
+    plan.loc[~visit, "note"] = plan.loc[~visit, "n_series"].map(
+        lambda n: f"none of the study's {n} series matches the geometry rule: not a visit"
+    )
+    visits = plan[visit].groupby("participant_id")["session_id"].transform("size")
+    many = visits[visits > 2]
+    plan.loc[many.index, "note"] = [
+        "; ".join(filter(None, [note, f"{n} {MANY_VISITS_NOTE}: each became a session, "
+                                "ses-1 and ses-2 are compared"]))
+        for note, n in zip(plan.loc[many.index, "note"], many, strict=True)
+    ]  # fmt: skip
+    plan["series_number"] = plan["series_number"].astype("Int64")
+    return plan[VISIT_COLUMNS]

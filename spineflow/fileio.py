@@ -44,3 +44,11 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_if_changed(path: str | Path, text: str) -> None:
+    """``atomic_write_text`` unless the file already holds ``text``: an unchanged file keeps
+    its time stamp, so the jobs that read it are not planned again."""
+    path = Path(path)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from .bids import bids_uris
 from .fileio import jsonable
 
 THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
@@ -77,7 +78,10 @@ def write_like(reference_path: str | Path, image: sitk.Image, out_path: str | Pa
 
 
 def write_sidecar(path: str | Path, facts: dict) -> None:
-    """Write a BIDS-derivatives-style JSON sidecar (sorted keys, 2-space indent, UTF-8)."""
+    """Write a BIDS-derivatives-style JSON sidecar (sorted keys, 2-space indent, UTF-8), its
+    ``Sources`` as BIDS URIs (``bids.bids_uris``)."""
+    if "Sources" in facts:
+        facts = {**facts, "Sources": bids_uris(facts["Sources"], path)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(jsonable(facts), indent=2, sort_keys=True, ensure_ascii=False)
     Path(path).write_text(text + "\n", encoding="utf-8")

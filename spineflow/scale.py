@@ -20,7 +20,14 @@ from pathlib import Path
 import pandas as pd
 
 from .cli import REPO, snakemake_command
-from .dicom_index import FINGERPRINT_JSON, fingerprint, save_index
+from .dicom_index import (
+    FINGERPRINT_JSON,
+    SKIPPED_COLUMNS,
+    DicomIndex,
+    fingerprint,
+    save_index,
+)
+from .workflow import Paths
 
 # (description, orientation, files, rows, pixel mm, slice mm, status, note)
 SESSION_SERIES = (
@@ -41,8 +48,8 @@ SESSION_SERIES = (
 WITHOUT_SES2_EVERY = 10
 
 
-def synthetic_index(n_participants: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The DICOM index tables (series, files) of a cohort of n participants."""
+def synthetic_index(n_participants: int) -> DicomIndex:
+    """The DICOM index of a cohort of n participants."""
     series, files = [], []
     for p in range(1, n_participants + 1):
         sessions = (1,) if p % WITHOUT_SES2_EVERY == 0 else (1, 2)
@@ -61,13 +68,15 @@ def synthetic_index(n_participants: int) -> tuple[pd.DataFrame, pd.DataFrame]:
                 series.append(
                     {
                         "participant_id": f"sub-{p:05d}",
-                        "session_id": f"ses-{s}",
-                        "days_from_baseline": 0 if s == 1 else 140,
+                        "study_key": f"{p:06d}{s}",
+                        "study_rank": s,
+                        "study_day": 0 if s == 1 else 140,
                         "series_key": key,
                         "series_number": number,
                         "series_description": description,
                         "protocol_name": description,
                         "image_type": "ORIGINAL\\PRIMARY\\M\\ND",
+                        "body_part": "LSPINE",
                         "orientation": orientation,
                         "n_files": n_files,
                         "rows": size,
@@ -86,15 +95,16 @@ def synthetic_index(n_participants: int) -> tuple[pd.DataFrame, pd.DataFrame]:
                     }
                     for i in range(1, n_files + 1)
                 ]
-    return pd.DataFrame(series), pd.DataFrame(files)
+    skipped = pd.DataFrame(columns=SKIPPED_COLUMNS)
+    return DicomIndex(pd.DataFrame(series), pd.DataFrame(files), skipped)
 
 
 def write_cohort(root: Path, n_participants: int) -> dict:
     """The index and a config for it under root; returns the config."""
     dicom_dir, output_dir = root / "dicom", root / "output"
     dicom_dir.mkdir(parents=True, exist_ok=True)
-    index_dir = output_dir / "sourcedata" / "dicom_index"
-    save_index(*synthetic_index(n_participants), index_dir)
+    index_dir = Paths(str(output_dir)).index_dir
+    save_index(synthetic_index(n_participants), index_dir)
     (index_dir / FINGERPRINT_JSON).write_text(json.dumps(fingerprint(dicom_dir, None)))
     return {"dicom_dir": str(dicom_dir), "output_dir": str(output_dir)}
 

@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, cohort, convert, longitudinal, measure, qc, segment
+from .bids import bids_uris
 from .dicom_index import load_index
 from .labels import VERTEBRA_LABELS, lookup_table
 from .midsagittal import canal_polarity, load_canonical
 from .preprocess import n4_bias_correct, write_sidecar
 from .register import register_levels, register_rigid
+from .runner import is_placeholder, read_failures
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 def convert_session(
     index_dir, dicom_dir, series_key, out_nifti, out_json, raw_dir, subject, session, work_dir
 ):
-    _, files = load_index(index_dir)
+    files = load_index(index_dir).files
     relpaths = files.loc[files["series_key"] == series_key, "relpath"].tolist()
     log.info("converting series %s (%d files)", series_key, len(relpaths))
     convert.convert_series(dicom_dir, relpaths, out_nifti, out_json, work_dir, series_key)
@@ -31,20 +33,25 @@ def convert_session(
     convert.write_scans_tsv(raw_dir, subject, session, [os.path.relpath(out_nifti, session_dir)])
 
 
-def bids_metadata(index_dir, participants_tsv, raw_dir, sessions_tsvs):
-    series, _ = load_index(index_dir)
-    convert.write_dataset_description(raw_dir, "spineflow raw BIDS")
+def bids_metadata(visits_tsv, participants_tsv, dataset, raw_dir, sessions_tsvs):
+    """The raw dataset's description, participants.tsv and each participant's sessions.tsv,
+    for the studies that are visits (``dicom_index.plan_visits``)."""
+    visits = pd.read_csv(visits_tsv, sep="\t", na_values="n/a", keep_default_na=False,
+                         dtype={"session_id": str, "days_from_baseline": "Int64"})  # fmt: skip
+    visits = visits[visits["status"] != "dropped"]
+    convert.write_dataset_description(raw_dir, dataset)
     convert.write_participants_tsv(
-        raw_dir, series["participant_id"].unique(), participants_tsv or None
+        raw_dir, visits["participant_id"].unique(), participants_tsv or None
     )
-    for participant, sessions in series.groupby("participant_id"):
+    for participant, sessions in visits.groupby("participant_id"):
         convert.write_sessions_tsv(raw_dir, participant, sessions)
     missing = [p for p in sessions_tsvs if not Path(p).exists()]
     if missing:
         raise RuntimeError(f"sessions tables not written: {missing}")
 
 
-def bias_correct(in_path, out_path, field_path, sidecar_path, params, threads):
+def bias_correct(in_path, out_path, field_path, sidecar_path, field_sidecar_path, params,
+                 threads):  # fmt: skip
     facts = n4_bias_correct(
         in_path,
         out_path,
@@ -54,7 +61,11 @@ def bias_correct(in_path, out_path, field_path, sidecar_path, params, threads):
         convergence_threshold=params["convergence_threshold"],
         threads=threads,
     )
-    write_sidecar(sidecar_path, {"Sources": [str(in_path)], "N4": facts})
+    write_sidecar(sidecar_path, {"Sources": [str(in_path)], "SkullStripped": False, "N4": facts})
+    write_sidecar(field_sidecar_path, {
+        "Sources": [str(in_path)], "SkullStripped": False,
+        "Description": "N4 bias field: the raw image over the corrected one",
+    })  # fmt: skip
 
 
 def segment_session(image_path, dseg_path, dseg_tsv, sidecar_path, method="builtin",
@@ -91,7 +102,9 @@ def measure_session(image_path, dseg_path, discs_tsv, vertebrae_tsv, sidecar_pat
     """Disc and vertebra tables of one session, through the QC gate (``qc.gate_session``,
     limits from the config's ``qc``), and a sidecar with how they were measured and the disc
     geometry the longitudinal step carries between sessions. ``cortex_fit_paths``: the
-    participant's sessions' ``fit_cortex`` files, pooled when ``cortex_mm`` is auto."""
+    participant's sessions' ``fit_cortex`` files, pooled when ``cortex_mm`` is auto (those of
+    sessions that failed are left out, as the next run leaves the sessions out)."""
+    cortex_fit_paths = [p for p in cortex_fit_paths if not is_placeholder(p)]
     volume, labels, thickness, midline = _labelled_image(image_path, dseg_path, raw_sidecar,
                                                       dseg_sidecar)  # fmt: skip
     fits = [json.loads(Path(p).read_text()) for p in cortex_fit_paths] or None
@@ -140,10 +153,11 @@ def register_sessions(fixed, moving, fixed_dseg, moving_dseg, out_tfm, level_tfm
     )
     levels = register_levels(fixed, moving, fixed_dseg, out_tfm, level_tfms, VERTEBRA_LABELS,
                              moving_dseg=moving_dseg, threads=threads)  # fmt: skip
-    write_sidecar(
-        sidecar_path,
-        {"Sources": [str(fixed), str(moving)], "Registration": facts, "PerVertebra": levels},
-    )
+    reference = bids_uris([fixed], sidecar_path)[0]  # space-ses1: timepoint 1's image
+    write_sidecar(sidecar_path, {
+        "Sources": [str(fixed), str(moving)], "SpatialReference": reference,
+        "SkullStripped": False, "Registration": facts, "PerVertebra": levels,
+    })  # fmt: skip
 
 
 def longitudinal_heights(sidecar_ses1, sidecar_ses2, level_tfms: dict, out_tsv):
@@ -157,15 +171,29 @@ def longitudinal_heights(sidecar_ses1, sidecar_ses2, level_tfms: dict, out_tsv):
     cohort.write_tsv(longitudinal.participant_heights(*records, transforms), out_tsv)
 
 
-def group_tables(per_session, failures, discs_tsv, vertebrae_tsv, deriv_root,
-                 per_participant=(), pair_failures=(), qc_settings=None,
+def group_tables(per_session, index_failures, failures_dir, visits, discs_tsv, vertebrae_tsv,
+                 deriv_root, per_participant=(), qc_settings=None,
                  qc_ratings_tsv=None):  # fmt: skip
     """The cohort tables, values whose sessions disagree beyond what can change marked
     ``qc_failed`` (``qc.gate_sessions``), discs whose change the registration contradicts
     (``qc.gate_registration``), values a reviewer rated fail (``qc.gate_ratings``, from
-    ``qc_ratings_tsv``), and the vertebrae next to failed discs (``qc.gate_endplates``);
-    ``per_participant``: (participant_id, path) of the longitudinal tables;
-    ``pair_failures``: participants whose registration failed (noted)."""
+    ``qc_ratings_tsv``), and the vertebrae next to failed discs (``qc.gate_endplates``).
+    ``per_session``: {kind: (participant_id, session_id, path)}; ``per_participant``:
+    (participant_id, path) of the longitudinal tables; a path that is a failed step's
+    placeholder is left out. Failed sessions come from ``index_failures`` and the records
+    in ``failures_dir`` of the ``visits`` planned (those of this run too); a participant's
+    record (its registration failed) is noted on both sessions."""
+    per_session = {kind: [e for e in entries if not is_placeholder(e[-1])]
+                   for kind, entries in per_session.items()}  # fmt: skip
+    per_participant = [e for e in per_participant if not is_placeholder(e[-1])]
+    planned = {tuple(visit) for visit in visits}
+    records = read_failures(failures_dir)
+    failures = [
+        *index_failures,
+        *(r for r in records if (r["participant_id"], r["session_id"]) in planned),
+    ]
+    pair_failures = [r for r in records if not r["session_id"]
+                     and r["participant_id"] in {p for p, _ in planned}]  # fmt: skip
     limits = qc.QcLimits.from_config(qc_settings)
     discs = qc.gate_sessions(cohort.assemble(per_session["discs"], "discs", failures), "discs",
                              limits)  # fmt: skip

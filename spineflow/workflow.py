@@ -7,15 +7,20 @@ DICOM folder changed (see ``dicom_index.load_or_build``).
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import jsonschema
 import pandas as pd
+import yaml
 
 from .bids import bids, derivatives_root, group_dir, raw_root
-from .dicom_index import load_or_build, select_series
+from .dicom_index import MANY_VISITS_NOTE, SKIPPED_TSV, load_or_build, plan_visits
+from .fileio import write_if_changed
+from .runner import read_failures, remove_placeholders
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,11 @@ class Paths:
     def index_dir(self) -> Path:
         # sourcedata/ is BIDS's place for pre-conversion material; the index points at raw DICOM
         return Path(self.output_dir) / "sourcedata" / "dicom_index"
+
+    @property
+    def visits_tsv(self) -> Path:
+        """Which study became which session, and which were dropped (``plan_visits``)."""
+        return self.index_dir / "visits.tsv"
 
     @property
     def failures_dir(self) -> Path:
@@ -165,32 +175,112 @@ def participant_cortex_fits(config: dict, paths: Paths, subject: str, sessions) 
 
 
 def session_plan(config: dict, paths: Paths) -> pd.DataFrame:
-    """One row per participant session: its geometry series, status (ok | failed) and note."""
+    """One row per visit (``dicom_index.plan_visits``): its geometry series, status (ok |
+    failed) and note. Every study, dropped ones too, is listed in the index's visits table."""
     dicom_dir = Path(config["dicom_dir"])
     if not dicom_dir.is_dir():
         raise FileNotFoundError(f"dicom_dir {dicom_dir} does not exist or is not a folder")
-    series, _ = load_or_build(
-        dicom_dir,
-        paths.index_dir,
-        config.get("id_map") or None,
-        config.get("pseudonym_salt", "spineflow"),
-    )
-    chosen = select_series(series, config["series"])
-    chosen = chosen[chosen["geometry"].astype(str).str.lower() == "true"]
-    sessions = series[["participant_id", "session_id"]].drop_duplicates()
-    plan = sessions.merge(chosen, on=["participant_id", "session_id"], how="left")
-    missing = plan["series_key"].isna()
-    plan.loc[missing, "status"] = "failed"
-    plan.loc[missing, "note"] = "no series matches the geometry rule"
-    plan["note"] = plan["note"].fillna("")
-    return plan.reset_index(drop=True)
+    index = load_or_build(dicom_dir, paths.index_dir, config.get("id_map") or None,
+                          config.get("pseudonym_salt", "spineflow"),
+                          config.get("unknown_patients", "skip"))  # fmt: skip
+    if index.series.empty:
+        raise ValueError(
+            f"dicom_dir {dicom_dir}: no DICOM series found ({len(index.skipped)} file(s) "
+            f"left out, listed in {paths.index_dir / SKIPPED_TSV})"
+        )
+    visits = plan_visits(index.series, config["series"])
+    write_if_changed(paths.visits_tsv, visits.to_csv(sep="\t", index=False, na_rep="n/a"))
+    dropped = visits[visits["status"] == "dropped"]
+    if len(dropped):
+        log.warning("%d of %d studies are not visits (no series matches the geometry rule): "
+                    "listed in %s", len(dropped), len(visits), paths.visits_tsv)  # fmt: skip
+    many = visits.loc[visits["note"].str.contains(MANY_VISITS_NOTE), "participant_id"].unique()
+    if len(many):
+        log.warning("%d participant(s) have 3 or more studies that match the geometry rule, "
+                    "each a session (%s): see %s", len(many), ", ".join(many[:5]),
+                    paths.visits_tsv)  # fmt: skip
+    return visits[visits["status"] != "dropped"].reset_index(drop=True)
 
 
-def recorded_failures(paths: Paths) -> list[dict]:
-    """Failures written by earlier runs' jobs (see runner.run)."""
-    if not paths.failures_dir.is_dir():
-        return []
-    return [json.loads(p.read_text()) for p in sorted(paths.failures_dir.glob("*.json"))]
+# optional input files: empty means none; each one given must exist before any job runs
+INPUT_FILE_KEYS = ("participants_tsv", "id_map", "reads_tsv", "adjudication_tsv",
+                   "sessions_tsv", "qc_ratings_tsv")  # fmt: skip
+MAX_CONFIG_ERRORS = 5
+MAX_NAMED_FAILURES = 5
+CLOCK_SKEW_S = 2.0  # a shared file system's time stamps may run behind the login node's
+
+
+def check_config(config: dict, schema_path) -> None:
+    """Stop before any job on a config that the schema rejects or that names a file that is
+    not there, in a few lines: each offending key and what it expects (the schema's whole
+    text, which Snakemake's ``validate`` prints, hides the key). A key given empty on the
+    command line (``--config participants_tsv=``) is blanked."""
+    for key in INPUT_FILE_KEYS:
+        if key in config and config[key] is None:
+            config[key] = ""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    problems = [_config_problem(error, schema) for error in errors]
+    if isinstance(config.get("dicom_dir"), str) and not Path(config["dicom_dir"]).is_dir():
+        problems.append(f"dicom_dir: folder {config['dicom_dir']} does not exist")
+    for key in INPUT_FILE_KEYS:
+        if isinstance(config.get(key), str) and config[key] and not Path(config[key]).is_file():
+            problems.append(f'{key}: file {config[key]} does not exist (give "" for none)')
+    if problems:
+        shown = problems[:MAX_CONFIG_ERRORS]
+        more = len(problems) - len(shown)
+        raise ValueError(
+            "config: " + "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+            + f" (every key and its meaning: {schema_path})"
+        )  # fmt: skip
+
+
+def _config_problem(error: jsonschema.ValidationError, schema: dict) -> str:
+    key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        known = list(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in known]
+        hints = [
+            f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k)
+            for k in unknown
+            for close in [difflib.get_close_matches(k, known, n=1)]
+        ]
+        where = "" if key == "(top level)" else f" under {key}"
+        return f"unknown key {', '.join(hints)}{where}"
+    expected = error.schema.get("description")
+    hint = f" ({expected})" if expected and error.validator != "required" else ""
+    return f"{key}: {error.message}{hint}"
+
+
+def failed_participant_folders(paths: Paths) -> list[Path]:
+    """The raw and derivatives folders of every participant with a failure record: where a
+    failed run's placeholders are (``runner.remove_placeholders``)."""
+    participants = sorted({r["participant_id"] for r in read_failures(paths.failures_dir)})
+    return [root / participant for participant in participants for root in (paths.raw, paths.deriv)]
+
+
+def finish_run(paths: Paths, started: float, failed: bool = False) -> None:
+    """At the end of a run: the failed steps' placeholders removed, and (``failed`` not yet
+    raised by Snakemake) an error naming the steps that failed on their data in this run, so
+    that Snakemake exits non-zero although the cohort finished."""
+    remove_placeholders(failed_participant_folders(paths))
+    new = [
+        path for path in sorted(paths.failures_dir.glob("*.json"))
+        if path.stat().st_mtime >= started - CLOCK_SKEW_S
+    ]  # fmt: skip
+    if new and not failed:
+        records = [json.loads(path.read_text()) for path in new]
+        what = "; ".join(
+            f"{r['participant_id']} {r['session_id']} {r['stage']}".replace("  ", " ")
+            for r in records[:MAX_NAMED_FAILURES]
+        ) + ("; ..." if len(records) > MAX_NAMED_FAILURES else "")  # fmt: skip
+        raise RuntimeError(
+            f"{len(records)} step(s) failed on their data in this run ({what}). The rest of "
+            f"the cohort finished: the group tables and the report list them as failed, with "
+            f"the reason; records in {paths.failures_dir}. After a fix, run again with "
+            "--config retry_failed=True"
+        )
 
 
 def label(value: str, prefix: str) -> str:

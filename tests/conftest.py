@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
+from dicom_factory import corrupt_compressed
 
 from spineflow.cli import demo_config, snakemake_command
 
@@ -75,14 +76,17 @@ def copy_participants(cohort: Path, dicom_dir: Path, participant_ids: set[str]) 
             shutil.copytree(study, dicom_dir / study.name)
 
 
-def break_geometry_series(dicom_dir: Path, cohort: Path, participant_id: str) -> None:
-    """Truncate the pixel data of one participant's sagittal PD files (headers stay readable)."""
+def break_geometry_series(dicom_dir: Path, cohort: Path, participant_id: str,
+                          last_visit_only: bool = False) -> None:  # fmt: skip
+    """Break the compressed pixel data of one participant's sagittal PD files (of its last
+    visit only, or of all): the index finds nothing wrong (headers and sizes are fine),
+    conversion fails."""
     patients = _patient_ids(cohort, {participant_id})
-    broken = 0
+    by_date: dict[str, list[Path]] = {}
     for path in dicom_dir.rglob("IM*"):
         header = pydicom.dcmread(path, stop_before_pixels=True)
         if header.PatientID in patients and header.SeriesDescription == "pd_tse_fs_sag":
-            data = path.read_bytes()
-            path.write_bytes(data[: len(data) - 150_000])
-            broken += 1
-    assert broken > 0
+            by_date.setdefault(header.StudyDate, []).append(path)
+    broken = by_date[max(by_date)] if last_visit_only else sum(by_date.values(), [])
+    corrupt_compressed(broken)
+    assert broken

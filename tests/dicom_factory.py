@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+import pydicom
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 
 # Row and column direction cosines (LPS) per orientation; normal = row x column.
 ORIENTATIONS = {
@@ -98,14 +101,86 @@ def write_mr_series(
     return {"study_uid": study_uid, "series_uid": series_uid, "paths": paths}
 
 
-def _dataset(study_uid: str, series_uid: str, frame_uid: str) -> FileDataset:
+def write_enhanced_mr(
+    path: str | Path,
+    *,
+    n_frames: int = 6,
+    rows: int = 32,
+    columns: int = 32,
+    pixel_spacing_mm: tuple[float, float] = (0.8, 0.8),
+    slice_thickness_mm: float = 3.5,
+    study_date: str = "20240105",
+    series_description: str = "PD_TSE_SAG_FS",
+    seed: int = 0,
+) -> Path:
+    """One enhanced multi-frame MR file (a whole sagittal series, as Siemens XA and current
+    Philips scanners export): its geometry only in the functional groups. Each frame's
+    intensity is 100 x its frame number, so a reader can check the slice order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = _dataset(generate_uid(), generate_uid(), generate_uid(), ENHANCED_MR_IMAGE_STORAGE)
+    ds.update(_phi_elements(PHI["PatientID"], PHI["PatientName"]))
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDateTime = study_date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "081500"
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
+    ds.SeriesDescription = ds.ProtocolName = series_description
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, n_frames
+    row, col = ORIENTATIONS["sagittal"]
+    normal = np.cross(row, col)
+    shared = Dataset()
+    orientation, measures = Dataset(), Dataset()
+    orientation.ImageOrientationPatient = [*row, *col]
+    measures.PixelSpacing = list(pixel_spacing_mm)
+    measures.SliceThickness = slice_thickness_mm
+    measures.SpacingBetweenSlices = slice_thickness_mm
+    shared.PlaneOrientationSequence = [orientation]
+    shared.PixelMeasuresSequence = [measures]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for index in range(n_frames):
+        frame, position, content = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = (
+            np.array([-20.0, -12.8, 12.8]) + index * slice_thickness_mm * normal
+        ).tolist()
+        content.InStackPositionNumber = index + 1
+        content.StackID = "1"
+        content.DimensionIndexValues = [1, index + 1]
+        frame.PlanePositionSequence = [position]
+        frame.FrameContentSequence = [content]
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    rng = np.random.default_rng(seed)
+    pixels = np.stack([np.full((rows, columns), 100 * (i + 1)) for i in range(n_frames)])
+    pixels = (pixels + rng.integers(0, 5, size=pixels.shape)).astype(np.uint16)
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def corrupt_compressed(paths) -> None:
+    """Rewrite each file's pixel data as a JPEG 2000 codestream that is broken after its first
+    marker (what a failed transfer of a compressed export leaves): the header and the file
+    size look fine, only the decoder finds out."""
+    rng = np.random.default_rng(0)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+        ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + rng.bytes(600)])
+        ds["PixelData"].VR = "OB"
+        ds.save_as(path, enforce_file_format=True)
+
+
+def _dataset(
+    study_uid: str, series_uid: str, frame_uid: str, sop_class: str = MR_IMAGE_STORAGE
+) -> FileDataset:
     meta = FileMetaDataset()
     sop_uid = generate_uid()
-    meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = MR_IMAGE_STORAGE
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spineflow.bids import bids
+from spineflow.bids import bids, bids_uris, derivatives_root, raw_dataset_link, raw_root
 
 
 def test_entities_follow_the_specification_order_whatever_the_keyword_order():
@@ -105,3 +105,21 @@ def test_same_entities_same_name():
     a = bids("r", sub="01", ses="1", acq="x", desc="y", suffix="s")
     b = bids("r", desc="y", acq="x", ses="ses-1", sub="sub-01", suffix="s")
     assert a == b
+
+
+def test_sidecar_sources_are_bids_uris_never_absolute(tmp_path):
+    out = tmp_path / "Project_Moreau"
+    sidecar = Path(bids(derivatives_root(out), datatype="anat", sub="01", ses="1",
+                        suffix="dseg", extension=".json"))  # fmt: skip
+    raw_image = bids(raw_root(out), datatype="anat", sub="01", ses="1", suffix="PDw",
+                     extension=".nii.gz")  # fmt: skip
+    derived = bids(derivatives_root(out), datatype="anat", sub="01", ses="1",
+                   desc="preproc", suffix="PDw", extension=".nii.gz")  # fmt: skip
+    uris = bids_uris([raw_image, derived, tmp_path / "elsewhere" / "seg.nii.gz"], sidecar)
+    assert uris == [
+        "bids:raw:sub-01/ses-1/anat/sub-01_ses-1_PDw.nii.gz",
+        "bids::sub-01/ses-1/anat/sub-01_ses-1_desc-preproc_PDw.nii.gz",
+        "seg.nii.gz",
+    ]
+    link = raw_dataset_link(out)["raw"]
+    assert (derivatives_root(out) / link).resolve() == raw_root(out).resolve()

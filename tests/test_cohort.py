@@ -224,6 +224,8 @@ def test_derivatives_description(tmp_path):
     assert content["GeneratedBy"] == [{"Name": "spineflow", "Version": "1.2.3"}]
     assert content["SourceDatasets"] == [{"URL": "bids:raw:"}]
     assert (root / content["DatasetLinks"]["raw"]).resolve() == (tmp_path / "bids").resolve()
+    assert "figures" in (root / ".bidsignore").read_text().split()
+    assert (root / "README.md").read_text().startswith("# spineflow derivatives")
 
 
 # --- the group tables feed the statistics ---------------------------------------------------

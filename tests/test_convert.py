@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from dicom_factory import PHI, write_mr_series
+from dicom_factory import PHI, corrupt_compressed, write_enhanced_mr, write_mr_series
 
 from spineflow.bids import bids
 from spineflow.convert import (
@@ -19,7 +19,7 @@ from spineflow.convert import (
     write_scans_tsv,
     write_sessions_tsv,
 )
-from spineflow.dicom_index import build_index
+from spineflow.dicom_index import build_index, file_key
 from spineflow.phi import is_phi_key
 
 # Identifying values as they may appear in outputs, with the usual name variants.
@@ -49,7 +49,7 @@ def sagittal(tmp_path):
         slice_spacing_mm=3.3,
     )
     (dicom / "notes.txt").write_text("not dicom")
-    series, files = build_index(dicom)
+    series, files, _ = build_index(dicom)
     return dicom, series.iloc[0], files, written
 
 
@@ -62,7 +62,7 @@ def test_convert_series_geometry_and_no_phi(tmp_path, sagittal, monkeypatch):
         raw,
         datatype="anat",
         sub=row["participant_id"],
-        ses=row["session_id"],
+        ses="ses-1",
         acq="sag",
         suffix="PDw",
         extension=".nii.gz",
@@ -94,6 +94,23 @@ def test_convert_series_geometry_and_no_phi(tmp_path, sagittal, monkeypatch):
 
     assert find_phi_strings(raw, PHI_STRINGS) == []
     assert list((tmp_path / "work").iterdir()) == []  # temp folder removed
+
+
+def test_enhanced_multiframe_converts_in_slice_order(tmp_path, monkeypatch):
+    """One file holds the series (Siemens XA, Philips): dcm2niix stacks its frames."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    dicom = tmp_path / "dicom"
+    write_enhanced_mr(dicom / "mf.dcm", n_frames=6, rows=32, columns=24)
+    series, files, _ = build_index(dicom)
+    out_nifti = tmp_path / "bids" / "sub-01_ses-1_acq-sag_PDw.nii.gz"
+    convert_series(dicom, list(files["relpath"]), out_nifti,
+                   str(out_nifti).replace(".nii.gz", ".json"), tmp_path / "work",
+                   series_key=series.iloc[0]["series_key"])  # fmt: skip
+    image = nib.as_closest_canonical(nib.load(out_nifti))
+    assert image.shape == (6, 24, 32)  # canonical: x across the slices, z along the rows
+    np.testing.assert_allclose(image.header.get_zooms(), [3.5, 0.8, 0.8], atol=1e-4)
+    means = np.asarray(image.dataobj, dtype=float).mean(axis=(1, 2))
+    assert np.all(np.abs(np.diff(means) - 100) < 5)  # frames 1..6 from left to right
 
 
 def test_convert_series_series_key_from_dicom(tmp_path, sagittal):
@@ -128,9 +145,17 @@ def test_bids_tables(tmp_path):
         "02\tJohn Roe\tM\t38\t180\tn/a\tnon-finisher\tn/a\n"
         "sub-99\tNot Scanned\tM\t30\t175\t70\tfinisher\t240\n"
     )
-    write_dataset_description(raw, "marathon spine")
+    dataset = {
+        "name": "marathon spine",
+        "authors": ["A. Author", "B. Author"],
+        "license": "CC0-1.0",
+    }
+    write_dataset_description(raw, dataset)
     description = json.loads((raw / "dataset_description.json").read_text())
     assert description["Name"] == "marathon spine" and description["DatasetType"] == "raw"
+    assert description["Authors"] == ["A. Author", "B. Author"]
+    assert description["License"] == "CC0-1.0"
+    assert (raw / "README.md").read_text().startswith("# marathon spine")
 
     write_participants_tsv(raw, ["sub-02", "sub-01", "sub-03"], demographics)
     table = _read(raw / "participants.tsv")
@@ -165,3 +190,25 @@ def test_bids_tables(tmp_path):
     path = write_scans_tsv(raw, "sub-01", "ses-1", ["anat/sub-01_ses-1_acq-sag_PDw.nii.gz"])
     assert path == str(raw / "sub-01" / "ses-1" / "sub-01_ses-1_scans.tsv")
     assert _read(path).to_dict("list") == {"filename": ["anat/sub-01_ses-1_acq-sag_PDw.nii.gz"]}
+
+
+def test_corrupt_compressed_series_names_its_file_by_key(tmp_path, monkeypatch):
+    """Encapsulated pixel data has no length to check in the index: dcm2niix finds it broken,
+    and the error names the series and the file by key, never its path or a temporary copy."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    dicom = tmp_path / "dicom"
+    written = write_mr_series(dicom / "Doe^Jane_19800101", n_slices=4)
+    corrupt_compressed(written["paths"])
+    series, files, _ = build_index(dicom)
+    assert series.iloc[0]["status"] == "ok"
+    out_nifti = tmp_path / "bids" / "sub-01_ses-1_acq-sag_PDw.nii.gz"
+    with pytest.raises(ConversionError) as error:
+        convert_series(dicom, list(files["relpath"]), out_nifti,
+                       str(out_nifti).replace(".nii.gz", ".json"), tmp_path / "work",
+                       series_key=series.iloc[0]["series_key"])  # fmt: skip
+    first_line = str(error.value).splitlines()[0]
+    key = file_key(files["relpath"].iloc[0])
+    assert series.iloc[0]["series_key"] in first_line and key in first_line
+    assert "OpenJPEG" in first_line
+    assert "Doe" not in str(error.value) and "dcm2niix_" not in str(error.value)
+    assert not out_nifti.exists()

@@ -1,20 +1,26 @@
-"""One participant with broken DICOM fails alone; the next run records it in the tables.
+"""One participant's second visit breaks in conversion and fails alone, and the same run
+finishes the cohort: its first visit is measured (its cortex pooled without the failed one),
+the group tables, the statistics and the report list the failure, the run exits non-zero, no
+placeholder is left, and a second run changes no byte of the tables.
 
-The local executor's run holds the broken participant (both sessions) and one other, with
-one session: enough to see the other finish (tests/test_slurm.py does the same on Slurm)."""
+The local executor's run holds the broken participant and one other, with one session:
+enough to see the other finish (tests/test_slurm.py breaks both visits, on Slurm)."""
 
 import pandas as pd
 import pytest
 from conftest import break_geometry_series, copy_participants, run_snakemake
 
+from spineflow.runner import is_placeholder
+
 pytestmark = pytest.mark.e2e
 VICTIM, OTHER = "sub-02", "sub-01"
+TABLES = ("discs.tsv", "vertebrae.tsv", "table2_prevalence.tsv", "stats.json")
 
 
-def test_broken_participant_fails_alone_and_is_reported(tiny_cohort, tmp_path):
+def test_broken_participant_fails_alone_and_is_reported_in_one_run(tiny_cohort, tmp_path):
     dicom = tmp_path / "dicom"
     copy_participants(tiny_cohort, dicom, {VICTIM, OTHER})
-    break_geometry_series(dicom, tiny_cohort, VICTIM)
+    break_geometry_series(dicom, tiny_cohort, VICTIM, last_visit_only=True)
     output = tmp_path / "output"
     config = {
         "dicom_dir": str(dicom),
@@ -23,19 +29,29 @@ def test_broken_participant_fails_alone_and_is_reported(tiny_cohort, tmp_path):
         "output_dir": str(output),
     }
     first = run_snakemake(config, tmp_path / "work")
-    assert first.returncode != 0  # the broken jobs fail, visibly
+    assert first.returncode != 0  # visibly
+    assert "1 step(s) failed on their data in this run (sub-02 ses-2 convert)" in first.stderr
+    group = output / "derivatives" / "spineflow" / "group"
     records = list((output / "derivatives" / "spineflow" / "logs" / "failures").glob("*.json"))
-    assert records and all(VICTIM in r.name for r in records)
-    assert {r.name.split("_")[1] for r in records} == {"ses-1", "ses-2"}  # each session's own
+    assert [r.name for r in records] == [f"{VICTIM}_ses-2_failure.json"]
+    assert not [p for p in output.rglob("*") if p.is_file() and is_placeholder(p)]
 
-    second = run_snakemake(config, tmp_path / "work")
-    assert second.returncode == 0, second.stderr[-3000:]
-    discs = pd.read_csv(output / "derivatives" / "spineflow" / "group" / "discs.tsv", sep="\t")
+    discs = pd.read_csv(group / "discs.tsv", sep="\t")
     mine = discs[discs["participant_id"] == VICTIM]
     others = discs[discs["participant_id"] != VICTIM]
-    assert set(mine["session_id"]) == {"ses-1", "ses-2"}
-    assert (mine["status"] == "failed").all()
+    assert (mine.loc[mine["session_id"] == "ses-1", "status"] != "failed").all()
+    mine = mine[mine["session_id"] == "ses-2"]
+    assert len(mine) == 3 and (mine["status"] == "failed").all()
     assert mine["note"].str.startswith("convert failed: ConversionError").all()
+    assert (
+        mine["note"].str.contains("(none): Error: OpenJPEG failed to read the header file-").all()
+    )
     assert mine["note"].str.contains("details in sub-").all()  # the log to read, by its BIDS name
     assert set(others["participant_id"]) == {OTHER}
     assert (others["status"] != "failed").all()
+    assert f"{VICTIM} ses-2" in (group / "report.html").read_text()
+    written = {name: (group / name).read_bytes() for name in TABLES}
+
+    second = run_snakemake(config, tmp_path / "work")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {name: (group / name).read_bytes() for name in written} == written

@@ -11,9 +11,9 @@ from spineflow.workflow import Paths, session_plan
 
 
 def test_synthetic_index_has_the_sessions_a_scanner_writes(tmp_path):
-    series, files = scale.synthetic_index(25)
+    series, files, _ = scale.synthetic_index(25)
     assert series["participant_id"].nunique() == 25
-    sessions = series[["participant_id", "session_id"]].drop_duplicates()
+    sessions = series[["participant_id", "study_key"]].drop_duplicates()
     assert len(sessions) == 25 * 2 - 25 // scale.WITHOUT_SES2_EVERY
     assert len(files) == series["n_files"].sum()
     config = {**scale.write_cohort(tmp_path, 25), "series": _default_series()}

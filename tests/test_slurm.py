@@ -65,21 +65,25 @@ def _group_table(output: Path, name: str) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def slurm_run(slurm, tiny_cohort, tmp_path_factory):
-    """Two evaluations, as after a failure: the first fails the broken participant, the second
-    reports it in the tables."""
+    """Two evaluations: the first fails the broken participant and finishes the cohort, the
+    second has nothing to change."""
     root = tmp_path_factory.mktemp("slurm_run")
     copy_participants(tiny_cohort, root / "dicom", {VICTIM, OTHER})
     break_geometry_series(root / "dicom", tiny_cohort, VICTIM)
     config = {**demo_config(tiny_cohort, root / "output"), "dicom_dir": str(root / "dicom")}
     first = _run_on_slurm(config, root / "work")
+    tables = root / "output" / "derivatives" / "spineflow" / "group"
+    written = {name: (tables / name).read_bytes() for name in ("discs.tsv", "vertebrae.tsv")}
     second = _run_on_slurm(config, root / "work")
-    return root / "output", first, second
+    rewritten = {name: (tables / name).read_bytes() for name in written}
+    return root / "output", first, second, written == rewritten
 
 
 def test_broken_participant_fails_alone_and_is_recorded(slurm_run):
-    output, first, second = slurm_run
-    assert first.returncode != 0  # visibly
+    output, first, second, unchanged = slurm_run
+    assert first.returncode != 0  # visibly, though the cohort finished in this run
     assert second.returncode == 0, second.stderr[-3000:]
+    assert unchanged  # the second run changes no byte of the tables
     discs = _group_table(output, "discs.tsv")
     mine = discs[discs["participant_id"] == VICTIM]
     assert (mine["status"] == "failed").all()
@@ -90,7 +94,7 @@ def test_broken_participant_fails_alone_and_is_recorded(slurm_run):
 
 
 def test_tables_equal_the_local_run(slurm_run, tiny_run):
-    output, _, _ = slurm_run
+    output = slurm_run[0]
     _, local_output, local, _ = tiny_run
     assert local.returncode == 0, local.stderr[-2000:]
     for name, key in (("discs.tsv", "level"), ("vertebrae.tsv", "vertebra")):
@@ -117,7 +121,7 @@ def _participants_per_job(work: Path) -> dict[str, set[str]]:
 
 
 def test_each_participant_ran_as_one_slurm_job(slurm, slurm_run):
-    output, _, _ = slurm_run
+    output = slurm_run[0]
     listed = slurm.run(
         "sacct",
         "-X",

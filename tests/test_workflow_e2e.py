@@ -3,6 +3,8 @@
 import json
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -83,12 +85,35 @@ def test_levels_labelled_at_their_true_place(result):
         assert np.linalg.norm((centroid - true_centre)[1:]) < 5.0, (sub, ses, row.level)
 
 
-def test_no_phi_anywhere_in_the_outputs(result):
+def test_no_phi_anywhere_in_the_outputs(result, tiny_run):
+    """Not in a file, a file name or the run's messages; the study folders' names (PACS-style,
+    the patient's name and birth date) only in the DICOM index's file list, which sourcedata/
+    keeps as private as the DICOM folder and says so."""
     cohort, output, _ = result
     phi = pd.read_csv(cohort / "truth" / "phi.tsv", sep="\t", dtype=str)["phi"].tolist()
     assert len(phi) > 20
-    leaks = find_phi_strings(output, phi)
+    leaks = [hit for hit in find_phi_strings(output, phi) if "sourcedata" not in hit[0]]
     assert leaks == [], leaks[:10]
+    process = tiny_run[2]
+    said = (process.stdout + process.stderr).lower()
+    assert [s for s in phi if s.lower() in said] == []
+    index = output / "sourcedata" / "dicom_index"
+    in_index = {Path(path).name for path, _ in find_phi_strings(index, phi)}
+    assert in_index == {"files.tsv", "skipped.tsv"}  # the study folders, by design
+    assert "private" in (index / "README").read_text()
+
+
+def test_raw_and_derivatives_are_valid_bids(result):
+    """bids-validator 3 (PyPI bids-validator-deno) finds no error in either dataset."""
+    _, output, _ = result
+    validator = Path(sys.executable).parent / "bids-validator-deno"
+    for dataset in (output / "bids", output / "derivatives" / "spineflow"):
+        run = subprocess.run([str(validator), "--format", "json", str(dataset)],
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+        issues = json.loads(run.stdout)["issues"]["issues"]
+        errors = [(i["code"], i.get("subCode"), i.get("location")) for i in issues
+                  if i["severity"] == "error"]  # fmt: skip
+        assert errors == [], (dataset.name, errors[:10])
 
 
 def test_statistics_count_pairs_and_use_the_reads(result):

@@ -2,7 +2,7 @@
 
 Layout written under ``out``::
 
-    dicom/<study folder>/<series folder>/IM...   real MR DICOM, opaque names, plus a stray file
+    dicom/<Last^First_birthdate_ST...>/SE.../IM real MR DICOM in PACS-named studies, a stray file
     participants.tsv                            demographics (participant_id, sex, age, ...)
     sessions.tsv                                weight at each visit (for the change in BMI)
     reads.tsv, adjudication.tsv                 two radiologists' grades and findings
@@ -155,7 +155,10 @@ def _generate_participant(plan: dict) -> dict:
         _write_anatomy(Path(plan["out"]), plan["participant_id"], session_id, params, fov)
         study = _study_info(rng, person, first_day + timedelta(days=day))
         phi += [study.accession, study.study_date]
-        folder = Path(plan["out"]) / "dicom" / f"ST{rng.integers(0, 16**5):05X}"
+        # as PACS exports name studies: the patient's name and birth date, which must not
+        # reach any output
+        study_name = f"{person['name']}_{person['birth_date']}_ST{rng.integers(0, 16**5):05X}"
+        folder = Path(plan["out"]) / "dicom" / study_name
         _write_study(
             folder,
             spine,
