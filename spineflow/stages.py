@@ -192,8 +192,9 @@ def group_tables(per_session, index_failures, failures_dir, visits, discs_tsv, v
         *index_failures,
         *(r for r in records if (r["participant_id"], r["session_id"]) in planned),
     ]
-    pair_failures = [r for r in records if not r["session_id"]
-                     and r["participant_id"] in {p for p, _ in planned}]  # fmt: skip
+    participants = {participant for participant, _ in planned}
+    pair_failures = [r for r in records
+                     if not r["session_id"] and r["participant_id"] in participants]  # fmt: skip
     limits = qc.QcLimits.from_config(qc_settings)
     discs = qc.gate_sessions(cohort.assemble(per_session["discs"], "discs", failures), "discs",
                              limits)  # fmt: skip

@@ -221,7 +221,7 @@ def check_config(config: dict, schema_path) -> None:
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    problems = [_config_problem(error, schema) for error in errors]
+    problems = [_config_problem(error) for error in errors]
     if isinstance(config.get("dicom_dir"), str) and not Path(config["dicom_dir"]).is_dir():
         problems.append(f"dicom_dir: folder {config['dicom_dir']} does not exist")
     for key in INPUT_FILE_KEYS:
@@ -236,7 +236,7 @@ def check_config(config: dict, schema_path) -> None:
         )  # fmt: skip
 
 
-def _config_problem(error: jsonschema.ValidationError, schema: dict) -> str:
+def _config_problem(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
         known = list(error.schema.get("properties", {}))
