@@ -40,7 +40,10 @@ STARTED = time.time()
 PATHS = Paths(config["output_dir"])
 GEOMETRY = geometry_rule(config)
 PLAN = session_plan(config, PATHS)
-if not workflow.dryrun:  # left by a run that was killed before its end (finish_run)
+# placeholders left by a run killed before its end (finish_run); only in the login node's
+# process: a cluster job parses this file again mid-run, when this run's are there to stay
+MAIN_PROCESS = not (workflow.remote_exec or workflow.subprocess_exec)
+if MAIN_PROCESS and not workflow.dryrun:
     remove_placeholders(failed_participant_folders(PATHS))
 RECORDED = [] if config["retry_failed"] else read_failures(PATHS.failures_dir)
 # a session's failure takes the session out; a participant's (registration between sessions)
@@ -76,9 +79,11 @@ SUBJECTS_WITH_PAIR = sorted(
 # optional statistics inputs (config keys): reads, adjudication, weight per visit
 STATS_INPUT_KEYS = ("reads_tsv", "adjudication_tsv", "sessions_tsv")
 STATS_OUTPUTS = [PATHS.group(n) for n in output_files(bool(config["reads_tsv"]))]
+# every visit's series, a session that failed in this run too: a cluster job of it parses
+# this file again after the failure is recorded
 SERIES_KEY = {
     (label(r.participant_id, "sub"), label(r.session_id, "ses")): r.series_key
-    for r in RUNNABLE.itertuples()
+    for r in PLAN[PLAN.status == "ok"].itertuples()
 }
 
 
