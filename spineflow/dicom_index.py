@@ -74,6 +74,7 @@ SERIES_COLUMNS = [
 ]
 FILE_COLUMNS = ["series_key", "relpath", "instance_number"]
 SKIPPED_COLUMNS = ["file_key", "relpath", "reason"]
+STUDY_COLUMNS = ["participant_id", "study_key", "study_date"]
 SELECTION_COLUMNS = [
     "participant_id",
     "study_key",
@@ -93,19 +94,23 @@ SELECTION_COLUMNS = [
 SERIES_TSV = "series.tsv"
 FILES_TSV = "files.tsv"
 SKIPPED_TSV = "skipped.tsv"
+STUDIES_TSV = "studies.tsv"
+INDEX_TABLES = (SERIES_TSV, FILES_TSV, SKIPPED_TSV, STUDIES_TSV)  # DicomIndex's, in order
 FINGERPRINT_JSON = "fingerprint.json"
-INDEX_FORMAT = 2  # bump when the tables change, so old caches are rebuilt
+INDEX_FORMAT = 3  # bump when the tables change, so old caches are rebuilt
 INDEX_README = """\
 The DICOM index spineflow reads instead of the DICOM folder.
 
 series.tsv: one row per DICOM series, without names, IDs, dates or UIDs.
 files.tsv: the files of each series; skipped.tsv: files left out, and why.
 Both hold paths relative to the DICOM folder. An export's folder names often carry patient
-names and dates: keep sourcedata/ as private as the DICOM folder itself. Logs and reports name
-a file only by its file_key.
+names and dates, and studies.tsv holds each study's date (to match the visit dates a
+sessions_tsv may list): keep sourcedata/ as private as the DICOM folder itself. Logs and
+reports name a file only by its file_key.
 """
 UNKNOWN_PATIENTS = ("skip", "fail")
 UNKNOWN_PATIENT = "PatientID not in the id_map"
+DUPLICATE_INSTANCE = "a copy of an instance (same SOPInstanceUID) kept as"
 PIXEL_DATA = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF  # encapsulated (compressed) pixel data
 DEFER_BYTES = 1024  # larger values (the pixel data) are not read, only located
@@ -218,6 +223,7 @@ def _header_record(ds: pydicom.Dataset) -> dict:
     ipp = get("ImagePositionPatient")
     spacing = get("PixelSpacing", group="PixelMeasuresSequence")
     return {
+        "sop_uid": str(ds.SOPInstanceUID),
         "series_uid": str(ds.SeriesInstanceUID),
         "study_uid": str(get("StudyInstanceUID", ds.SeriesInstanceUID)),
         "patient_id": str(get("PatientID", "")),
@@ -414,6 +420,7 @@ class DicomIndex(NamedTuple):
     series: pd.DataFrame  # SERIES_COLUMNS: one row per series, no PHI
     files: pd.DataFrame  # FILE_COLUMNS: each series' files (paths stay in sourcedata/)
     skipped: pd.DataFrame  # SKIPPED_COLUMNS: files left out, and why
+    studies: pd.DataFrame  # STUDY_COLUMNS: each study's date (private, as the paths are)
 
 
 def build_index(
@@ -431,11 +438,12 @@ def build_index(
             {"file_key": file_key(r), "relpath": r, "reason": UNKNOWN_PATIENT}
             for r in records.loc[unknown, "relpath"]
         ]
-        records = records[~unknown]
+        records, copies = _drop_copies(records[~unknown])
+        skipped += copies
     skipped = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
     if records.empty:
-        return DicomIndex(pd.DataFrame(columns=SERIES_COLUMNS),
-                          pd.DataFrame(columns=FILE_COLUMNS), skipped)  # fmt: skip
+        return DicomIndex(pd.DataFrame(columns=SERIES_COLUMNS), pd.DataFrame(columns=FILE_COLUMNS),
+                          skipped, pd.DataFrame(columns=STUDY_COLUMNS))  # fmt: skip
     studies = records.groupby("study_uid", as_index=False).agg(
         participant_id=("participant_id", "first"),
         study_date=("study_date", "min"),
@@ -459,7 +467,28 @@ def build_index(
     series = _sort_by_study(series, ["series_number"])
     records["series_key"] = records["series_uid"].map(series_key_for_uid)
     files = records[FILE_COLUMNS].sort_values(["series_key", "instance_number", "relpath"])
-    return DicomIndex(series.reset_index(drop=True), files.reset_index(drop=True), skipped)
+    studies = studies.reset_index().assign(
+        study_key=lambda t: t["study_uid"].map(series_key_for_uid)
+    )
+    studies = _sort_by_study(studies, [])[STUDY_COLUMNS].reset_index(drop=True)
+    return DicomIndex(series.reset_index(drop=True), files.reset_index(drop=True), skipped,
+                      studies)  # fmt: skip
+
+
+def _drop_copies(records: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """One file per SOPInstanceUID: exports repeat an instance (a second export of the exam,
+    a copy in another transfer syntax). The whole copy is kept, else the first by path."""
+    ranked = records.assign(_whole=records["problem"].eq("")).sort_values(
+        ["_whole", "relpath"], ascending=[False, True]
+    )
+    copy = ranked.duplicated("sop_uid")
+    kept = ranked[~copy].set_index("sop_uid")["relpath"]
+    skipped = [
+        {"file_key": file_key(row.relpath), "relpath": row.relpath,
+         "reason": f"{DUPLICATE_INSTANCE} {file_key(kept[row.sop_uid])}"}
+        for row in ranked[copy].itertuples()
+    ]  # fmt: skip
+    return records.loc[ranked.index[~copy]].sort_index(), skipped
 
 
 def _count_reasons(skipped: pd.DataFrame) -> str:
@@ -470,8 +499,7 @@ def _count_reasons(skipped: pd.DataFrame) -> str:
 def save_index(index: DicomIndex, index_dir: str | Path) -> None:
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
-    tables = ((index.series, SERIES_TSV), (index.files, FILES_TSV), (index.skipped, SKIPPED_TSV))
-    for table, name in tables:
+    for table, name in zip(index, INDEX_TABLES, strict=True):
         tmp = index_dir / f".{name}.tmp"
         table.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
         os.replace(tmp, index_dir / name)
@@ -493,7 +521,8 @@ def load_index(index_dir: str | Path) -> DicomIndex:
         series[column] = series[column].fillna("")
     files = _read_tsv(index_dir / FILES_TSV)
     files["instance_number"] = pd.to_numeric(files["instance_number"]).astype("Int64")
-    return DicomIndex(series, files, _read_tsv(index_dir / SKIPPED_TSV))
+    return DicomIndex(series, files, _read_tsv(index_dir / SKIPPED_TSV),
+                      _read_tsv(index_dir / STUDIES_TSV))  # fmt: skip
 
 
 def fingerprint(dicom_dir: str | Path, id_map_path=None, salt: str = "spineflow") -> dict:
@@ -528,7 +557,7 @@ def load_or_build(
     index_dir = Path(index_dir)
     current = fingerprint(dicom_dir, id_map_path, salt)
     stored_path = index_dir / FINGERPRINT_JSON
-    cached = all((index_dir / name).exists() for name in (SERIES_TSV, FILES_TSV, SKIPPED_TSV))
+    cached = all((index_dir / name).exists() for name in INDEX_TABLES)
     if cached and stored_path.exists() and json.loads(stored_path.read_text()) == current:
         log.info("DICOM index unchanged; using the cached index")
         index = load_index(index_dir)
@@ -659,33 +688,77 @@ VISIT_COLUMNS = [
 ]
 
 
-def plan_visits(series: pd.DataFrame, rules: list[dict]) -> pd.DataFrame:
+VISIT_DATE_COLUMNS = ["participant_id", "session_id", "visit_date"]
+
+
+def read_visit_dates(sessions_tsv: str | Path) -> pd.DataFrame:
+    """The visit dates a sessions table lists (participant_id, session_id, visit_date as
+    YYYY-MM-DD), or none when it has no visit_date column; a bad row stops with its line."""
+    table = pd.read_csv(sessions_tsv, sep="\t", dtype=str, keep_default_na=False)
+    if "visit_date" not in table.columns:
+        return pd.DataFrame(columns=VISIT_DATE_COLUMNS)
+    missing = {"participant_id", "session_id"} - set(table.columns)
+    if missing:
+        raise ValueError(f"sessions_tsv {sessions_tsv}: missing columns {sorted(missing)}")
+    table = table[table["visit_date"].str.strip() != ""]
+    dates = pd.to_datetime(table["visit_date"].str.strip(), format="%Y-%m-%d", errors="coerce")
+    for line, row, date in zip(table.index + 2, table.itertuples(), dates, strict=True):
+        participant = row.participant_id.strip().removeprefix("sub-")
+        session = row.session_id.strip().removeprefix("ses-")
+        if pd.isna(date) or not (BIDS_LABEL.match(participant) and BIDS_LABEL.match(session)):
+            raise ValueError(
+                f"sessions_tsv {sessions_tsv}, line {line}: expected a participant_id, a "
+                "session_id (BIDS labels) and a visit_date as YYYY-MM-DD"
+            )
+    return pd.DataFrame({
+        "participant_id": "sub-" + table["participant_id"].str.strip().str.removeprefix("sub-"),
+        "session_id": "ses-" + table["session_id"].str.strip().str.removeprefix("ses-"),
+        "visit_date": dates,
+    }).reset_index(drop=True)  # fmt: skip
+
+
+def plan_visits(
+    series: pd.DataFrame,
+    rules: list[dict],
+    visit_dates: pd.DataFrame | None = None,
+    studies: pd.DataFrame | None = None,
+    window_days: int = 0,
+) -> pd.DataFrame:
     """Every study of the index, in VISIT_COLUMNS: a visit of this study when one of its series
-    matches the geometry rule (sessions ses-1, ses-2, ... in date order, days from the first
-    visit), else ``dropped`` with no session: an export often holds a patient's unrelated
-    older studies, which must not become visits or shift the real ones' numbers."""
+    matches the geometry rule, else ``dropped`` with no session: an export often holds a
+    patient's unrelated older studies, which must not become visits or shift the real ones'
+    numbers. Visits are ses-1, ses-2, ... in date order, or, for a participant with
+    ``visit_dates`` (``read_visit_dates``), the listed session whose date is within
+    ``window_days`` of the study's (``studies``: each study's date); a listed session that no
+    study matches is ``failed``. days_from_baseline counts from the first visit."""
     chosen = select_series(series, rules)
     chosen = chosen[chosen["geometry"].astype(bool)]
-    studies = series.groupby(["participant_id", "study_key"], as_index=False).agg(
+    grouped = series.groupby(["participant_id", "study_key"], as_index=False).agg(
         study_rank=("study_rank", "first"), study_day=("study_day", "first"),
         n_series=("series_key", "size"),
     )  # fmt: skip
-    plan = studies.merge(chosen.drop(columns=["study_rank", "study_day"]),
+    plan = grouped.merge(chosen.drop(columns=["study_rank", "study_day"]),
                          on=["participant_id", "study_key"], how="left")  # fmt: skip
     plan = plan.sort_values(["participant_id", "study_rank"]).reset_index(drop=True)
-    visit = plan["series_key"].notna()
+    plan["note"] = plan["note"].fillna("")
     plan["session_id"] = ""
-    plan.loc[visit, "session_id"] = "ses-" + (
-        plan[visit].groupby("participant_id").cumcount().add(1).astype(str)
+    candidate = plan["series_key"].notna()
+    plan.loc[~candidate, "status"] = "dropped"
+    plan.loc[~candidate, "note"] = plan.loc[~candidate, "n_series"].map(
+        lambda n: f"none of the study's {n} series matches the geometry rule: not a visit"
     )
-    baseline = plan[visit].groupby("participant_id")["study_day"].first()
+    if visit_dates is None:
+        visit_dates = pd.DataFrame(columns=VISIT_DATE_COLUMNS)
+    by_date = candidate & plan["participant_id"].isin(visit_dates["participant_id"])
+    numbered = candidate & ~by_date
+    plan.loc[numbered, "session_id"] = "ses-" + (
+        plan[numbered].groupby("participant_id").cumcount().add(1).astype(str)
+    )
+    not_found = _match_visit_dates(plan, by_date, visit_dates, studies, window_days)
+    visit = plan["session_id"] != ""
+    baseline = plan[visit].groupby("participant_id")["study_day"].min()
     plan["days_from_baseline"] = (
         (plan["study_day"] - plan["participant_id"].map(baseline)).where(visit).astype("Int64")
-    )
-    plan["note"] = plan["note"].fillna("")
-    plan.loc[~visit, "status"] = "dropped"
-    plan.loc[~visit, "note"] = plan.loc[~visit, "n_series"].map(
-        lambda n: f"none of the study's {n} series matches the geometry rule: not a visit"
     )
     visits = plan[visit].groupby("participant_id")["session_id"].transform("size")
     many = visits[visits > 2]
@@ -694,5 +767,47 @@ def plan_visits(series: pd.DataFrame, rules: list[dict]) -> pd.DataFrame:
                                 "ses-1 and ses-2 are compared"]))
         for note, n in zip(plan.loc[many.index, "note"], many, strict=True)
     ]  # fmt: skip
+    if len(not_found):
+        plan = pd.concat([plan, not_found], ignore_index=True)
+    plan = plan.sort_values("participant_id", kind="stable")
     plan["series_number"] = plan["series_number"].astype("Int64")
-    return plan[VISIT_COLUMNS]
+    plan["days_from_baseline"] = plan["days_from_baseline"].astype("Int64")
+    return plan[VISIT_COLUMNS].reset_index(drop=True)
+
+
+def _match_visit_dates(plan, by_date, visit_dates, studies, window_days) -> pd.DataFrame:
+    """Give each study in ``by_date`` the listed session nearest its date, within the window
+    (in place; the others are dropped); return a failed row per listed session no study
+    matched."""
+    visit_dates = visit_dates[visit_dates["participant_id"].isin(plan["participant_id"])]
+    if visit_dates.empty:
+        return pd.DataFrame(columns=VISIT_COLUMNS)
+    date_of = pd.to_datetime(studies.set_index("study_key")["study_date"], format="%Y%m%d",
+                             errors="coerce")  # fmt: skip
+    pairs = (
+        plan[by_date][["participant_id", "study_key"]]
+        .reset_index()
+        .merge(visit_dates, on="participant_id")
+    )
+    pairs["gap_days"] = (pd.to_datetime(pairs["study_key"].map(date_of))
+                         - pd.to_datetime(pairs["visit_date"])).dt.days.abs()  # fmt: skip
+    pairs = pairs[pairs["gap_days"] <= window_days].sort_values(["gap_days", "index"])
+    # nearest first: one study per listed session, one session per study
+    pairs = pairs.drop_duplicates("index").drop_duplicates(["participant_id", "session_id"])
+    plan.loc[pairs["index"], "session_id"] = pairs["session_id"].to_numpy()
+    unmatched = by_date & (plan["session_id"] == "")
+    plan.loc[unmatched, "status"] = "dropped"
+    plan.loc[unmatched, "note"] = (
+        f"matches the geometry rule, but no visit_date of sessions_tsv is within {window_days} "
+        "day(s) of it (visit_window_days): not a visit"
+    )
+    found = visit_dates.merge(pairs[["participant_id", "session_id"]], how="left",
+                              on=["participant_id", "session_id"], indicator=True)  # fmt: skip
+    missing = found[found["_merge"] == "left_only"]
+    return pd.DataFrame({
+        "participant_id": missing["participant_id"],
+        "session_id": missing["session_id"],
+        "status": "failed",
+        "note": (f"no study matches the geometry rule within {window_days} day(s) of the "
+                 "visit_date sessions_tsv gives (visit_window_days)"),
+    }).reindex(columns=VISIT_COLUMNS)  # fmt: skip

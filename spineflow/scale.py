@@ -23,6 +23,7 @@ from .cli import REPO, snakemake_command
 from .dicom_index import (
     FINGERPRINT_JSON,
     SKIPPED_COLUMNS,
+    STUDY_COLUMNS,
     DicomIndex,
     fingerprint,
     save_index,
@@ -95,8 +96,12 @@ def synthetic_index(n_participants: int) -> DicomIndex:
                     }
                     for i in range(1, n_files + 1)
                 ]
-    skipped = pd.DataFrame(columns=SKIPPED_COLUMNS)
-    return DicomIndex(pd.DataFrame(series), pd.DataFrame(files), skipped)
+    series = pd.DataFrame(series)
+    studies = series.drop_duplicates("study_key")[["participant_id", "study_key", "study_day"]]
+    dates = pd.Timestamp("2020-01-06") + pd.to_timedelta(studies.pop("study_day"), unit="D")
+    studies["study_date"] = dates.dt.strftime("%Y%m%d")
+    return DicomIndex(series, pd.DataFrame(files), pd.DataFrame(columns=SKIPPED_COLUMNS),
+                      studies[STUDY_COLUMNS])  # fmt: skip
 
 
 def write_cohort(root: Path, n_participants: int) -> dict:

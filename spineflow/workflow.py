@@ -18,7 +18,13 @@ import pandas as pd
 import yaml
 
 from .bids import bids, derivatives_root, group_dir, raw_root
-from .dicom_index import MANY_VISITS_NOTE, SKIPPED_TSV, load_or_build, plan_visits
+from .dicom_index import (
+    MANY_VISITS_NOTE,
+    SKIPPED_TSV,
+    load_or_build,
+    plan_visits,
+    read_visit_dates,
+)
 from .fileio import write_if_changed
 from .runner import read_failures, remove_placeholders
 
@@ -188,7 +194,14 @@ def session_plan(config: dict, paths: Paths) -> pd.DataFrame:
             f"dicom_dir {dicom_dir}: no DICOM series found ({len(index.skipped)} file(s) "
             f"left out, listed in {paths.index_dir / SKIPPED_TSV})"
         )
-    visits = plan_visits(index.series, config["series"])
+    visit_dates = read_visit_dates(config["sessions_tsv"]) if config.get("sessions_tsv") else None
+    visits = plan_visits(index.series, config["series"], visit_dates, index.studies,
+                         config.get("visit_window_days", 0))  # fmt: skip
+    if visit_dates is not None:
+        absent = set(visit_dates["participant_id"]) - set(index.series["participant_id"])
+        if absent:
+            log.warning("%d participant(s) with visit dates in sessions_tsv have no DICOM "
+                        "series: %s", len(absent), ", ".join(sorted(absent)[:5]))  # fmt: skip
     write_if_changed(paths.visits_tsv, visits.to_csv(sep="\t", index=False, na_rep="n/a"))
     dropped = visits[visits["status"] == "dropped"]
     if len(dropped):

@@ -49,7 +49,7 @@ def sagittal(tmp_path):
         slice_spacing_mm=3.3,
     )
     (dicom / "notes.txt").write_text("not dicom")
-    series, files, _ = build_index(dicom)
+    series, files, *_ = build_index(dicom)
     return dicom, series.iloc[0], files, written
 
 
@@ -101,7 +101,7 @@ def test_enhanced_multiframe_converts_in_slice_order(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     dicom = tmp_path / "dicom"
     write_enhanced_mr(dicom / "mf.dcm", n_frames=6, rows=32, columns=24)
-    series, files, _ = build_index(dicom)
+    series, files, *_ = build_index(dicom)
     out_nifti = tmp_path / "bids" / "sub-01_ses-1_acq-sag_PDw.nii.gz"
     convert_series(dicom, list(files["relpath"]), out_nifti,
                    str(out_nifti).replace(".nii.gz", ".json"), tmp_path / "work",
@@ -199,7 +199,7 @@ def test_corrupt_compressed_series_names_its_file_by_key(tmp_path, monkeypatch):
     dicom = tmp_path / "dicom"
     written = write_mr_series(dicom / "Doe^Jane_19800101", n_slices=4)
     corrupt_compressed(written["paths"])
-    series, files, _ = build_index(dicom)
+    series, files, *_ = build_index(dicom)
     assert series.iloc[0]["status"] == "ok"
     out_nifti = tmp_path / "bids" / "sub-01_ses-1_acq-sag_PDw.nii.gz"
     with pytest.raises(ConversionError) as error:

@@ -19,6 +19,7 @@ from spineflow.dicom_index import (
     orientation_label,
     plan_visits,
     pseudonym,
+    read_visit_dates,
     save_index,
     select_series,
 )
@@ -64,7 +65,7 @@ def test_truncated_file_fails_its_series_by_instance_and_key(tmp_path):
     written = write_mr_series(tmp_path / "a", n_slices=5)
     cut = written["paths"][2]
     cut.write_bytes(cut.read_bytes()[:-100])
-    series, files, _ = build_index(tmp_path)
+    series, files, *_ = build_index(tmp_path)
     row = series.iloc[0]
     key = dicom_index.file_key(cut.relative_to(tmp_path).as_posix())
     assert row["status"] == "failed"
@@ -74,7 +75,7 @@ def test_truncated_file_fails_its_series_by_instance_and_key(tmp_path):
 
 def test_enhanced_multiframe_geometry_from_functional_groups(tmp_path):
     path = write_enhanced_mr(tmp_path / "mf.dcm", n_frames=6)
-    series, files, _ = build_index(tmp_path)
+    series, files, *_ = build_index(tmp_path)
     row = series.iloc[0]
     assert (row["orientation"], row["status"], row["n_files"]) == ("sagittal", "ok", 1)
     assert row["pixel_spacing_mm"] == "0.8x0.8" and row["slice_thickness_mm"] == 3.5
@@ -93,7 +94,7 @@ def test_visits_ordered_by_study_date_and_time(tmp_path):
     write_mr_series(tmp_path / "a_third", study_date="20240510", study_time="070000")
     write_mr_series(tmp_path / "m_second", study_date="20240105", study_time="143000")
     write_mr_series(tmp_path / "other", patient_id="OTHER1", study_date="20230101")
-    series, files, _ = build_index(tmp_path)
+    series, files, *_ = build_index(tmp_path)
     visits = plan_visits(series, _rules()).merge(series[["series_key"]])
     series = _folder_of(visits, files)
     first = _one(series, folder="z_first")
@@ -118,7 +119,7 @@ def test_unrelated_studies_are_not_visits(tmp_path):
                         orientation="axial" if "AX" in description else "sagittal")  # fmt: skip
     write_mr_series(tmp_path / "visit1", study_date="20250105")
     write_mr_series(tmp_path / "visit2", study_date="20250520")
-    series, files, _ = build_index(tmp_path)
+    series, files, *_ = build_index(tmp_path)
     visits = _folder_of(plan_visits(series, _rules()), files)
     kept = visits[visits["status"] != "dropped"].set_index("folder")
     assert kept["session_id"].to_dict() == {"visit1": "ses-1", "visit2": "ses-2"}
@@ -129,9 +130,54 @@ def test_unrelated_studies_are_not_visits(tmp_path):
     assert dropped["days_from_baseline"].isna().all()
 
 
+def test_visit_dates_choose_the_sessions(tmp_path):
+    """A participant whose visits sessions_tsv dates has as sessions only the studies within
+    the window of a listed date; a listed visit no study matches is failed, said so; a
+    participant without dates is numbered in date order."""
+    dicom = tmp_path / "dicom"
+    for study_date in ("20190110", "20200201", "20210301"):  # all three lumbar
+        write_mr_series(dicom / study_date, study_date=study_date)
+    write_mr_series(dicom / "other", patient_id="OTHER1", study_date="20230101")
+    index = build_index(dicom)
+    dated = index.series["participant_id"].value_counts().index[0]  # the one with 3 studies
+    sessions_tsv = tmp_path / "sessions.tsv"
+    sessions_tsv.write_text(
+        "participant_id\tsession_id\tweight_kg\tvisit_date\n"
+        f"{dated}\tses-1\t70\t2020-02-03\n{dated}\tses-2\t71\t2021-03-01\n"
+        f"{dated}\tses-3\t72\t2022-06-01\nsub-elsewhere\tses-1\t60\t2020-01-01\n"
+    )
+    visits = plan_visits(index.series, _rules(), read_visit_dates(sessions_tsv), index.studies,
+                         window_days=5)  # fmt: skip
+    visits = _folder_of(visits, index.files)
+    mine = visits[visits["participant_id"] == dated].set_index("session_id")
+    assert mine.loc["ses-1", "folder"] == "20200201" and mine.loc["ses-2", "folder"] == "20210301"
+    assert mine.loc["ses-2", "days_from_baseline"] == 394  # from ses-1, not the 2019 study
+    assert mine.loc["ses-3", "status"] == "failed" and pd.isna(mine.loc["ses-3", "study_key"])
+    assert "within 5 day(s) of the visit_date" in mine.loc["ses-3", "note"]
+    old = mine.loc[""]
+    assert (old["folder"], old["status"]) == ("20190110", "dropped")
+    assert "no visit_date of sessions_tsv is within 5 day(s)" in old["note"]
+    other = visits[visits["participant_id"] != dated]
+    assert other[["session_id", "status"]].values.tolist() == [["ses-1", "ok"]]
+    narrow = plan_visits(index.series, _rules(), read_visit_dates(sessions_tsv), index.studies)
+    # the 2020 study is 2 days off the listed date: outside a window of 0 days
+    sessions = narrow.loc[narrow["participant_id"] == dated, "session_id"].tolist()
+    assert sessions == ["", "", "ses-2", "ses-1", "ses-3"]
+
+
+def test_visit_dates_name_the_bad_line(tmp_path):
+    sessions_tsv = tmp_path / "sessions.tsv"
+    sessions_tsv.write_text("participant_id\tsession_id\tvisit_date\n01\t1\t2020-02-03\n"
+                            "02\t1\t03.02.2020\n")  # fmt: skip
+    with pytest.raises(ValueError, match=r"sessions.tsv, line 3: .* visit_date as YYYY-MM-DD"):
+        read_visit_dates(sessions_tsv)
+    sessions_tsv.write_text("participant_id\tsession_id\tweight_kg\n01\t1\t70\n")
+    assert read_visit_dates(sessions_tsv).empty  # weights only: sessions as numbered
+
+
 def test_tables_hold_no_phi(tmp_path):
     write_mr_series(tmp_path, study_date="20240105")
-    series, files, _ = build_index(tmp_path)
+    series, files, *_ = build_index(tmp_path)
     text = series.to_csv(sep="\t") + files.to_csv(sep="\t")
     for value in [*PHI.values(), "20240105", "081500"]:
         assert value.lower() not in text.lower()
@@ -144,11 +190,11 @@ def test_id_map_and_unknown_patients(tmp_path, caplog):
     write_mr_series(dicom / "Smith^John_19700101", patient_id="PATY0815")
     id_map = tmp_path / "id_map.tsv"
     id_map.write_text("dicom_patient_id\tparticipant_id\nPATX4711\tsub-01\nPATY0815\t02\n")
-    series, _, skipped = build_index(dicom, id_map)
+    series, _, skipped, _ = build_index(dicom, id_map)
     assert sorted(series["participant_id"]) == ["sub-01", "sub-02"] and skipped.empty
     id_map.write_text("dicom_patient_id\tparticipant_id\nPATX4711\tsub-01\n")
     with caplog.at_level(logging.WARNING, logger="spineflow.dicom_index"):
-        series, _, skipped = load_or_build(dicom, index, id_map)  # skip: the others go on
+        series, _, skipped, _ = load_or_build(dicom, index, id_map)  # skip: the others go on
     assert list(series["participant_id"]) == ["sub-01"]
     assert set(skipped["reason"]) == {"PatientID not in the id_map"}
     assert skipped["relpath"].str.startswith("Smith^John_19700101/").all()
@@ -281,7 +327,7 @@ def test_load_or_build_uses_cache_until_dicom_changes(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(cached, first, check_dtype=False)
 
     write_mr_series(dicom / "b", series_number=2, study_date="20240601")
-    rebuilt, files, _ = load_or_build(dicom, index)
+    rebuilt, files, *_ = load_or_build(dicom, index)
     assert len(rebuilt) == 2 and len(files) == 10
     # A different salt also invalidates the cache (participant labels change).
     salted = load_or_build(dicom, index, salt="other").series

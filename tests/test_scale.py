@@ -11,7 +11,7 @@ from spineflow.workflow import Paths, session_plan
 
 
 def test_synthetic_index_has_the_sessions_a_scanner_writes(tmp_path):
-    series, files, _ = scale.synthetic_index(25)
+    series, files, *_ = scale.synthetic_index(25)
     assert series["participant_id"].nunique() == 25
     sessions = series[["participant_id", "study_key"]].drop_duplicates()
     assert len(sessions) == 25 * 2 - 25 // scale.WITHOUT_SES2_EVERY
