@@ -43,9 +43,10 @@ PLAN = session_plan(config, PATHS)
 # placeholders left by a run killed before its end (finish_run); only in the login node's
 # process: a cluster job parses this file again mid-run, when this run's are there to stay
 MAIN_PROCESS = not (workflow.remote_exec or workflow.subprocess_exec)
+FAILURES = read_failures(PATHS.failures_dir)
 if MAIN_PROCESS and not workflow.dryrun:
-    remove_placeholders(failed_participant_folders(PATHS))
-RECORDED = [] if config["retry_failed"] else read_failures(PATHS.failures_dir)
+    remove_placeholders(failed_participant_folders(PATHS, FAILURES))
+RECORDED = [] if config["retry_failed"] else FAILURES
 # a session's failure takes the session out; a participant's (registration between sessions)
 # only the longitudinal step: both sessions are still reported, each measured on its own
 SESSION_FAILURES = [f for f in RECORDED if f["session_id"]]

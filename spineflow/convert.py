@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -110,8 +111,11 @@ def _stage_inputs(dicom_dir: Path, relpaths: Sequence[str], stage_dir: Path) -> 
             shutil.copy2(source, target)
 
 
+STAGED_DIGITS = 6
+
+
 def _staged_name(number: int) -> str:
-    return f"{number:06d}.dcm"
+    return f"{number:0{STAGED_DIGITS}d}.dcm"
 
 
 def _run_dcm2niix(stage_dir: Path, out_dir: Path) -> str:
@@ -138,10 +142,13 @@ def _tail(text: str, n_lines: int = 15) -> str:
 def _named_by_key(output: str, stage_dir: Path, relpaths: Sequence[str]) -> str:
     """dcm2niix's output with each staged copy (a temporary path) named by its source file's
     key: the source's path may carry a patient's name."""
-    for number, relpath in enumerate(relpaths):
-        for staged in (str(stage_dir / _staged_name(number)), _staged_name(number)):
-            output = output.replace(staged, file_key(relpath))
-    return output
+    staged = re.compile(rf"(?:{re.escape(str(stage_dir))}/)?(\d{{{STAGED_DIGITS}}})\.dcm")
+
+    def by_key(found: re.Match) -> str:
+        number = int(found[1])
+        return file_key(relpaths[number]) if number < len(relpaths) else found[0]
+
+    return staged.sub(by_key, output)
 
 
 def _single_output(out_dir: Path, out_nifti: Path, output: str, series_key: str):

@@ -105,10 +105,13 @@ def remove_placeholders(folders) -> list[Path]:
     return removed
 
 
-def read_failures(failures_dir) -> list[dict]:
-    """The failure records in ``failures_dir`` (``write_failure``), in file-name order."""
+def read_failures(failures_dir, since: float | None = None) -> list[dict]:
+    """The failure records in ``failures_dir`` (``write_failure``), in file-name order; with
+    ``since`` (a ``time.time()``), only those written since."""
     folder = Path(failures_dir)
     paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if since is not None:
+        paths = [path for path in paths if path.stat().st_mtime >= since]
     return [json.loads(path.read_text()) for path in paths]
 
 

@@ -61,11 +61,10 @@ def bias_correct(in_path, out_path, field_path, sidecar_path, field_sidecar_path
         convergence_threshold=params["convergence_threshold"],
         threads=threads,
     )
-    write_sidecar(sidecar_path, {"Sources": [str(in_path)], "SkullStripped": False, "N4": facts})
-    write_sidecar(field_sidecar_path, {
-        "Sources": [str(in_path)], "SkullStripped": False,
-        "Description": "N4 bias field: the raw image over the corrected one",
-    })  # fmt: skip
+    both = {"Sources": [str(in_path)], "SkullStripped": False}
+    write_sidecar(sidecar_path, {**both, "N4": facts})
+    field = "N4 bias field: the raw image over the corrected one"
+    write_sidecar(field_sidecar_path, {**both, "Description": field})
 
 
 def segment_session(image_path, dseg_path, dseg_tsv, sidecar_path, method="builtin",

@@ -8,7 +8,6 @@ DICOM folder changed (see ``dicom_index.load_or_build``).
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,10 +265,11 @@ def _config_problem(error: jsonschema.ValidationError) -> str:
     return f"{key}: {error.message}{hint}"
 
 
-def failed_participant_folders(paths: Paths) -> list[Path]:
-    """The raw and derivatives folders of every participant with a failure record: where a
-    failed run's placeholders are (``runner.remove_placeholders``)."""
-    participants = sorted({r["participant_id"] for r in read_failures(paths.failures_dir)})
+def failed_participant_folders(paths: Paths, records: list[dict]) -> list[Path]:
+    """The raw and derivatives folders of every participant with a failure record
+    (``runner.read_failures``): where a failed run's placeholders are
+    (``runner.remove_placeholders``)."""
+    participants = sorted({r["participant_id"] for r in records})
     return [root / participant for participant in participants for root in (paths.raw, paths.deriv)]
 
 
@@ -277,13 +277,9 @@ def finish_run(paths: Paths, started: float, failed: bool = False) -> None:
     """At the end of a run: the failed steps' placeholders removed, and (``failed`` not yet
     raised by Snakemake) an error naming the steps that failed on their data in this run, so
     that Snakemake exits non-zero although the cohort finished."""
-    remove_placeholders(failed_participant_folders(paths))
-    new = [
-        path for path in sorted(paths.failures_dir.glob("*.json"))
-        if path.stat().st_mtime >= started - CLOCK_SKEW_S
-    ]  # fmt: skip
-    if new and not failed:
-        records = [json.loads(path.read_text()) for path in new]
+    remove_placeholders(failed_participant_folders(paths, read_failures(paths.failures_dir)))
+    records = read_failures(paths.failures_dir, since=started - CLOCK_SKEW_S)
+    if records and not failed:
         what = "; ".join(
             f"{r['participant_id']} {r['session_id']} {r['stage']}".replace("  ", " ")
             for r in records[:MAX_NAMED_FAILURES]

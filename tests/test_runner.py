@@ -3,11 +3,18 @@ the run goes on, the later steps of the same data skipped, the placeholders remo
 a retry that succeeds clears the record (else the next run would leave the session out)."""
 
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
 
-from spineflow.runner import PLACEHOLDER, is_placeholder, remove_placeholders, run
+from spineflow.runner import (
+    PLACEHOLDER,
+    is_placeholder,
+    read_failures,
+    remove_placeholders,
+    run,
+)
 
 
 class _Wildcards(dict):
@@ -74,3 +81,13 @@ def test_only_placeholders_are_removed(tmp_path):
         tmp_path / "sub-01" / "anat" / "x.tsv"
     ]
     assert kept.exists() and (tmp_path / "sub-01" / "anat" / "short.txt").exists()
+
+
+def test_failures_read_in_name_order_and_since_a_time(tmp_path):
+    for name, written in (("sub-02_ses-1_failure.json", 1000.0), ("sub-01_failure.json", 2000.0)):
+        path = tmp_path / name
+        path.write_text(json.dumps({"participant_id": name.split("_")[0]}))
+        os.utime(path, (written, written))
+    assert [r["participant_id"] for r in read_failures(tmp_path)] == ["sub-01", "sub-02"]
+    assert [r["participant_id"] for r in read_failures(tmp_path, since=1500.0)] == ["sub-01"]
+    assert read_failures(tmp_path / "none") == []
