@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from . import report_cost
 from .bids import derivatives_root, group_dir
 from .evaluate import evaluate, format_report
 from .evaluate_fov import format_cuts, fov_cuts
@@ -200,9 +201,17 @@ def main(argv=None) -> int:
     scale.add_argument(
         "--batches", type=int, default=1, help="plan the first of B batches (--batch)"
     )
+    qc_cost = sub.add_parser(
+        "qc-cost", help="the figures' share of a run's CPU, the report's size and opening time"
+    )
+    qc_cost.add_argument("--output", required=True, help="a finished run's output_dir")
+    qc_cost.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     if args.command == "scale":
         return _scale(args)
+    if args.command == "qc-cost":
+        print(report_cost.summary(args.output, args.repeats))
+        return 0
     if args.command == "synth":
         _synth(args)
         return 0
