@@ -1,12 +1,12 @@
 """The cohort report (``group/report.html``): one self-contained page to look at before
 trusting the tables.
 
-Its first screen shows every participant's status, level by level, each cell coloured by
-status with its value and, on hover, its note. Then every session's QC figure as a thumbnail
-framed in its worst status (a click opens the full figure further down), every participant's
-registration figure, every value that is not ``ok`` with its reason, the statistics (Tables
-2-4 and the rest, as ``statistics.html`` has them) and what was run. Images are embedded (JPEG,
-base64): the page needs no network and no other file.
+Its first screen shows every participant's status, one row each: level by level and session
+beside session, each cell coloured by status with its value and, on hover, its note. Then every
+session's QC figure as a thumbnail framed in its worst status (a click opens the full figure
+further down), every participant's registration figure, every value that is not ``ok`` with its
+reason, the statistics (Tables 2-4 and the rest, as ``statistics.html`` has them) and what was
+run. Images are embedded (JPEG, base64): the page needs no network and no other file.
 """
 
 from __future__ import annotations
@@ -137,25 +137,38 @@ def _cell(row, value_column: str) -> str:
 
 
 def _status_grid(discs: pd.DataFrame, vertebrae: pd.DataFrame) -> str:
-    """One row per session: the discs' heights and the vertebrae's distances, by status."""
-    header = "".join(f"<th>{name}</th>" for name in (*LEVELS, *VERTEBRAE))
+    """One row per participant, so that a cohort fits one screen: each disc's height and each
+    vertebra's distance, session beside session, by status."""
+    # in the tables' order (sub-2 before sub-10, ses-2 before ses-10), not the lexical one
+    sessions = list(dict.fromkeys(discs["session_id"]))
+    sessions.sort(key=lambda session: [int(n) for n in re.findall(r"\d+", session)] or [0])
+    tables = {
+        "level": dict(tuple(discs.groupby(["participant_id", "session_id"], sort=False))),
+        "vertebra": dict(tuple(vertebrae.groupby(["participant_id", "session_id"], sort=False))),
+    }
+    columns = [(level, "level", "height_mm") for level in LEVELS]
+    columns += [(name, "vertebra", "intervertebral_distance_mm") for name in VERTEBRAE]
     rows = []
-    # in the tables' order (sub-2 before sub-10), not the lexical one
-    by_session = dict(tuple(discs.groupby(["participant_id", "session_id"], sort=False)))
-    vertebrae_by = dict(tuple(vertebrae.groupby(["participant_id", "session_id"], sort=False)))
-    for (participant, session), disc_rows in by_session.items():
-        cells = [_cell_or_blank(disc_rows, "level", level, "height_mm") for level in LEVELS]
-        vertebra_rows = vertebrae_by.get((participant, session), pd.DataFrame())
-        cells += [_cell_or_blank(vertebra_rows, "vertebra", name, "intervertebral_distance_mm")
-                  for name in VERTEBRAE]  # fmt: skip
-        anchor = _anchor(participant, session)
-        rows.append(f"<tr><th><a href='#{anchor}'>{participant} {session}</a></th>"
-                    + "".join(cells) + "</tr>")  # fmt: skip
+    for participant in dict.fromkeys(discs["participant_id"]):
+        cells = "".join(
+            _cell_or_blank(
+                tables[key].get((participant, session), pd.DataFrame()), key, name, value_column
+            )  # fmt: skip
+            for name, key, value_column in columns
+            for session in sessions
+        )
+        first = next(s for s in sessions if (participant, s) in tables["level"])
+        rows.append(f"<tr><th><a href='#{_anchor(participant, first)}'>{participant}</a></th>"
+                    f"{cells}</tr>")  # fmt: skip
+    span = len(sessions)
+    names = "".join(f"<th colspan='{span}'>{name}</th>" for name, _, _ in columns)
+    units = "".join(f"<th colspan='{span}'>{'height' if key == 'level' else 'distance'} mm</th>"
+                    for _, key, _ in columns)  # fmt: skip
+    labels = "".join(f"<th>{session.removeprefix('ses-')}</th>" for session in sessions)
     return (
-        "<table class='grid'><tr><th>session</th>" + header + "</tr>\n"
-        "<tr><th></th>" + "<th>height mm</th>" * len(LEVELS)
-        + "<th>distance mm</th>" * len(VERTEBRAE) + "</tr>\n" + "\n".join(rows) + "</table>"
-    )  # fmt: skip
+        f"<table class='grid'><tr><th>participant</th>{names}</tr>\n<tr><th></th>{units}</tr>\n"
+        f"<tr><th>session</th>{labels * len(columns)}</tr>\n" + "\n".join(rows) + "</table>"
+    )
 
 
 def _cell_or_blank(table: pd.DataFrame, key: str, name: str, value_column: str) -> str:
