@@ -4,7 +4,8 @@ Layout written under ``out``::
 
     dicom/<Last^First_birthdate_ST...>/SE.../IM real MR DICOM in PACS-named studies, a stray file
     participants.tsv                            demographics (participant_id, sex, age, ...)
-    sessions.tsv                                weight at each visit (for the change in BMI)
+    sessions.tsv                                weight and date of each visit (BMI change;
+                                                which studies are the sessions)
     reads.tsv, adjudication.tsv                 two radiologists' grades and findings
     id_map.tsv                                  dicom_patient_id -> participant_id
     truth/discs.tsv, truth/vertebrae.tsv        geometry from the continuous anatomy
@@ -139,7 +140,7 @@ def _generate_participant(plan: dict) -> dict:
     cut_session = int(rng.integers(0, len(sessions))) if plan["cut_l3l4"] else -1
     protocol = _protocol(rng)
     first_day = date(2025, 1, 6) + timedelta(days=int(rng.integers(0, 300)))
-    disc_rows, vertebra_rows, scan_rows = [], [], []
+    disc_rows, vertebra_rows, scan_rows, visit_rows = [], [], [], []
     phi = _phi_of_person(person)
     body_seed = int(rng.integers(2**63))  # the same body around the spine at every visit
     for k, (session_id, params, day) in enumerate(sessions):
@@ -153,7 +154,8 @@ def _generate_participant(plan: dict) -> dict:
         field = render.bias_field(_to_scanner(l4.centre_as, rotation, translation)[None], scene)
         scene["noise_sigma"] *= float(field[0])
         _write_anatomy(Path(plan["out"]), plan["participant_id"], session_id, params, fov)
-        study = _study_info(rng, person, first_day + timedelta(days=day))
+        study_day = first_day + timedelta(days=day)
+        study = _study_info(rng, person, study_day)
         phi += [study.accession, study.study_date]
         # as PACS exports name studies: the patient's name and birth date, which must not
         # reach any output
@@ -174,6 +176,7 @@ def _generate_participant(plan: dict) -> dict:
         )
         statuses = _fov_status(spine, rotation, translation, geometry)
         common = {"participant_id": plan["participant_id"], "session_id": session_id}
+        visit_rows.append({**common, "visit_date": study_day.isoformat()})
         for level in STUDY_LEVELS:
             disc = spine.disc(level)
             disc_rows.append(
@@ -226,6 +229,7 @@ def _generate_participant(plan: dict) -> dict:
         "discs": disc_rows,
         "vertebrae": vertebra_rows,
         "scans": scan_rows,
+        "visits": visit_rows,
         "phi": phi,
     }
 
@@ -541,6 +545,7 @@ def _write_tables(out: Path, results: list[dict], seed: int) -> None:
             out / "truth" / f"{name}.tsv", sep="\t", index=False, float_format="%.4f"
         )
     truth_discs = pd.DataFrame([row for r in results for row in r["discs"]])
-    reads.write(out, people, truth_discs, seed)
+    visits = pd.DataFrame([row for r in results for row in r["visits"]])
+    reads.write(out, people, truth_discs, visits, seed)
     phi = sorted({s for r in results for s in r["phi"]})
     pd.DataFrame({"phi": phi}).to_csv(out / "truth" / "phi.tsv", sep="\t", index=False)

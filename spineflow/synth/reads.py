@@ -65,8 +65,9 @@ def reads_tables(truth_discs: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd
 
 
 def visit_weights(people: pd.DataFrame, sessions: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Weight (kg) at each visit: the participants table's at ses-1; at ses-2 a training loss
-    for finishers (mean 1.5 kg) and none on average for the others."""
+    """Weight (kg) at each visit (``sessions``: participant_id, session_id): the participants
+    table's at ses-1; at ses-2 a training loss for finishers (mean 1.5 kg) and none on average
+    for the others."""
     rng = np.random.default_rng([seed, STREAM + 1])
     weight = people.set_index("participant_id")["weight_kg"]
     group = people.set_index("participant_id")["group"]
@@ -86,9 +87,13 @@ def visit_weights(people: pd.DataFrame, sessions: pd.DataFrame, seed: int) -> pd
     return pd.DataFrame(rows)
 
 
-def write(out: Path, people: pd.DataFrame, truth_discs: pd.DataFrame, seed: int) -> None:
+def write(out: Path, people: pd.DataFrame, truth_discs: pd.DataFrame, visits: pd.DataFrame,
+          seed: int) -> None:  # fmt: skip
+    """reads.tsv, adjudication.tsv, and sessions.tsv: each visit's weight and date (``visits``:
+    participant_id, session_id, visit_date), as a study's records would give them."""
     reads, adjudication = reads_tables(truth_discs, seed)
     reads.to_csv(out / "reads.tsv", sep="\t", index=False)
     adjudication.to_csv(out / "adjudication.tsv", sep="\t", index=False)
-    visits = visit_weights(people, truth_discs, seed)
-    visits.to_csv(out / "sessions.tsv", sep="\t", index=False)
+    weights = visit_weights(people, visits, seed)
+    sessions = weights.merge(visits, on=["participant_id", "session_id"])
+    sessions.to_csv(out / "sessions.tsv", sep="\t", index=False)
