@@ -23,6 +23,7 @@ rule convert:
     params:
         series_key=lambda wc: SERIES_KEY[(wc.subject, wc.session)],
         dicom_dir=config["dicom_dir"],
+        raw_dir=PATHS.raw,
         failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:
         "../scripts/convert.py"
@@ -35,10 +36,7 @@ rule bids_metadata:
         description=PATHS.raw / "dataset_description.json",
         readme=PATHS.raw / "README.md",
         participants=PATHS.participants_tsv,
-        sessions=[
-            f"{PATHS.raw}/sub-{s}/sub-{s}_sessions.tsv"
-            for s in sorted({s for s, _ in SESSIONS})
-        ],
+        sessions=[PATHS.sessions_tsv(s) for s in sorted({s for s, _ in SESSIONS})],
     log:
         PATHS.log("bidsmetadata", sub=None, ses=None),
     benchmark:

@@ -13,7 +13,7 @@ run(
     series_key=smk.params.series_key,
     out_nifti=smk.output.nifti,
     out_json=smk.output.sidecar,
-    raw_dir=Path(smk.output.scans).parents[2],  # bids/sub-X/ses-Y/scans.tsv
+    raw_dir=smk.params.raw_dir,
     subject=smk.wildcards.subject,
     session=smk.wildcards.session,
     work_dir=smk.resources.get("tmpdir", "/tmp"),

@@ -1,6 +1,6 @@
 """Cohort tables: per-session measure tables -> group tables (statistics: spineflow.statistics).
 
-Public tables (see DESIGN.md, "Public interface"):
+Public tables (see docs/DESIGN.md, "Public interface"):
 
 - discs.tsv: participant_id, session_id, level, height_mm, width_mm, pfirrmann_auto, status,
   note, then any extra feature columns the measure stage wrote.
@@ -22,10 +22,8 @@ import pandas as pd
 
 from spineflow import LEVELS, VERTEBRAE
 from spineflow.bids import RAW_DATASET_LINK, derivatives_root, raw_dataset_link
-from spineflow.fileio import atomic_write_text
+from spineflow.fileio import BIDS_VERSION, NA, atomic_write_text
 
-NA = "n/a"
-BIDS_VERSION = "1.10.0"
 STATUSES = ("ok", "not_in_fov", "failed", "qc_failed")
 SESSION_1, SESSION_2 = "ses-1", "ses-2"
 
@@ -49,7 +47,6 @@ KINDS = {
     "vertebrae": _Kind("vertebra", VERTEBRAE, ("intervertebral_distance_mm",)),
 }
 DISC_COLUMNS = KINDS["discs"].columns
-VERTEBRA_COLUMNS = KINDS["vertebrae"].columns
 
 
 # --- identifiers and ordering -------------------------------------------------------------

@@ -17,7 +17,7 @@ import pandas as pd
 from spineflow import __version__
 from spineflow.bids import bids
 from spineflow.dicom_index import file_key, series_key_for_uid
-from spineflow.fileio import atomic_write_text
+from spineflow.fileio import BIDS_VERSION, NA, atomic_write_text
 from spineflow.phi import scrub_nifti_header, scrub_sidecar
 
 # nipype phones home (etelemetry) on import unless told not to; cluster nodes are often offline.
@@ -25,8 +25,6 @@ os.environ.setdefault("NO_ET", "1")
 
 log = logging.getLogger(__name__)
 
-BIDS_VERSION = "1.10.0"
-NA = "n/a"
 DEMOGRAPHIC_COLUMNS = ("sex", "age", "height_cm", "weight_kg", "group", "finish_time_min")
 PARTICIPANT_COLUMNS = (
     "participant_id",

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+NA = "n/a"  # BIDS's missing value, in every table spineflow writes
+BIDS_VERSION = "1.10.0"  # the specification the datasets follow
+
 
 def jsonable(value):
     """numpy scalars/arrays, paths and tuples to plain JSON types; NaN and inf to None (JSON

@@ -1,4 +1,4 @@
-"""Disc height, disc width and intervertebral distance in millimetres (DESIGN.md definitions).
+"""Disc height, disc width and intervertebral distance in millimetres (docs/DESIGN.md definitions).
 
 Everything is measured on the spine's own mid-sagittal surface (``midsagittal.find_midline``).
 The label map (built-in or external) only says where each structure is; edges are located in

@@ -12,8 +12,8 @@ import pandas as pd
 
 from spineflow import __version__, agreement
 from spineflow import statistics as st
-from spineflow.cohort import NA, write_tsv
-from spineflow.fileio import atomic_write_text, jsonable
+from spineflow.cohort import write_tsv
+from spineflow.fileio import NA, atomic_write_text, jsonable
 
 TABLE_FILES = {
     "table2_prevalence": "Table 2. Pfirrmann grades at timepoint 1",

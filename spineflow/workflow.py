@@ -66,6 +66,9 @@ class Paths:
     def scans_tsv(self, sub=SUBJECT, ses=SESSION) -> str:
         return bids(self.raw, sub=sub, ses=ses, suffix="scans", extension=".tsv")
 
+    def sessions_tsv(self, sub=SUBJECT) -> str:
+        return bids(self.raw, sub=sub, suffix="sessions", extension=".tsv")
+
     def derived(self, rule: dict, ext=".nii.gz", sub=SUBJECT, ses=SESSION, **entities) -> str:
         return self._series_file(self.deriv, rule, ext, sub, ses, **entities)
 

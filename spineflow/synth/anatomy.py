@@ -5,8 +5,8 @@ the spine's midline at r = 0. Each vertebral body is a rigid block with its own 
 (centre, tilt phi); discs fill the space between two bodies' facing endplates. Timepoint 2 is the
 same anatomy with articulated levels, changed disc heights and a different pose in the scanner.
 
-The truth measures follow DESIGN.md's definitions and are computed from these analytic surfaces,
-never from a rendered image.
+The truth measures follow docs/DESIGN.md's definitions and are computed from these analytic
+surfaces, never from a rendered image.
 """
 
 from __future__ import annotations
@@ -266,7 +266,3 @@ def true_intervertebral_distance_mm(vertebra: Vertebra) -> float:
     return float(
         np.linalg.norm(vertebra.cranial_endplate_centre_as() - vertebra.caudal_endplate_centre_as())
     )
-
-
-def disc_centre_as(disc: Disc) -> np.ndarray:
-    return disc.mid_origin_as

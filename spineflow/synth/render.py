@@ -470,18 +470,6 @@ def structure_labels(spine: Spine, r, a, s) -> np.ndarray:
     return p.in_input_order(labels)
 
 
-def label_volume(spine: Spine, geometry: SliceGeometry, rotation, translation) -> np.ndarray:
-    """(n_slices, rows, cols) truth label map at pixel centres (see structure_labels)."""
-    offsets = geometry.pixel_offsets()
-    volume = np.empty((len(geometry.slice_centres), geometry.rows, geometry.cols), np.int16)
-    for k, centre in enumerate(geometry.slice_centres):
-        points = geometry.points(centre, offsets)
-        anat = scanner_to_anatomy(points, rotation, translation)
-        labels = structure_labels(spine, anat[:, 0], anat[:, 1], anat[:, 2])
-        volume[k] = labels.reshape(geometry.rows, geometry.cols)
-    return volume
-
-
 def bias_field(points_ras, scene) -> np.ndarray:
     """Smooth multiplicative receive field of a posterior spine coil (scanner frame): falling
     off anteriorly, saturating towards the coil (tanh) rather than growing without bound."""
