@@ -786,15 +786,23 @@ def _match_visit_dates(plan, by_date, visit_dates, studies, window_days) -> pd.D
                              errors="coerce")  # fmt: skip
     pairs = (
         plan[by_date][["participant_id", "study_key"]]
+        .rename_axis("row")
         .reset_index()
         .merge(visit_dates, on="participant_id")
     )
     pairs["gap_days"] = (pd.to_datetime(pairs["study_key"].map(date_of))
                          - pd.to_datetime(pairs["visit_date"])).dt.days.abs()  # fmt: skip
-    pairs = pairs[pairs["gap_days"] <= window_days].sort_values(["gap_days", "index"])
-    # nearest first: one study per listed session, one session per study
-    pairs = pairs.drop_duplicates("index").drop_duplicates(["participant_id", "session_id"])
-    plan.loc[pairs["index"], "session_id"] = pairs["session_id"].to_numpy()
+    pairs = pairs[pairs["gap_days"] <= window_days].sort_values(["gap_days", "row"])
+    # nearest pair first, each study and each listed session used once
+    rows_taken, sessions_taken, kept = set(), set(), []
+    for pair in pairs.itertuples():
+        session = (pair.participant_id, pair.session_id)
+        if pair.row not in rows_taken and session not in sessions_taken:
+            rows_taken.add(pair.row)
+            sessions_taken.add(session)
+            kept.append(pair.Index)
+    pairs = pairs.loc[kept]
+    plan.loc[pairs["row"], "session_id"] = pairs["session_id"].to_numpy()
     unmatched = by_date & (plan["session_id"] == "")
     plan.loc[unmatched, "status"] = "dropped"
     plan.loc[unmatched, "note"] = (

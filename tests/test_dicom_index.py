@@ -165,6 +165,26 @@ def test_visit_dates_choose_the_sessions(tmp_path):
     assert sessions == ["", "", "ses-2", "ses-1", "ses-3"]
 
 
+def test_visit_dates_pair_each_study_and_date_once(tmp_path):
+    """Nearest pairs first, but a study whose nearest date another study took still gets a
+    free date within the window."""
+    dicom = tmp_path / "dicom"
+    for study_date in ("20200101", "20200102"):
+        write_mr_series(dicom / study_date, study_date=study_date)
+    index = build_index(dicom)
+    participant = index.series["participant_id"].iloc[0]
+    sessions_tsv = tmp_path / "sessions.tsv"
+    sessions_tsv.write_text("participant_id\tsession_id\tvisit_date\n"
+                            f"{participant}\tses-1\t2020-01-01\n"
+                            f"{participant}\tses-2\t2020-01-05\n")  # fmt: skip
+    visits = _folder_of(plan_visits(index.series, _rules(), read_visit_dates(sessions_tsv),
+                                    index.studies, window_days=5), index.files)  # fmt: skip
+    assert visits.set_index("folder")["session_id"].to_dict() == {
+        "20200101": "ses-1",
+        "20200102": "ses-2",
+    }
+
+
 def test_visit_dates_name_the_bad_line(tmp_path):
     sessions_tsv = tmp_path / "sessions.tsv"
     sessions_tsv.write_text("participant_id\tsession_id\tvisit_date\n01\t1\t2020-02-03\n"
