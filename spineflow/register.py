@@ -42,18 +42,14 @@ MAX_REFINE_SHIFT_MM = 4.0
 MAX_REFINE_ROTATION_DEG = 5.0
 # out of the sagittal plane a vertebra is pinned by its canal, pedicles and body across the
 # slices; its mask for that search reaches this far beyond its labelled slices, not into the
-# psoas and the vessels beside the body (they move on their own between visits: reaching
-# 15 mm or 25 mm, ~20 or ~30 mm from the midline, the demo cohort's per-level TRE rose from
-# 0.26 mm mean, 1.06 max, to 0.31 and 1.41, or 0.39 and 2.41); the left-right shift is
-# searched on a 0.5 mm grid over a few slices' range
+# psoas and the vessels beside the body, which move on their own between visits; the
+# left-right shift is searched on a 0.5 mm grid over a few slices' range
 LATERAL_REACH_MM = 10.0
 LEFT_RIGHT_SEARCH_MM = 6.0
 LEFT_RIGHT_STEP_MM = 0.5
 # a search over +-6 mm reads only what lands inside the moving image at both of its ends: on
 # a slab of 15 slices, not a vertebra's outermost slices. The second round searches within
-# this of the first round's shift, and reads them. On seed 3 the left-right error at the disc
-# centres fell from 0.147 to 0.122 mm SD, the worst disc's TRE from 0.61 to 0.43 mm (on the
-# demo: 0.147 to 0.154, max 0.38 both)
+# this of the first round's shift, and so reads them
 FINE_LEFT_RIGHT_MM = 2.0
 # its turn out of the sagittal plane, about the spine's long axis (yaw) and about the
 # anterior-posterior axis (roll), is left to this search by the whole-field fit (which keeps
@@ -65,18 +61,11 @@ COARSE_LEFT_RIGHT_STEP_MM = 1.0
 # two cues to the motion out of the plane, searched each alone and averaged: the intensities
 # and their edges (gradient magnitude at EDGE_SIGMA_MM). Where fat suppression differs between
 # the visits, fat changes its brightness against annulus, muscle and marrow, and the
-# intensities' peak moves; the edges' less so, though they follow noise more. Their errors are
-# nearly independent (correlation 0.14 over the 28-participant demo's 98 vertebrae, each
-# searched free from where the pipeline put it): the left-right error at the disc centres had
-# SD 0.207 mm from the intensities alone, 0.212 from the edges alone, 0.195 with the two
-# correlations summed, and 0.163 averaged. Averaged, the demo's per-level TRE max fell from
-# 0.61 to 0.37 mm (mean 0.17 both). The intensities are compared by mutual information, the
-# edges by normalised correlation: where a tissue's brightness changes between the visits, the
-# correlation rewards it landing on what matches its old brightness (on a test phantom whose fat
-# darkens, a shift 0.5 mm short and a 1-3 deg turn); mutual information asks only that the
-# intensities of one visit predict the other's. Over seed 3's 81 vertebrae, the turn held where
-# the pipeline put them, the left-right error's SD was 0.177 mm with the correlation of the
-# intensities and 0.154 with their mutual information; averaged with the edges', 0.155 and 0.134
+# intensities' peak moves; the edges' less so, though they follow noise more; their errors are
+# nearly independent, so the average beats either. The intensities are compared by mutual
+# information, which asks only that one visit's intensities predict the other's (a correlation
+# would pull a tissue whose brightness changed onto what matches its old brightness); the
+# edges by normalised correlation
 EDGE_SIGMA_MM = 1.0
 SECOND_ROUND_STEPS = 2  # either side of the first round's angle
 MASK_MARGIN_MM = 3.0  # a vertebra's mask reaches this far beyond its label in the plane
@@ -90,10 +79,8 @@ MARROW_MIN_VOXELS = 30
 MATCH_ROUNDS, MATCH_SETTLED_MM = 3, 0.1
 # adjacent vertebrae share a disc: between visits they turn about it (lateral bending) but
 # hardly slide across it. So each vertebra but the first turns about its joint with the
-# neighbour it starts from, and its left-right shift there is searched this far. A free
-# search (+-LEFT_RIGHT_SEARCH_MM about its own centre) put the sacrum 1-2 mm astray in 2 of
-# the 28 demo participants; held to the joint, the demo's per-level TRE max fell from 1.08
-# to 0.70 mm (mean 0.22 to 0.19). Holding it to 0.5 mm: max 0.70, mean 0.22.
+# neighbour it starts from, and its left-right shift there is searched only this far (a free
+# search about its own centre let a sacrum drift to a neighbour's match)
 JOINT_SHEAR_MM = 1.0
 
 
