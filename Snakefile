@@ -15,12 +15,12 @@ from spineflow.workflow import (
     check_config,
     external_labels,
     geometry_rule,
-    label,
     failed_participant_folders,
     finish_run,
     participant_cortex_fits,
     session_plan,
 )
+from spineflow.ids import bare
 from spineflow.runner import read_failures, remove_placeholders
 
 min_version("9.0")
@@ -69,13 +69,13 @@ RUNNABLE = PLAN[
 
 
 SESSIONS = [
-    (label(r.participant_id, "sub"), label(r.session_id, "ses"))
+    (bare(r.participant_id, "sub"), bare(r.session_id, "ses"))
     for r in RUNNABLE.itertuples()
 ]
 SUBJECTS_WITH_PAIR = sorted(
     {s for s, ses in SESSIONS if ses == "1"}
     & {s for s, ses in SESSIONS if ses == "2"}
-    - {label(f["participant_id"], "sub") for f in PAIR_FAILURES}
+    - {bare(f["participant_id"], "sub") for f in PAIR_FAILURES}
 )
 # optional statistics inputs (config keys): reads, adjudication, weight per visit
 STATS_INPUT_KEYS = ("reads_tsv", "adjudication_tsv", "sessions_tsv")
@@ -83,7 +83,7 @@ STATS_OUTPUTS = [PATHS.group(n) for n in output_files(bool(config["reads_tsv"]))
 # every visit's series, a session that failed in this run too: a cluster job of it parses
 # this file again after the failure is recorded
 SERIES_KEY = {
-    (label(r.participant_id, "sub"), label(r.session_id, "ses")): r.series_key
+    (bare(r.participant_id, "sub"), bare(r.session_id, "ses")): r.series_key
     for r in PLAN[PLAN.status == "ok"].itertuples()
 }
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from spineflow.ids import bare
+
 # BIDS entity order (specification, appendix "Entity table"), plus derivative entities.
 ENTITY_ORDER = (
     "sub",
@@ -34,12 +36,6 @@ ENTITY_ORDER = (
 DERIVATIVES_NAME = "spineflow"
 
 
-def _label(value: str | int, prefix: str) -> str:
-    """Accept 'sub-01' or '01' (and 'ses-1' or 1); return the bare label."""
-    text = str(value)
-    return text[len(prefix) + 1 :] if text.startswith(prefix + "-") else text
-
-
 def bids(
     root: str | Path | None = None,
     *,
@@ -59,7 +55,7 @@ def bids(
     unknown = set(given) - set(ENTITY_ORDER)
     if unknown:
         raise ValueError(f"unknown BIDS entities {sorted(unknown)}; known: {ENTITY_ORDER}")
-    labels = {key: _label(given[key], key) for key in ENTITY_ORDER if key in given}
+    labels = {key: bare(given[key], key) for key in ENTITY_ORDER if key in given}
     parts = [f"{key}-{value}" for key, value in labels.items()]
     if suffix:
         parts.append(suffix)

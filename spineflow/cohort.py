@@ -23,6 +23,7 @@ import pandas as pd
 from spineflow import LEVELS, VERTEBRAE
 from spineflow.bids import RAW_DATASET_LINK, derivatives_root, raw_dataset_link
 from spineflow.fileio import BIDS_VERSION, NA, atomic_write_text
+from spineflow.ids import prefixed
 
 STATUSES = ("ok", "not_in_fov", "failed", "qc_failed")
 SESSION_1, SESSION_2 = "ses-1", "ses-2"
@@ -52,15 +53,10 @@ DISC_COLUMNS = KINDS["discs"].columns
 # --- identifiers and ordering -------------------------------------------------------------
 
 
-def _prefixed(value, prefix: str) -> str:
-    text = str(value).strip()
-    return text if text.startswith(prefix + "-") else f"{prefix}-{text}"
-
-
 def with_bids_ids(table: pd.DataFrame) -> pd.DataFrame:
     """A copy with participant_id and session_id (where present) as sub-XX and ses-X."""
     ids = {
-        column: table[column].map(lambda v, p=prefix: _prefixed(v, p))
+        column: table[column].map(lambda v, p=prefix: prefixed(v, p))
         for column, prefix in (("participant_id", "sub"), ("session_id", "ses"))
         if column in table
     }
@@ -157,8 +153,8 @@ def _failure_rows(failures: Iterable[dict], kind: _Kind) -> pd.DataFrame:
         if missing:
             raise ValueError(f"failure record {failure!r} lacks {sorted(missing)}")
         session = (
-            _prefixed(failure["participant_id"], "sub"),
-            _prefixed(failure["session_id"], "ses"),
+            prefixed(failure["participant_id"], "sub"),
+            prefixed(failure["session_id"], "ses"),
         )
         note = f"{failure['stage']} failed: {' '.join(str(failure['message']).split())}"
         if note not in notes.setdefault(session, []):
@@ -198,7 +194,7 @@ def assemble(
     spec = KINDS[kind]
     tables, seen = [], {}
     for participant_id, session_id, path in per_session:
-        session = (_prefixed(participant_id, "sub"), _prefixed(session_id, "ses"))
+        session = (prefixed(participant_id, "sub"), prefixed(session_id, "ses"))
         if session in seen:
             raise ValueError(f"{session[0]} {session[1]} given twice: {seen[session]} and {path}")
         seen[session] = path
@@ -247,7 +243,7 @@ def with_pair_failures(discs: pd.DataFrame, pair_failures: Sequence[dict] = ()) 
     """discs.tsv with the participants whose registration failed in both sessions' notes."""
     discs = discs.copy()
     for failure in pair_failures:
-        where = discs["participant_id"] == _prefixed(failure["participant_id"], "sub")
+        where = discs["participant_id"] == prefixed(failure["participant_id"], "sub")
         append_note(
             discs, where, f"{failure['stage']} failed: {' '.join(str(failure['message']).split())}"
         )

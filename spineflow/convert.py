@@ -18,6 +18,7 @@ from spineflow import __version__
 from spineflow.bids import bids
 from spineflow.dicom_index import file_key, series_key_for_uid
 from spineflow.fileio import BIDS_VERSION, NA, atomic_write_text
+from spineflow.ids import prefixed
 from spineflow.phi import scrub_nifti_header, scrub_sidecar
 
 # nipype phones home (etelemetry) on import unless told not to; cluster nodes are often offline.
@@ -253,11 +254,6 @@ def write_dataset_description(raw_root: str | Path, dataset: dict) -> None:
     atomic_write_text(Path(raw_root) / "README.md", readme)
 
 
-def _sub_label(value: str) -> str:
-    value = str(value).strip()
-    return value if value.startswith("sub-") else f"sub-{value}"
-
-
 def _read_demographics(participants_tsv: str | Path | None) -> pd.DataFrame:
     if not participants_tsv:
         return pd.DataFrame(columns=["participant_id"])
@@ -266,7 +262,7 @@ def _read_demographics(participants_tsv: str | Path | None) -> pd.DataFrame:
     )
     if "participant_id" not in table.columns:
         raise ValueError(f"{participants_tsv}: no participant_id column")
-    table["participant_id"] = table["participant_id"].map(_sub_label)
+    table["participant_id"] = table["participant_id"].map(lambda value: prefixed(value, "sub"))
     # Only known columns: anything else (names, notes) could carry PHI into the BIDS tree.
     return table[["participant_id", *[c for c in DEMOGRAPHIC_COLUMNS if c in table.columns]]]
 
@@ -283,7 +279,7 @@ def write_participants_tsv(
     participants_tsv_path: str | Path | None = None,
 ) -> pd.DataFrame:
     """participants.tsv (+ .json) for the participants found in the DICOM index only."""
-    ids = sorted({_sub_label(p) for p in participants_in_index})
+    ids = sorted({prefixed(p, "sub") for p in participants_in_index})
     demographics = _read_demographics(participants_tsv_path)
     unknown = sorted(set(demographics["participant_id"]) - set(ids))
     if unknown:

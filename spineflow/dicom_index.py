@@ -23,6 +23,8 @@ import pandas as pd
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from .ids import bare, prefixed
+
 log = logging.getLogger(__name__)
 
 HEADER_TAGS = [
@@ -146,7 +148,7 @@ def pseudonym(patient_id: str, salt: str = "spineflow") -> str:
     and added timepoints line up) and, without the salt, not reversible by hashing a list of
     candidate patient IDs.
     """
-    return "sub-" + _sha256_hex(salt + patient_id)[:8]
+    return prefixed(_sha256_hex(salt + patient_id)[:8], "sub")
 
 
 BIDS_LABEL = re.compile(r"^[A-Za-z0-9]+$")
@@ -159,14 +161,23 @@ def read_id_map(id_map_path: str | Path) -> dict[str, str]:
     missing = {"dicom_patient_id", "participant_id"} - set(table.columns)
     if missing:
         raise ValueError(f"id_map {id_map_path}: missing columns {sorted(missing)}")
-    labels = table["participant_id"].str.strip().str.removeprefix("sub-")
-    for line, value in zip(table.index + 2, labels, strict=True):  # line 1 is the header
-        if not BIDS_LABEL.match(value):
+    participants = _bids_ids(table, "participant_id", "sub", f"id_map {id_map_path}")
+    return dict(zip(table["dicom_patient_id"].str.strip(), participants, strict=True))
+
+
+def _bids_ids(table: pd.DataFrame, column: str, prefix: str, source: str) -> list[str]:
+    """The column's values as prefixed BIDS ids; one that is not a BIDS label stops with its
+    line (the table's index: its row, line 1 the header)."""
+    ids = []
+    for line, value in zip(table.index + 2, table[column], strict=True):
+        label = bare(value, prefix)
+        if not BIDS_LABEL.match(label):
             raise ValueError(
-                f"id_map {id_map_path}, line {line}: participant_id {value!r} is not a BIDS "
-                "label (letters and digits only, optionally after 'sub-')"
+                f"{source}, line {line}: {column} {label!r} is not a BIDS label (letters and "
+                f"digits only, optionally after '{prefix}-')"
             )
-    return dict(zip(table["dicom_patient_id"].str.strip(), "sub-" + labels, strict=True))
+        ids.append(prefixed(label, prefix))
+    return ids
 
 
 def _participant_ids(records: pd.DataFrame, id_map_path, salt: str) -> pd.Series:
@@ -701,20 +712,16 @@ def read_visit_dates(sessions_tsv: str | Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"sessions_tsv {sessions_tsv}: missing columns {sorted(missing)}")
     table = table[table["visit_date"].str.strip() != ""]
+    source = f"sessions_tsv {sessions_tsv}"
     dates = pd.to_datetime(table["visit_date"].str.strip(), format="%Y-%m-%d", errors="coerce")
-    for line, row, date in zip(table.index + 2, table.itertuples(), dates, strict=True):
-        participant = row.participant_id.strip().removeprefix("sub-")
-        session = row.session_id.strip().removeprefix("ses-")
-        if pd.isna(date) or not (BIDS_LABEL.match(participant) and BIDS_LABEL.match(session)):
-            raise ValueError(
-                f"sessions_tsv {sessions_tsv}, line {line}: expected a participant_id, a "
-                "session_id (BIDS labels) and a visit_date as YYYY-MM-DD"
-            )
+    for line, (value, date) in zip(table.index + 2, zip(table["visit_date"], dates), strict=True):
+        if pd.isna(date):
+            raise ValueError(f"{source}, line {line}: visit_date {value!r} is not YYYY-MM-DD")
     return pd.DataFrame({
-        "participant_id": "sub-" + table["participant_id"].str.strip().str.removeprefix("sub-"),
-        "session_id": "ses-" + table["session_id"].str.strip().str.removeprefix("ses-"),
-        "visit_date": dates,
-    }).reset_index(drop=True)  # fmt: skip
+        "participant_id": _bids_ids(table, "participant_id", "sub", source),
+        "session_id": _bids_ids(table, "session_id", "ses", source),
+        "visit_date": dates.to_numpy(),
+    })  # fmt: skip
 
 
 def plan_visits(
@@ -751,9 +758,8 @@ def plan_visits(
         visit_dates = pd.DataFrame(columns=VISIT_DATE_COLUMNS)
     by_date = candidate & plan["participant_id"].isin(visit_dates["participant_id"])
     numbered = candidate & ~by_date
-    plan.loc[numbered, "session_id"] = "ses-" + (
-        plan[numbered].groupby("participant_id").cumcount().add(1).astype(str)
-    )
+    numbers = plan[numbered].groupby("participant_id").cumcount().add(1)
+    plan.loc[numbered, "session_id"] = numbers.map(lambda n: prefixed(n, "ses"))
     not_found = _match_visit_dates(plan, by_date, visit_dates, studies, window_days)
     visit = plan["session_id"] != ""
     baseline = plan[visit].groupby("participant_id")["study_day"].min()

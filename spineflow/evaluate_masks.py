@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from . import LEVELS
 from .bids import derivatives_root, group_dir
-from .labels import VERTEBRA_LABELS, disc_label, lookup_table
+from .labels import VERTEBRA_LABELS, disc_label, lookup_table, vertebrae_between
 
 # physical ranges (issue "measurement that holds"): a value outside is impossible
 PLAUSIBLE_MM = {
@@ -36,7 +36,7 @@ PLAUSIBLE_MM = {
 HEIGHT_BAND_MM = (-1.0, 3.0)
 CENTRAL_SHARE = 0.8
 NAMES = dict(lookup_table())
-ORDER = ["T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1"]  # cranial to caudal
+ORDER = list(vertebrae_between("T10", "S1"))  # cranial to caudal
 
 
 @dataclass(frozen=True)

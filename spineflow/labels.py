@@ -23,7 +23,15 @@ VERTEBRA_LABELS = {
     "S1": 26,
     "S2": 27,
 }
-NAMES_CAUDAL_TO_CRANIAL = ("S1", "L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10")
+
+
+def vertebrae_between(first: str, last: str) -> tuple[str, ...]:
+    """The vertebrae from ``first`` to ``last``, cranial to caudal (VERTEBRA_LABELS' order)."""
+    names = list(VERTEBRA_LABELS)
+    return tuple(names[names.index(first) : names.index(last) + 1])
+
+
+NAMES_CAUDAL_TO_CRANIAL = vertebrae_between("T10", "S1")[::-1]
 SACRUM = "sacrum"  # a whole-sacrum label: S1 with the fused segments below it
 
 

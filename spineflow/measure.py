@@ -39,7 +39,7 @@ from .edges import (
     signed_depth,
 )
 from .gridsearch import refined_minimum
-from .labels import VERTEBRA_LABELS, disc_label
+from .labels import VERTEBRA_LABELS, disc_label, vertebrae_between
 from .midsagittal import Volume, find_midline, inside_mm, labels_midline, plane_at, sample
 
 CENTRAL_SHARE = 0.8  # height is averaged over the central 80 % of the disc's AP extent
@@ -917,7 +917,7 @@ def endplate_midpoint(disc: DiscResult, side: str):
 
 
 def _neighbour_discs(name: str) -> tuple[str, str]:
-    order = ["L2", "L3", "L4", "L5", "S1", "S2"]
+    order = vertebrae_between("L2", "S2")
     i = order.index(name)
     return f"{order[i - 1]}-{name}", f"{name}-{order[i + 1]}"
 

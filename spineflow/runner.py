@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from .fileio import atomic_write_bytes, atomic_write_text
+from .ids import prefixed
 
 PLACEHOLDER = b"spineflow placeholder: a step failed on this data, see logs/failures\n"
 
@@ -119,8 +120,8 @@ def write_failure(path: str, wildcards, stage: str, error: Exception, log_name: 
     """The record the group tables quote: the error's first line; the rest is in the log."""
     first_line = (str(error).splitlines() or [""])[0].rstrip(" :;")
     record = {
-        "participant_id": f"sub-{wildcards.subject}",
-        "session_id": f"ses-{wildcards.session}" if "session" in wildcards.keys() else "",
+        "participant_id": prefixed(wildcards.subject, "sub"),
+        "session_id": prefixed(wildcards.session, "ses") if "session" in wildcards.keys() else "",
         "stage": stage,
         "message": f"{type(error).__name__}: {first_line} (details in {log_name})",
     }

@@ -30,7 +30,8 @@ from statsmodels.stats.weightstats import ttost_paired
 
 from spineflow import LEVELS, VERTEBRAE
 from spineflow.agreement import GRADES
-from spineflow.cohort import SESSION_1, SESSION_2, _prefixed, with_bids_ids
+from spineflow.cohort import SESSION_1, SESSION_2, with_bids_ids
+from spineflow.ids import prefixed
 from spineflow.qc import QC_FAILED
 
 # measure -> (table, key column, unit); Pfirrmann grades are ordinal, tested like the study
@@ -310,7 +311,7 @@ def table2(grade_table: pd.DataFrame, participant_ids: Sequence[str], source: st
     not assessable (not in the field of view, failed, not graded) are left out of the
     denominator and counted."""
     values = baseline_grades(grade_table)
-    everyone = {_prefixed(p, "sub") for p in participant_ids}
+    everyone = {prefixed(p, "sub") for p in participant_ids}
     rows = []
     for level in (*LEVELS, "any"):
         if level == "any":

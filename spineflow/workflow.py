@@ -25,13 +25,14 @@ from .dicom_index import (
     read_visit_dates,
 )
 from .fileio import write_if_changed
+from .labels import vertebrae_between
 from .runner import read_failures, remove_placeholders
 
 log = logging.getLogger(__name__)
 
 SUBJECT, SESSION = "{subject}", "{session}"
 # the vertebrae around the study's discs, each registered on its own between sessions
-REGISTERED_VERTEBRAE = ("L2", "L3", "L4", "L5", "S1")
+REGISTERED_VERTEBRAE = vertebrae_between("L2", "S1")
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,3 @@ def finish_run(paths: Paths, started: float, failed: bool = False) -> None:
             f"the reason; records in {paths.failures_dir}. After a fix, run again with "
             "--config retry_failed=True"
         )
-
-
-def label(value: str, prefix: str) -> str:
-    return value[len(prefix) + 1 :] if value.startswith(prefix + "-") else value

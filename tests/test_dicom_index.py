@@ -189,7 +189,10 @@ def test_visit_dates_name_the_bad_line(tmp_path):
     sessions_tsv = tmp_path / "sessions.tsv"
     sessions_tsv.write_text("participant_id\tsession_id\tvisit_date\n01\t1\t2020-02-03\n"
                             "02\t1\t03.02.2020\n")  # fmt: skip
-    with pytest.raises(ValueError, match=r"sessions.tsv, line 3: .* visit_date as YYYY-MM-DD"):
+    with pytest.raises(ValueError, match=r"sessions.tsv, line 3: visit_date '03.02.2020' is not"):
+        read_visit_dates(sessions_tsv)
+    sessions_tsv.write_text("participant_id\tsession_id\tvisit_date\n01\tses_1\t2020-02-03\n")
+    with pytest.raises(ValueError, match=r"line 2: session_id 'ses_1' is not a BIDS label"):
         read_visit_dates(sessions_tsv)
     sessions_tsv.write_text("participant_id\tsession_id\tweight_kg\n01\t1\t70\n")
     assert read_visit_dates(sessions_tsv).empty  # weights only: sessions as numbered
