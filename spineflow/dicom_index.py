@@ -815,9 +815,8 @@ def _match_visit_dates(plan, by_date, visit_dates, studies, window_days) -> pd.D
         f"matches the geometry rule, but no visit_date of sessions_tsv is within {window_days} "
         "day(s) of it (visit_window_days): not a visit"
     )
-    found = visit_dates.merge(pairs[["participant_id", "session_id"]], how="left",
-                              on=["participant_id", "session_id"], indicator=True)  # fmt: skip
-    missing = found[found["_merge"] == "left_only"]
+    listed = zip(visit_dates["participant_id"], visit_dates["session_id"], strict=True)
+    missing = visit_dates[[session not in sessions_taken for session in listed]]
     return pd.DataFrame({
         "participant_id": missing["participant_id"],
         "session_id": missing["session_id"],
