@@ -15,14 +15,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/spineflow demo --dir demo --participants $(or $(PARTICIPANTS),28)
+	$(BIN)/spineflow-dev demo --dir demo --participants $(or $(PARTICIPANTS),28)
 
 # two workers: the end-to-end tests on the tiny cohort in one, the unit tests in the other
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra -n 2 --dist loadgroup
 
 lint: $(STAMP)
-	$(BIN)/ruff check spineflow scripts tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile rules
 
 # Retrain the learned segmentation (spineflow/data/spine_unet.npz) from scratch: 1400 synthetic

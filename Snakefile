@@ -9,19 +9,19 @@ import time
 
 from snakemake.utils import min_version, validate
 
-from spineflow.stats_report import output_files
-from spineflow.workflow import (
+from spineflow.stats.report import output_files
+from spineflow.workflow.plan import (
     Paths,
     check_config,
     external_labels,
-    geometry_rule,
     failed_participant_folders,
     finish_run,
+    geometry_rule,
     participant_cortex_fits,
+    run_plan,
     session_plan,
 )
-from spineflow.ids import bare
-from spineflow.runner import read_failures, remove_placeholders
+from spineflow.core.runner import read_failures, remove_placeholders
 
 min_version("9.0")
 
@@ -46,46 +46,12 @@ MAIN_PROCESS = not (workflow.remote_exec or workflow.subprocess_exec)
 FAILURES = read_failures(PATHS.failures_dir)
 if MAIN_PROCESS and not workflow.dryrun:
     remove_placeholders(failed_participant_folders(PATHS, FAILURES))
-RECORDED = [] if config["retry_failed"] else FAILURES
-# a session's failure takes the session out; a participant's (registration between sessions)
-# only the longitudinal step: both sessions are still reported, each measured on its own
-SESSION_FAILURES = [f for f in RECORDED if f["session_id"]]
-PAIR_FAILURES = [f for f in RECORDED if not f["session_id"]]
-FAILED_BEFORE = {(f["participant_id"], f["session_id"]) for f in SESSION_FAILURES}
-INDEX_FAILED = [
-    {
-        "participant_id": row.participant_id,
-        "session_id": row.session_id,
-        "stage": "dicom_index",
-        "message": row.note,
-    }
-    for row in PLAN.itertuples()
-    if row.status != "ok"
-]
-RUNNABLE = PLAN[
-    (PLAN.status == "ok")
-    & ~PLAN.apply(lambda r: (r.participant_id, r.session_id) in FAILED_BEFORE, axis=1)
-]
-
-
-SESSIONS = [
-    (bare(r.participant_id, "sub"), bare(r.session_id, "ses"))
-    for r in RUNNABLE.itertuples()
-]
-SUBJECTS_WITH_PAIR = sorted(
-    {s for s, ses in SESSIONS if ses == "1"}
-    & {s for s, ses in SESSIONS if ses == "2"}
-    - {bare(f["participant_id"], "sub") for f in PAIR_FAILURES}
-)
+RUN = run_plan(PLAN, FAILURES, config["retry_failed"])
+SESSIONS = RUN.sessions
+SUBJECTS_WITH_PAIR = RUN.subjects_with_pair
 # optional statistics inputs (config keys): reads, adjudication, weight per visit
 STATS_INPUT_KEYS = ("reads_tsv", "adjudication_tsv", "sessions_tsv")
 STATS_OUTPUTS = [PATHS.group(n) for n in output_files(bool(config["reads_tsv"]))]
-# every visit's series, a session that failed in this run too: a cluster job of it parses
-# this file again after the failure is recorded
-SERIES_KEY = {
-    (bare(r.participant_id, "sub"), bare(r.session_id, "ses")): r.series_key
-    for r in PLAN[PLAN.status == "ok"].itertuples()
-}
 
 
 wildcard_constraints:
@@ -104,7 +70,7 @@ include: "rules/report.smk"
 
 
 # a step that fails on its data leaves placeholders, so that the cohort finishes in this run
-# (spineflow.runner); at the end they go, and the run exits non-zero naming the failures
+# (spineflow.core.runner); at the end they go, and the run exits non-zero naming the failures
 onsuccess:
     finish_run(PATHS, STARTED)
 

@@ -36,8 +36,8 @@ rule group_tables:
         sessions=[(f"sub-{s}", f"ses-{ses}") for s, ses in SESSIONS],
         # every visit, and the failures of the index; the steps' own failures are read from
         # their records when the job runs, those of this run too
-        visits=[(r.participant_id, r.session_id) for r in PLAN.itertuples()],
-        index_failures=INDEX_FAILED,
+        visits=RUN.visits,
+        index_failures=RUN.index_failures,
         failures_dir=str(PATHS.failures_dir),
         participants=[f"sub-{s}" for s in SUBJECTS_WITH_PAIR],
         qc=config["qc"],

@@ -21,7 +21,7 @@ rule convert:
         mem_mb=500,
         runtime=5,
     params:
-        series_key=lambda wc: SERIES_KEY[(wc.subject, wc.session)],
+        series_key=lambda wc: RUN.series_key[(wc.subject, wc.session)],
         dicom_dir=config["dicom_dir"],
         raw_dir=PATHS.raw,
         failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),

@@ -26,6 +26,7 @@ rule cortex:
         runtime=5,
     params:
         failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
+        measurement=config["measurement"],
     script:
         "../scripts/cortex.py"
 
@@ -56,7 +57,7 @@ rule measure:
         mem_mb=600,
         runtime=5,
     params:
-        cortex_mm=config["measurement"]["endplate_cortex_mm"],
+        measurement=config["measurement"],
         qc=config["qc"],
         failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:

@@ -1,4 +1,4 @@
-# QC figures: what the measurement placed, drawn on the image it used (spineflow.figures).
+# QC figures: what the measurement placed, drawn on the image it used (spineflow.report.figures).
 
 
 rule session_figure:

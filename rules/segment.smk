@@ -26,6 +26,7 @@ rule segment:
     params:
         method=config["segmentation"]["method"],
         labels=config["segmentation"]["labels"],
+        tuning=config["segmentation"]["tuning"],
         failure=lambda wc: str(PATHS.failure_record(wc.subject, wc.session)),
     script:
         "../scripts/segment.py"

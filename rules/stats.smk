@@ -1,5 +1,5 @@
 # Cohort statistics: the study's Tables 2-4, inter-reader agreement, equivalence, effect sizes,
-# the mixed model; TSVs, stats.json and a Markdown/HTML rendering (spineflow.stats_report).
+# the mixed model; TSVs, stats.json and a Markdown/HTML rendering (spineflow.stats.report).
 
 
 rule statistics:

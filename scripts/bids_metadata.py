@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from spineflow.runner import run
-from spineflow.stages import bids_metadata
+from spineflow.convert.step import bids_metadata
+from spineflow.core.runner import run
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(

@@ -1,5 +1,5 @@
-from spineflow.cohort_report import write_cohort_report
-from spineflow.runner import run
+from spineflow.core.runner import run
+from spineflow.report.cohort import write_cohort_report
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from spineflow.runner import run
-from spineflow.stages import convert_session
+from spineflow.convert.step import convert_session
+from spineflow.core.runner import run
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(

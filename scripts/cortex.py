@@ -1,5 +1,5 @@
-from spineflow.runner import run
-from spineflow.stages import fit_cortex
+from spineflow.core.runner import run
+from spineflow.measure.step import fit_cortex
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(
@@ -11,4 +11,5 @@ run(
     dseg_sidecar=smk.input.dseg_sidecar,
     out_json=smk.output[0],
     raw_sidecar=smk.input.raw_sidecar,
+    measurement=smk.params.measurement,
 )

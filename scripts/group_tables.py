@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from spineflow.runner import run
-from spineflow.stages import group_tables
+from spineflow.cohort.step import group_tables
+from spineflow.core.runner import run
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 sessions = smk.params.sessions

@@ -1,5 +1,5 @@
-from spineflow.runner import run
-from spineflow.stages import longitudinal_heights
+from spineflow.core.runner import run
+from spineflow.longitudinal.step import longitudinal_heights
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(

@@ -1,5 +1,5 @@
-from spineflow.runner import run
-from spineflow.stages import measure_session
+from spineflow.core.runner import run
+from spineflow.measure.step import measure_session
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(
@@ -13,7 +13,7 @@ run(
     discs_tsv=smk.output.discs,
     vertebrae_tsv=smk.output.vertebrae,
     sidecar_path=smk.output.sidecar,
-    cortex_mm=smk.params.cortex_mm,
+    measurement=smk.params.measurement,
     raw_sidecar=smk.input.raw_sidecar,
     cortex_fit_paths=list(smk.input.cortex_fits),
     qc_settings=smk.params.qc,

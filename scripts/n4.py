@@ -1,5 +1,5 @@
-from spineflow.runner import run
-from spineflow.stages import bias_correct
+from spineflow.core.runner import run
+from spineflow.preprocess.step import bias_correct
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(

@@ -1,5 +1,5 @@
-from spineflow.runner import run
-from spineflow.stages import register_sessions
+from spineflow.core.runner import run
+from spineflow.register.step import register_sessions
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(

@@ -1,5 +1,5 @@
-from spineflow.figures import registration_figure
-from spineflow.runner import run
+from spineflow.core.runner import run
+from spineflow.report.figures import registration_figure
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(

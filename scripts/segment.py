@@ -1,5 +1,5 @@
-from spineflow.runner import run
-from spineflow.stages import segment_session
+from spineflow.core.runner import run
+from spineflow.segment.step import segment_session
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(
@@ -10,8 +10,9 @@ run(
     dseg_path=smk.output.dseg,
     dseg_tsv=smk.output.lookup,
     sidecar_path=smk.output.sidecar,
-    method=smk.params.method,
+    method_name=smk.params.method,
     external_path=smk.input.external[0] if smk.input.external else None,
     label_scheme=smk.params.labels,
     raw_sidecar=smk.input.raw_sidecar,
+    tuning=smk.params.tuning,
 )

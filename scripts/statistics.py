@@ -1,5 +1,5 @@
-from spineflow import stats_report
-from spineflow.runner import run
+from spineflow.core.runner import run
+from spineflow.stats import report as stats_report
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 run(

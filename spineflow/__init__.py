@@ -6,6 +6,3 @@ try:
     __version__ = version("spineflow")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
-
-LEVELS = ("L3-L4", "L4-L5", "L5-S1")
-VERTEBRAE = ("L3", "L4", "L5", "S1")

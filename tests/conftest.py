@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from dicom_factory import corrupt_compressed
 
-from spineflow.cli import demo_config, snakemake_command
+from spineflow_dev.cli import demo_config, snakemake_command
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,7 @@ def run_snakemake(
 ) -> subprocess.CompletedProcess:
     """The real workflow, as a user runs it (a fresh Snakemake process); ``env``: variables
     to set besides the user's."""
-    command = snakemake_command(config, workdir, 2, *extra)
+    command = snakemake_command(config, workdir, 2, *extra, workflow=REPO)
     path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
     env = {**os.environ, "PATH": path, **(env or {})}
     return subprocess.run(
@@ -43,7 +43,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory):
     """4 participants: one without timepoint 2, one scan with L3-L4 out of view."""
-    from spineflow.synth.cohort import CohortOptions, generate_cohort
+    from spineflow_dev.synth.cohort import CohortOptions, generate_cohort
 
     out = tmp_path_factory.mktemp("cohort")
     generate_cohort(out, CohortOptions(participants=4, seed=7, workers=2))

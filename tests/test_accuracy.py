@@ -1,7 +1,7 @@
 """Accuracy of the whole pipeline on the tiny fixed-seed cohort, against the phantom's truth.
 
 Labels, statuses, every measurement figure (MET_TARGETS) and the Pfirrmann kappa are held to
-issue 3's targets: a change that breaks any of them fails CI. ``spineflow accuracy`` reports
+issue 3's targets: a change that breaks any of them fails CI. ``spineflow-dev accuracy`` reports
 the same figures on a larger cohort.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spineflow.evaluate import TARGETS, evaluate, format_report, target_figures
+from spineflow_dev.evaluate import TARGETS, evaluate, format_report, target_figures
 
 MET_TARGETS = [
     ("height_mm", "abs_bias"),  # -0.075 on this cohort

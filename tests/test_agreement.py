@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spineflow import agreement
-from spineflow.synth import reads as synth_reads
+from spineflow.stats import agreement
+from spineflow_dev.synth import reads as synth_reads
 
 
 def _reads(rows, findings=()):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spineflow.synth import anatomy, render
-from spineflow.synth.anatomy import (
+from spineflow_dev.synth import anatomy, render
+from spineflow_dev.synth.anatomy import (
     LUMBAR_NAMES,
     SACRAL_NAMES,
     build_spine,
@@ -14,7 +14,7 @@ from spineflow.synth.anatomy import (
     true_disc_width_mm,
     true_intervertebral_distance_mm,
 )
-from spineflow.synth.sampling import sample_participant, sample_scene, timepoint2_params
+from spineflow_dev.synth.sampling import sample_participant, sample_scene, timepoint2_params
 
 ALL_LEVELS = [f"{a}-{b}" for a, b in zip(LUMBAR_NAMES[:-1], LUMBAR_NAMES[1:], strict=True)] + [
     "L5-S1"

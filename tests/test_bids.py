@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spineflow.bids import bids, bids_uris, derivatives_root, raw_dataset_link, raw_root
+from spineflow.core.bids import bids, bids_uris, derivatives_root, raw_dataset_link, raw_root
 
 
 def test_entities_follow_the_specification_order_whatever_the_keyword_order():

@@ -8,8 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from spineflow import cohort, statistics
-from spineflow.bids import bids, derivatives_root, group_dir
+from spineflow.cohort import tables as cohort
+from spineflow.core.anatomy import LEVELS
+from spineflow.core.bids import bids, derivatives_root, group_dir
+from spineflow.core.tables import DISC_COLUMNS, write_tsv
+from spineflow.stats import models as statistics
 
 DISC_HEADER = ["level", "height_mm", "width_mm", "pfirrmann_auto", "status", "note"]
 VERT_HEADER = ["vertebra", "intervertebral_distance_mm", "status", "note"]
@@ -190,9 +193,9 @@ def test_write_tsv_na_decimals_and_round_trip(tmp_path):
     ]
     table = cohort.assemble([("sub-01", "ses-1", _disc_file(tmp_path, "01", "1", rows))], "discs")
     out = group_dir(tmp_path) / "discs.tsv"
-    cohort.write_tsv(table, out)
+    write_tsv(table, out)
     lines = out.read_text().splitlines()
-    assert lines[0].split("\t") == list(cohort.DISC_COLUMNS)
+    assert lines[0].split("\t") == list(DISC_COLUMNS)
     assert lines[1].split("\t") == [
         "sub-01",
         "ses-1",
@@ -210,7 +213,7 @@ def test_write_tsv_na_decimals_and_round_trip(tmp_path):
 
 def test_write_tsv_keeps_small_p_values(tmp_path):
     out = tmp_path / "stats.tsv"
-    cohort.write_tsv(pd.DataFrame({"mean_change": [0.12345], "p_value": [1.234e-5]}), out)
+    write_tsv(pd.DataFrame({"mean_change": [0.12345], "p_value": [1.234e-5]}), out)
     assert out.read_text().splitlines()[1] == "0.123\t1.23e-05"
 
 
@@ -254,7 +257,7 @@ def test_longitudinal_reads_assembled_tables(tmp_path):
         ("02", "1", (8.0, 9.0, 10.0)),
         ("02", "2", (8.1, 9.3, 10.2)),
     ):
-        rows = [[lvl, h, 40.0, 2, "ok", ""] for lvl, h in zip(cohort.LEVELS, heights, strict=True)]
+        rows = [[lvl, h, 40.0, 2, "ok", ""] for lvl, h in zip(LEVELS, heights, strict=True)]
         per_session.append((sub, ses, _disc_file(tmp_path, sub, ses, rows)))
         vert.append((sub, ses, _vert_file(tmp_path, sub, ses)))
     discs = cohort.assemble(per_session, "discs")
@@ -278,7 +281,7 @@ def test_registration_disagreements_are_read_and_failures_reach_the_group_notes(
         }
     )
     longitudinal = tmp_path / "sub-01_desc-longitudinal_discs.tsv"
-    cohort.write_tsv(
+    write_tsv(
         pd.DataFrame(
             {
                 "level": ["L4-L5", "L5-S1"],

@@ -9,8 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from spineflow.cohort_report import write_cohort_report  # noqa: E402
-from spineflow.plotting import STATUS_COLOURS  # noqa: E402
+from spineflow.report.cohort import write_cohort_report  # noqa: E402
+from spineflow.report.plotting import STATUS_COLOURS  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

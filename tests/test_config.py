@@ -6,7 +6,7 @@ import pytest
 import yaml
 from conftest import run_snakemake
 
-from spineflow.workflow import check_config
+from spineflow.workflow.plan import check_config
 
 
 def test_unknown_key_is_named(tmp_path):

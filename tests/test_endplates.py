@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spineflow.edges import EdgePixels, aperture_cdf, fit_endplate, rician_mean
-from spineflow.gridsearch import refined_minimum
+from spineflow.core.edges import EdgePixels, aperture_cdf, fit_endplate, rician_mean
+from spineflow.core.gridsearch import refined_minimum
 
 PIXEL_MM = 1.09375
 MARROW, DISC, CORTEX_SIGNAL = 0.36, 0.17, 0.0

@@ -5,8 +5,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spineflow.evaluate_fov import cut_from_below
-from spineflow.evaluate_masks import (
+from spineflow.core.anatomy import VERTEBRA_LABELS, disc_label
+from spineflow_dev.evaluate_fov import cut_from_below
+from spineflow_dev.evaluate_masks import (
     anchors,
     body_gap_height_mm,
     disc_mask_height_mm,
@@ -15,7 +16,6 @@ from spineflow.evaluate_masks import (
     mask_heights,
     surfaces_beyond_mask_mm,
 )
-from spineflow.labels import VERTEBRA_LABELS, disc_label
 
 SHAPE = (20, 120, 200)  # canonical [x, y, z], 1 mm voxels
 

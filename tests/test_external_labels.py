@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spineflow.labels import SCHEMES, VERTEBRA_LABELS, disc_label, scheme
-from spineflow.measure import measure_session
-from spineflow.midsagittal import load_canonical
-from spineflow.segment import from_external
-from spineflow.synth.cohort import truth_label_map
+from spineflow.core.anatomy import SCHEMES, VERTEBRA_LABELS, disc_label, scheme
+from spineflow.core.midsagittal import load_canonical
+from spineflow.measure.session import measure_session
+from spineflow.segment.labelling import from_external
+from spineflow_dev.synth.cohort import truth_label_map
 
 SESSION = ("sub-01", "ses-1")
 

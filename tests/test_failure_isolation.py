@@ -14,8 +14,8 @@ import pytest
 from conftest import break_geometry_series, copy_participants, run_snakemake
 from third_party import copy_into, nibabel_file, pydicom_file
 
-from spineflow.cli import demo_config
-from spineflow.runner import is_placeholder
+from spineflow.core.runner import is_placeholder
+from spineflow_dev.cli import demo_config
 
 pytestmark = pytest.mark.e2e
 VICTIM, OTHER = "sub-02", "sub-01"

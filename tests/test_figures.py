@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from spineflow.figures import PlaneView, _show_around, plane_view  # noqa: E402
-from spineflow.midsagittal import load_canonical  # noqa: E402
+from spineflow.core.midsagittal import load_canonical  # noqa: E402
+from spineflow.report.figures import PlaneView, _show_around, plane_view  # noqa: E402
 
 
 def _oblique_lps_image(tmp_path, bright_voxel):
@@ -55,7 +55,7 @@ def test_timepoint_2_resampled_by_the_transform_lands_on_timepoint_1(tmp_path):
     maps timepoint 1's points (LPS) to it: the registration figure's plane is timepoint 1's."""
     import SimpleITK as sitk
 
-    from spineflow.figures import _Resampler
+    from spineflow.report.figures import _Resampler
 
     fixed_path, _ = _oblique_lps_image(tmp_path, (17, 11, 4))
     fixed_image = nib.load(fixed_path)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from spineflow.gridsearch import refined_minimum, refined_minimum_value
+from spineflow.core.gridsearch import refined_minimum, refined_minimum_value
 
 
 def test_a_parabolas_minimum_is_found_between_the_grid_points():

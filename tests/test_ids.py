@@ -2,7 +2,7 @@
 
 import pytest
 
-from spineflow.ids import bare, prefixed
+from spineflow.core.ids import bare, prefixed
 
 
 @pytest.mark.parametrize("value", ["sub-01", "01", " sub-01 ", " 01"])

@@ -10,10 +10,10 @@ import pytest
 from scipy import ndimage, signal
 from test_segment import _phantom
 
-from spineflow import learned
-from spineflow.labels import VERTEBRA_LABELS
-from spineflow.measure import Plane
-from spineflow.segment import (
+from spineflow.core.anatomy import VERTEBRA_LABELS
+from spineflow.core.plane import Plane
+from spineflow.segment import learned
+from spineflow.segment.labelling import (
     MIDSAGITTAL_SURFACE,
     _continued,
     _midsagittal_plane,
@@ -23,7 +23,7 @@ from spineflow.segment import (
     disc_label,
     segment_volume,
 )
-from spineflow.synth import render
+from spineflow_dev.synth import render
 
 GENERATE = Path(__file__).parents[1] / "training" / "generate.py"
 

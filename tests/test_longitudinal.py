@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from spineflow.longitudinal import height_change, own_height_mm, participant_heights
-from spineflow.register import ras_to_lps
+from spineflow.core.itk import ras_to_lps
+from spineflow.longitudinal.change import height_change, own_height_mm, participant_heights
 
 ORIGIN_RAS = np.array([3.0, 40.0, -20.0])
 AP_RAS = np.array([0.0, math.cos(0.3), -math.sin(0.3)])  # a disc tilted 17 deg in the plane

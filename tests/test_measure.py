@@ -14,26 +14,22 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from spineflow import LEVELS, measure, qc
-from spineflow.measure import (
-    BAND_EVIDENCE_PER_ENDPLATE,
-    BAND_SHARE_GRID,
-    CENTRAL_SHARE,
-    CORTEX_GRID_MM,
-    UNFITTED,
-    Band,
-    Plane,
+from spineflow.core.anatomy import LEVELS, VERTEBRA_LABELS, disc_label
+from spineflow.core.midsagittal import Volume
+from spineflow.core.plane import CENTRAL_SHARE, Band, Plane
+from spineflow.measure import qc
+from spineflow.measure.distance import intervertebral_distance
+from spineflow.measure.endplate import UNFITTED, pooled_band, refine_disc
+from spineflow.measure.session import (
+    LATERAL_DIFFERENCE,
     _height_placed,
-    _intervertebral_distance,
     _located_discs,
     cortex_fit,
     measure_session,
-    pooled_band,
-    refine_disc,
 )
-from spineflow.midsagittal import Volume
-from spineflow.segment import VERTEBRA_LABELS, disc_label
+from spineflow.measure.settings import DEFAULTS
 
+GRID_MM = DEFAULTS.cortex_grid_mm
 SPACING = (3.3, 1.09375, 1.09375)
 SHAPE = (7, 160, 200)
 SUPERSAMPLE = 16
@@ -242,15 +238,13 @@ def _misfit_record(best_mm: float, curvature: float, endplates: int = 6,
     """A session's cortex fit whose endplates together have their least misfit at ``best_mm``
     with bone alone; each band with signal fits each endplate ``band_gain`` better; the
     endplates in ``runaway`` ran away with any band with signal."""
-    per_endplate = (curvature * (CORTEX_GRID_MM - best_mm) ** 2 + 10.0) / max(endplates, 1)
+    per_endplate = (curvature * (np.asarray(GRID_MM) - best_mm) ** 2 + 10.0) / max(endplates, 1)
     curves = []
     for k in range(endplates):
-        rows = [per_endplate] + [per_endplate - band_gain] * (len(BAND_SHARE_GRID) - 1)
-        rows = (
-            [rows[0]] + [[None] * len(CORTEX_GRID_MM)] * (len(rows) - 1) if k in runaway else rows
-        )
+        rows = [per_endplate] + [per_endplate - band_gain] * (len(DEFAULTS.band_share_grid) - 1)
+        rows = [rows[0]] + [[None] * len(GRID_MM)] * (len(rows) - 1) if k in runaway else rows
         curves.append(np.array(rows, dtype=object).tolist())
-    return {"GridMillimetres": CORTEX_GRID_MM.tolist(), "BandShares": list(BAND_SHARE_GRID),
+    return {"GridMillimetres": list(GRID_MM), "BandShares": list(DEFAULTS.band_share_grid),
             "EndplateMisfits": curves, "Endplates": endplates}  # fmt: skip
 
 
@@ -274,10 +268,12 @@ def test_a_band_with_signal_needs_each_endplate_to_reject_bone_alone():
     """A band with signal is taken where it beats bone alone by the evidence per endplate,
     judged on the endplates fitted with it; a band that ran away on one endplate does not
     count that endplate."""
-    strong = BAND_EVIDENCE_PER_ENDPLATE + 3.0
+    strong = DEFAULTS.band_evidence_per_endplate + 3.0
     band, n_endplates, _ = pooled_band([_misfit_record(0.4, 100.0, band_gain=strong)])
-    assert band.share == BAND_SHARE_GRID[1] and n_endplates == 6  # the first of equal gains
-    weak = BAND_EVIDENCE_PER_ENDPLATE - 3.0
+    assert (
+        band.share == DEFAULTS.band_share_grid[1] and n_endplates == 6
+    )  # the first of equal gains
+    weak = DEFAULTS.band_evidence_per_endplate - 3.0
     assert pooled_band([_misfit_record(0.4, 100.0, band_gain=weak)])[0] == Band(
         pytest.approx(0.4, abs=1e-6), 0.0
     )
@@ -371,9 +367,10 @@ def test_a_disc_end_no_vertebral_wall_confirms_gives_no_width_and_no_height():
     assert all(record["status"] == "failed" for record in facts["Discs"])
 
 
-def _refined_discs(plane: Plane) -> dict:
-    return {level: refine_disc(plane, disc, Band(0.0)) if disc.status == "ok" else disc
-            for level, disc in _located_discs(plane).items()}  # fmt: skip
+def _refined_discs(plane: Plane, settings=DEFAULTS) -> dict:
+    return {level: refine_disc(plane, disc, Band(0.0), settings=settings)
+            if disc.status == "ok" else disc
+            for level, disc in _located_discs(plane, settings=settings).items()}  # fmt: skip
 
 
 def _guessed_into_the_disc(disc, mm: float):
@@ -403,20 +400,20 @@ def test_an_endplate_guessed_off_its_surface_is_refitted_where_its_fit_went(gues
     assert refined.height_mm == pytest.approx(DISC_HEIGHTS["L4-L5"], abs=HEIGHT_TOLERANCE_MM)
 
 
-def test_an_endplate_whose_fit_never_settles_gives_no_height_and_no_distance(monkeypatch):
-    """The same guess where no refit settles (each still moves, ``CONVERGED_MM`` 0): the surface
+def test_an_endplate_whose_fit_never_settles_gives_no_height_and_no_distance():
+    """The same guess where no refit settles (each still moves, ``converged_mm`` 0): the surface
     would stay at the guess, so the disc has no height and L4 no distance."""
-    monkeypatch.setattr(measure, "CONVERGED_MM", 0.0)
+    never = replace(DEFAULTS, converged_mm=0.0)
     plane = Plane(*phantom(STRAIGHT_DEG))
-    discs = _refined_discs(plane)
+    discs = _refined_discs(plane, never)
     assert discs["L4-L5"].unfitted == () and discs["L4-L5"].status == "ok"
-    shifted = _guessed_into_the_disc(_located_discs(plane)["L4-L5"], 3.0)
-    discs["L4-L5"] = _height_placed(refine_disc(plane, shifted, Band(0.0)))
+    shifted = _guessed_into_the_disc(_located_discs(plane, settings=never)["L4-L5"], 3.0)
+    discs["L4-L5"] = _height_placed(refine_disc(plane, shifted, Band(0.0), settings=never))
     assert discs["L4-L5"].unfitted == ("upper",)
     assert discs["L4-L5"].status == "failed" and np.isnan(discs["L4-L5"].height_mm)
     assert np.isnan(discs["L4-L5"].width_mm)  # a row that is not ok carries no number
     assert UNFITTED in discs["L4-L5"].note
-    l4, l5 = (_intervertebral_distance(plane, discs, name) for name in ("L4", "L5"))
+    l4, l5 = (intervertebral_distance(plane, discs, name) for name in ("L4", "L5"))
     assert l4["status"] == "failed" and UNFITTED in l4["note"], l4
     assert l5["status"] == "ok", l5  # its endplates are L4-L5's lower and L5-S1's upper
 
@@ -473,7 +470,7 @@ def test_a_height_the_slices_either_side_contradict_is_told_by_its_lateral_diffe
     for data, expected in ((volume.data, 0.0), (thinner, 1.5)):
         edited = Volume(data, volume.affine, volume.spacing_mm)
         discs, vertebrae, _ = measure_session(edited, labels, cortex_mm=0.0, midline=midline)
-        differences = discs.set_index("level")[measure.LATERAL_DIFFERENCE]
+        differences = discs.set_index("level")[LATERAL_DIFFERENCE]
         assert differences["L4-L5"] == pytest.approx(expected, abs=2 * HEIGHT_TOLERANCE_MM)
         assert differences[["L3-L4", "L5-S1"]].abs().max() < HEIGHT_TOLERANCE_MM, differences
         gated, _ = qc.gate_session(discs, vertebrae, qc.QcLimits())

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spineflow.midsagittal import (
+from spineflow.core.midsagittal import (
     Canal,
     Volume,
     canal_polarity,
@@ -12,7 +12,8 @@ from spineflow.midsagittal import (
     symmetric_midline,
     vertebrae_in_front,
 )
-from spineflow.segment import MAX_MIDLINE_SCATTER_MM, _midsagittal
+from spineflow.segment.labelling import _midsagittal
+from spineflow.segment.settings import DEFAULTS
 
 SHAPE = (9, 200, 300)  # [x, y (posterior -> anterior), z], 1 mm voxels
 
@@ -104,7 +105,7 @@ def test_the_midline_scatters_where_bright_tissue_lies_beside_the_canal(blob_row
     by two slices: the surface through them can no longer be told (over 2.5 mm)."""
     volume, canal = _canal_volume(blob_rows)
     midline, scatter_mm = midline_and_scatter(volume, canal)
-    assert (scatter_mm > MAX_MIDLINE_SCATTER_MM) == uncertain, scatter_mm
+    assert (scatter_mm > DEFAULTS.max_midline_scatter_mm) == uncertain, scatter_mm
     if not uncertain:
         assert midline == pytest.approx(4.0, abs=0.01)
 
@@ -142,7 +143,7 @@ def test_where_the_canal_scatters_the_spine_s_symmetry_gives_the_midline():
     canal centres to it; mirrored within 12 mm either side, the band from the canal to the
     bodies never sees that fat and lies on the midline (within 0.3 mm)."""
     volume, canal = _spine_volume()
-    assert midline_and_scatter(volume, canal)[1] > MAX_MIDLINE_SCATTER_MM
+    assert midline_and_scatter(volume, canal)[1] > DEFAULTS.max_midline_scatter_mm
     midline, scatter_mm = symmetric_midline(volume, canal)
     assert scatter_mm < 0.5
     assert np.abs(midline - SPINE_CENTRE).max() * 3.3 < 0.3

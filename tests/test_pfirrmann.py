@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spineflow import pfirrmann
-from spineflow.edges import EdgePixels
-from spineflow.measure import DiscResult
+from spineflow.core.edges import EdgePixels
+from spineflow.core.plane import DiscResult
+from spineflow.measure import pfirrmann
+from spineflow.measure.settings import DEFAULTS
 
 PIXEL_MM, SUPERSAMPLE = 1.09375, 8
 ANNULUS, CSF = 0.2, 1.0
@@ -79,14 +80,14 @@ def test_the_nucleus_signal_is_its_bright_part_not_its_mean_with_the_rim():
     _, small = _grade(0.85, nucleus_share=0.45)
     _, large = _grade(0.85, nucleus_share=0.6)
     assert small["nucleus_contrast"] == pytest.approx(large["nucleus_contrast"], abs=0.12)
-    assert small["nucleus_contrast"] > pfirrmann.CONTRAST_CUTS[0]
+    assert small["nucleus_contrast"] > DEFAULTS.contrast_cuts[0]
 
 
 @pytest.mark.parametrize("row_offset_mm", [0.0, 0.3, 0.55])  # a row at mid-height, or none
 def test_a_horizontal_band_makes_a_bright_nucleus_grade_two(row_offset_mm):
     _, plain = _grade(0.9, row_offset_mm=row_offset_mm)
     _, banded = _grade(0.9, band_depth=0.3, row_offset_mm=row_offset_mm)
-    assert plain["cleft_dip"] < pfirrmann.CLEFT_DIP_II <= banded["cleft_dip"]
+    assert plain["cleft_dip"] < DEFAULTS.cleft_dip_ii <= banded["cleft_dip"]
 
 
 @pytest.mark.parametrize("height_ratio,expected", [(0.4, 5), (0.7, 4)])

@@ -7,7 +7,7 @@ import gzip
 import nibabel as nib
 import numpy as np
 
-from spineflow.phi import find_phi_strings, is_phi_key, scrub_nifti_header, scrub_sidecar
+from spineflow.convert.phi import find_phi_strings, is_phi_key, scrub_nifti_header, scrub_sidecar
 
 
 def test_scrub_sidecar_drops_phi_keeps_acquisition_parameters():

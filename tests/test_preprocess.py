@@ -8,11 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from spineflow.preprocess import (
-    n4_bias_correct,
-    shrink_factors_for_spacing,
-    write_sidecar,
-)
+from spineflow.core.io import write_sidecar
+from spineflow.core.itk import shrink_factors_for_spacing
+from spineflow.preprocess.n4 import n4_bias_correct
 
 SHAPE_VOX = (96, 96, 12)
 SPACING_MM = (1.1, 1.1, 3.3)

@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from spineflow.longitudinal import registration_check
-from spineflow.measure import LATERAL_DIFFERENCE
-from spineflow.qc import (
+from spineflow.longitudinal.change import registration_check
+from spineflow.measure.qc import (
     QC_FAILED,
     QcLimits,
     gate_endplates,
@@ -20,6 +19,7 @@ from spineflow.qc import (
     order_problem,
     read_ratings,
 )
+from spineflow.measure.session import LATERAL_DIFFERENCE
 
 REPO = Path(__file__).resolve().parent.parent
 

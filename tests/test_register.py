@@ -10,21 +10,17 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from spineflow.register import (
-    JOINT_SHEAR_MM,
-    LEFT_RIGHT_SEARCH_MM,
+from spineflow.core.itk import apply_rigid_to_points, lps_to_ras, ras_to_lps
+from spineflow.register.masks import eroded_in_plane, mapped_box
+from spineflow.register.out_of_plane import search_out_of_plane
+from spineflow.register.per_vertebra import (
     _chain_start,
-    _eroded_in_plane,
     _lands_inside,
-    _mapped_box,
     _matched_out_of_plane,
-    apply_rigid_to_points,
-    lps_to_ras,
-    ras_to_lps,
-    register_rigid,
     register_vertebra,
-    search_out_of_plane,
 )
+from spineflow.register.settings import DEFAULTS
+from spineflow.register.whole_field import register_rigid
 
 SIZE_VOX = (96, 96, 15)  # i: anterior-posterior, j: inferior-superior, k: left-right (slices)
 SPACING_MM = (1.1, 1.1, 3.3)
@@ -278,10 +274,12 @@ def test_left_right_shift_found_under_fields_that_differ_across_the_slices():
     moving = _times_field_across_slices(moving, centre, 0.005)
     # the vertebra's middle, not its lateral walls (as register_levels' LATERAL_REACH_MM)
     body = _near_midline(sitk.Cast(fixed > 30.0, sitk.sitkUInt8), centre, 13.0)
-    marrow = _eroded_in_plane(body, 3.0)
+    marrow = eroded_in_plane(body, 3.0)
     start = _motion(centre, (0, 0, 0), (0, 0, 0))
     _, plain = search_out_of_plane(fixed, moving, body, start, centre)
-    matched, facts = _matched_out_of_plane(fixed, moving, body, marrow, start, centre)
+    matched, facts = _matched_out_of_plane(
+        fixed, moving, body, marrow, start, centre, settings=DEFAULTS
+    )
     intensity_shift_mm = plain["PerCue"]["Intensity"]["LeftRightShiftMillimetres"]
     error_mm = _tre_mm(matched, truth, centre).max()
     assert error_mm < 0.3 < abs(intensity_shift_mm - 1.2), (error_mm, plain, facts)
@@ -325,7 +323,7 @@ def test_turn_about_the_joint_with_a_neighbour_is_found():
     """Lateral bending between visits: 3 deg about the shared disc (which moves the vertebra's
     centre 1 mm left-right), and a 0.3 mm slide across it."""
     truth, joint, centre, search = _about_joint(-3.0, 0.3)
-    found, facts = search(joint, JOINT_SHEAR_MM)
+    found, facts = search(joint, DEFAULTS.joint_shear_mm)
     assert facts["RollDegrees"] == pytest.approx(-3.0, abs=0.5)
     assert _tre_mm(found, truth, centre).max() < 0.3, facts
 
@@ -333,12 +331,17 @@ def test_turn_about_the_joint_with_a_neighbour_is_found():
 def test_vertebra_held_at_its_joint_with_a_neighbour():
     """Images that say the vertebra slid 3 mm across its disc (the sacrum's search followed
     what lies beside it that far): searched free about its centre, it follows them; about
-    the joint, its place there moves by no more than JOINT_SHEAR_MM from where its neighbour
+    the joint, its place there moves by no more than ``joint_shear_mm`` from where its neighbour
     put it (the start)."""
     _, joint, centre, search = _about_joint(0.0, 3.0)
-    (free, _), (held, facts) = search(centre, LEFT_RIGHT_SEARCH_MM), search(joint, JOINT_SHEAR_MM)
+    (free, _), (held, facts) = (
+        search(centre, DEFAULTS.left_right_search_mm),
+        search(joint, DEFAULTS.joint_shear_mm),
+    )
     assert free.TransformPoint(tuple(joint))[0] - joint[0] == pytest.approx(3.0, abs=0.3)
-    assert abs(held.TransformPoint(tuple(joint))[0] - joint[0]) <= JOINT_SHEAR_MM + 1e-6, facts
+    assert abs(held.TransformPoint(tuple(joint))[0] - joint[0]) <= DEFAULTS.joint_shear_mm + 1e-6, (
+        facts
+    )
 
 
 def _stacked_vertebrae(grid: sitk.Image) -> dict[str, sitk.Image]:
@@ -369,6 +372,6 @@ def test_a_vertebra_on_the_outermost_voxels_of_the_other_image_is_not_in_it():
     image's outermost row, where no metric finds a sample; 17 rows up, three rows land."""
     grid = _grid(SIZE_VOX, SPACING_MM)
     l2, centre = _stacked_vertebrae(grid)["L2"], _centre_mm(grid)
-    edge_only = _mapped_box(l2, _motion(centre, (0, 0, 0), (0, 0, 20.9)), grid)
+    edge_only = mapped_box(l2, _motion(centre, (0, 0, 0), (0, 0, 20.9)), grid)
     assert sitk.GetArrayViewFromImage(edge_only).any() and not _lands_inside(edge_only)
-    assert _lands_inside(_mapped_box(l2, _motion(centre, (0, 0, 0), (0, 0, 18.7)), grid))
+    assert _lands_inside(mapped_box(l2, _motion(centre, (0, 0, 0), (0, 0, 18.7)), grid))

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import pytest
 from debian_packages import install
 
-from spineflow.report_cost import FIGURE_STEPS, open_time_ms, rule_costs
+from spineflow_dev.report_cost import FIGURE_STEPS, open_time_ms, rule_costs
 
 BENCHMARK_COLUMNS = ("s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in",
                      "io_out", "mean_load", "cpu_time")  # fmt: skip

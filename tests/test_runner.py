@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from spineflow.runner import (
+from spineflow.core.runner import (
     PLACEHOLDER,
     is_placeholder,
     read_failures,

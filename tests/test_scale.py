@@ -3,11 +3,15 @@ cohort with the Slurm profile shows the grouping: one cluster job per participan
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from spineflow import scale
-from spineflow.dicom_index import select_series
-from spineflow.workflow import Paths, session_plan
+from spineflow.convert.dicom_index import select_series
+from spineflow.workflow.plan import Paths, session_plan
+from spineflow_dev import scale
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_synthetic_index_has_the_sessions_a_scanner_writes(tmp_path):
@@ -28,7 +32,7 @@ def test_synthetic_index_has_the_sessions_a_scanner_writes(tmp_path):
 def _default_series():
     import yaml
 
-    return yaml.safe_load((scale.REPO / "config" / "config.yaml").read_text())["series"]
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())["series"]
 
 
 def test_cluster_jobs_counts_groups_and_ungrouped_rules():
@@ -50,6 +54,6 @@ def test_cluster_jobs_counts_groups_and_ungrouped_rules():
 @pytest.mark.e2e
 def test_dry_run_gives_one_cluster_job_per_participant(tmp_path):
     config = scale.write_cohort(tmp_path, 30)
-    result = scale.dry_run(tmp_path, config, "slurm")
+    result = scale.dry_run(tmp_path, config, REPO, "slurm")
     assert result["cluster_jobs"] == 30 + 4  # + BIDS metadata, group tables, statistics, report
     assert result["jobs"] > 30 * 8  # the rules themselves are all there

@@ -3,10 +3,8 @@
 import numpy as np
 import pytest
 
-from spineflow.midsagittal import Volume, find_midline_x
-from spineflow.segment import (
-    COLUMN_DEPTH_MM,
-    STEP_MM,
+from spineflow.core.midsagittal import Volume, find_midline_x
+from spineflow.segment.labelling import (
     VERTEBRA_LABELS,
     Column,
     _bend_problem,
@@ -18,7 +16,8 @@ from spineflow.segment import (
     segment_volume,
     split_merged_bodies,
 )
-from spineflow.synth import anatomy, render, sampling
+from spineflow.segment.settings import DEFAULTS
+from spineflow_dev.synth import anatomy, render, sampling
 
 PIXEL_MM = 350 / 320
 SPACING_MM = 3.3
@@ -96,7 +95,7 @@ def _column(profile_rows: list[tuple[int, float]], noise: float = 2.0) -> Column
     """A straightened column whose rows (caudal to cranial) hold the given signal across the
     whole depth: runs of (number of rows, signal)."""
     values = np.concatenate([np.full(n, value) for n, value in profile_rows])
-    depth = np.arange(0.0, COLUMN_DEPTH_MM, STEP_MM)
+    depth = np.arange(0.0, DEFAULTS.column_depth_mm, DEFAULTS.step_mm)
     image = np.repeat(values[:, None], len(depth), axis=1)
     image += np.random.default_rng(0).normal(0, noise, image.shape)
     points = np.column_stack([np.zeros(len(values)), np.arange(len(values), dtype=float)])
@@ -266,7 +265,7 @@ def test_a_body_ends_at_its_front_under_a_receive_field_falling_off_towards_it(f
     receive coil behind the spine) by ``falloff``, then dark tissue: the front is the step,
     not where the drift first leaves the core's level."""
     rng = np.random.default_rng(5)
-    depth = np.arange(0.0, COLUMN_DEPTH_MM, STEP_MM)
+    depth = np.arange(0.0, DEFAULTS.column_depth_mm, DEFAULTS.step_mm)
     rows = 60
     field = 1.0 - falloff * np.clip(depth / 38.0, 0.0, 1.0)
     marrow = np.where(depth < 38.0, 1.0, 0.2) * field
@@ -280,7 +279,7 @@ def test_a_body_ends_at_its_front_not_in_tissue_the_column_calls_marrow_like():
     """A T2 image without fat suppression: marrow with texture, bright discs, and in front of
     the bodies a dark ligament then tissue close enough to marrow for the column's tolerance."""
     rng = np.random.default_rng(3)
-    depth = np.arange(0.0, COLUMN_DEPTH_MM, STEP_MM)
+    depth = np.arange(0.0, DEFAULTS.column_depth_mm, DEFAULTS.step_mm)
     rows = 200
     image = np.full((rows, depth.size), 1.4)  # prevertebral tissue
     image[:, depth < 32.0] = 1.0 + rng.normal(0, 0.25, (rows, int(np.sum(depth < 32.0))))

@@ -15,7 +15,7 @@ import pytest
 import slurm_cluster
 from conftest import REPO, break_geometry_series, copy_participants, run_snakemake
 
-from spineflow.cli import demo_config
+from spineflow_dev.cli import demo_config
 
 pytestmark = pytest.mark.e2e
 MEASURES = ("height_mm", "width_mm", "intervertebral_distance_mm")

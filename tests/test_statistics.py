@@ -12,9 +12,9 @@ import pytest
 from scipy import stats
 from statsmodels.stats.weightstats import DescrStatsW, ttest_ind
 
-from spineflow import statistics as st
-from spineflow import stats_report
-from spineflow.agreement import kappa_band
+from spineflow.stats import models as st
+from spineflow.stats import report as stats_report
+from spineflow.stats.agreement import kappa_band
 
 SETTINGS = st.Settings()
 # Student's sleep data (Cushny & Peebles), R's `sleep`: extra hours of sleep under two drugs

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from spineflow.labels import VERTEBRA_LABELS, disc_label
-from spineflow.structures import END_BODY_MM, complete
+from spineflow.core.anatomy import VERTEBRA_LABELS, disc_label
+from spineflow.segment.settings import DEFAULTS
+from spineflow.segment.structures import complete
 
 SHAPE = (9, 80, 160)  # [x, y, z] canonical, 1 mm voxels
 SPACING = (1.0, 1.0, 1.0)
@@ -43,7 +44,7 @@ def test_bodies_are_filled_between_discs_and_next_to_the_outermost():
     for name, disc in (("L3", "L3-L4"), ("S1", "L5-S1")):  # beyond the outermost: a slab
         rows = np.flatnonzero((filled == _value(name)).any(axis=(0, 1)))
         disc_rows = np.flatnonzero((truth == _value(disc)).any(axis=(0, 1)))
-        assert len(rows) == pytest.approx(END_BODY_MM, abs=1)
+        assert len(rows) == pytest.approx(DEFAULTS.end_body_mm, abs=1)
         assert rows.min() == disc_rows.max() + 1 or rows.max() == disc_rows.min() - 1
     assert "L3 next to its disc" in names and "S1 next to its disc" in names
 

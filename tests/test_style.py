@@ -4,16 +4,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO, run_snakemake
 
 BIN = Path(sys.executable).parent
 
 
-def test_ruff_is_clean():
-    result = subprocess.run(
-        [BIN / "ruff", "check", "spineflow", "scripts", "tests"], cwd=REPO, capture_output=True
-    )
+@pytest.mark.parametrize("command", [("check",), ("format", "--check")])
+def test_ruff_is_clean(command):
+    result = subprocess.run([BIN / "ruff", *command, "."], cwd=REPO, capture_output=True)
     assert result.returncode == 0, result.stdout.decode()[-3000:]
 
 

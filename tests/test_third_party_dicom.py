@@ -21,15 +21,15 @@ from third_party import (
     pydicom_file,
 )
 
-from spineflow.convert import convert_series
-from spineflow.dicom_index import (
+from spineflow.convert.dicom_index import (
     DUPLICATE_INSTANCE,
     build_index,
     file_key,
     plan_visits,
     save_index,
 )
-from spineflow.phi import find_phi_strings
+from spineflow.convert.nifti import convert_series
+from spineflow.convert.phi import find_phi_strings
 
 pytestmark = pytest.mark.xdist_group("third_party")
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spineflow.measure import measure_session
-from spineflow.midsagittal import Volume
-from spineflow.synth import anatomy, render, sampling
+from spineflow.core.midsagittal import Volume
+from spineflow.measure.session import measure_session
+from spineflow_dev.synth import anatomy, render, sampling
 
 PIXEL_MM = 350 / 320
 SPACING_MM = 3.3

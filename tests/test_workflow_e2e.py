@@ -14,11 +14,11 @@ import yaml
 from conftest import run_snakemake
 from debian_packages import install
 
-from spineflow.evaluate import evaluate
-from spineflow.figures import disc_drawing, plane_view
-from spineflow.midsagittal import load_canonical
-from spineflow.phi import find_phi_strings
-from spineflow.segment import disc_label
+from spineflow.convert.phi import find_phi_strings
+from spineflow.core.anatomy import disc_label
+from spineflow.core.midsagittal import load_canonical
+from spineflow.report.figures import disc_drawing, plane_view
+from spineflow_dev.evaluate import evaluate
 
 pytestmark = pytest.mark.e2e
 HEIGHT_TOLERANCE_MM = 0.5

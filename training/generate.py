@@ -14,8 +14,8 @@ import sys
 import numpy as np
 from scipy import ndimage
 
-from spineflow import learned
-from spineflow.synth import anatomy, render, sampling
+from spineflow.segment import learned
+from spineflow_dev.synth import anatomy, render, sampling
 
 SIZE = 160  # pixels of NET_PIXEL_MM: 320 mm, the widest lumbar field of view
 TRAINING_WALL_GRID_MM = 1.0  # at 2 mm pixels a coarser wall table renders 16 times faster

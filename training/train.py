@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from spineflow import learned
+from spineflow.segment import learned
 
 CHANNELS = (16, 32, 64, 128)  # per level; len - 1 == learned.POOLINGS
 N_CLASSES = len(learned.CLASSES)

@@ -1,0 +1,1 @@
+"""Stage 7 (rules/cohort.smk): the QC gate and the cohort's group tables."""

@@ -1,0 +1,2 @@
+"""What every stage shares: ids, BIDS paths, file writing, anatomy, the mid-sagittal plane,
+SimpleITK helpers and the step runner."""

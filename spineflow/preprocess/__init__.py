@@ -1,0 +1,1 @@
+"""Stage 2 (rules/preprocess.smk): N4 bias-field correction."""

@@ -1,0 +1,1 @@
+"""QC figures and the cohort report (rules/report.smk)."""

@@ -1,0 +1,1 @@
+"""Stage 8 (rules/stats.smk): readers' agreement, the mixed models and their report."""

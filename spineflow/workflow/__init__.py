@@ -1,0 +1,1 @@
+"""What the Snakefile plans: sessions, pairs, failures and every output path."""

@@ -1,0 +1,1 @@
+"""The synthetic lumbar cohort: anatomy, rendering and DICOM with ground truth."""
