@@ -79,12 +79,7 @@ FILE_COLUMNS = ["series_key", "relpath", "instance_number"]
 SKIPPED_COLUMNS = ["file_key", "relpath", "reason"]
 STUDY_COLUMNS = ["participant_id", "study_key", "study_date"]
 SELECTION_COLUMNS = [
-    "participant_id",
-    "study_key",
-    "study_rank",
-    "study_day",
-    "series_key",
-    "series_number",
+    *SERIES_COLUMNS[: SERIES_COLUMNS.index("series_number") + 1],  # the series' keys
     "rule",
     "datatype",
     "suffix",
