@@ -21,7 +21,11 @@ rule register:
         "participant"
     conda:
         "../envs/imaging.yaml"
-    threads: 2
+    # the longest job: started as soon as a pair is ready, not left to the run's end
+    priority: 1
+    # one thread: ITK's threads split the metric's sums in an order of their own (transforms
+    # differ in the 6th digit between reruns), and two pairs at once use two cores better
+    threads: 1
     resources:
         mem_mb=800,
         runtime=10,

@@ -1,5 +1,5 @@
 """Command line of the development tools: ``spineflow-dev synth`` (a synthetic cohort), ``demo``
-(synth + pipeline), ``accuracy``, ``scale``, ``qc-cost`` and ``imports``."""
+(synth + pipeline), ``accuracy``, ``bench``, ``scale``, ``qc-cost`` and ``imports``."""
 
 from __future__ import annotations
 
@@ -38,16 +38,17 @@ def _synth(args) -> None:
     print(f"synthetic cohort written to {out} (DICOM in {out / 'dicom'}, truth in {out / 'truth'})")
 
 
-def demo_config(cohort_dir: Path, output_dir: Path) -> dict:
-    return {
-        "dicom_dir": str(cohort_dir / "dicom"),
-        "participants_tsv": str(cohort_dir / "participants.tsv"),
-        "id_map": str(cohort_dir / "id_map.tsv"),
-        "reads_tsv": str(cohort_dir / "reads.tsv"),
-        "adjudication_tsv": str(cohort_dir / "adjudication.tsv"),
-        "sessions_tsv": str(cohort_dir / "sessions.tsv"),
-        "output_dir": str(output_dir),
-    }
+# a cohort folder's optional files (synth writes them all; other cohorts some), by config key
+COHORT_FILES = {"participants_tsv": "participants.tsv", "id_map": "id_map.tsv",
+                "reads_tsv": "reads.tsv", "adjudication_tsv": "adjudication.tsv",
+                "sessions_tsv": "sessions.tsv"}  # fmt: skip
+
+
+def cohort_config(cohort_dir: Path, output_dir: Path) -> dict:
+    """The config of a run on a cohort folder: its dicom/ and the optional files it has."""
+    files = {key: cohort_dir / name for key, name in COHORT_FILES.items()}
+    return {"dicom_dir": str(cohort_dir / "dicom"), "output_dir": str(output_dir),
+            **{key: str(path) for key, path in files.items() if path.exists()}}  # fmt: skip
 
 
 def snakemake_command(
@@ -83,7 +84,7 @@ def _generate_and_run(root: Path, participants: int, seed: int, cores: int, extr
                                 contrasts=tuple(contrasts))  # fmt: skip
         generate_cohort(cohort_dir, options)
     synth_s = time.monotonic() - started
-    config = demo_config(cohort_dir, output_dir)
+    config = cohort_config(cohort_dir, output_dir)
     code = run_workflow(config, root, cores, extra, workflow)
     total_s = time.monotonic() - started
     tables = group_dir(output_dir)
@@ -138,9 +139,7 @@ def _real_exams(source: Path, root: Path, args) -> int:
         if not (cohort_dir / "truth").exists():
             subprocess.check_call([sys.executable, str(source / "to_dicom.py"), str(cohort_dir),
                                    "--variant", variant, "--src", str(source)])  # fmt: skip
-        config = {"dicom_dir": str(cohort_dir / "dicom"), "output_dir": str(cohort_dir / "output"),
-                  "participants_tsv": str(cohort_dir / "participants.tsv"),
-                  "id_map": str(cohort_dir / "id_map.tsv")}  # fmt: skip
+        config = cohort_config(cohort_dir, cohort_dir / "output")
         code |= run_workflow(config, cohort_dir, args.cores, args.snakemake_args,
                              workflow_dir(args.workflow))  # fmt: skip
         scores = evaluate_masks(cohort_dir / "output", cohort_dir / "truth")
@@ -158,6 +157,24 @@ def _scale(args) -> int:
     workflow = workflow_dir(args.workflow)
     benchmark(args.participants, Path(args.dir).resolve(), workflow, args.profile, args.batches)
     return 0
+
+
+def _bench(args) -> int:
+    """The speed benchmark on a cohort folder (generated into --dir when none is given)."""
+    from spineflow_dev.bench import bench, format_figures  # it imports this module
+
+    root = Path(args.dir).resolve()
+    cohort_dir = Path(args.cohort).resolve() if args.cohort else root / "cohort"
+    if not (cohort_dir / "dicom").is_dir():
+        print(f"generating a synthetic cohort of {args.participants} in {cohort_dir} ...",
+              flush=True)  # fmt: skip
+        generate_cohort(cohort_dir, CohortOptions(participants=args.participants, seed=args.seed,
+                                                  workers=args.cores))  # fmt: skip
+    figures = bench(cohort_dir, root, args.cores, workflow_dir(args.workflow),
+                    args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"]
+                    else args.snakemake_args)  # fmt: skip
+    print(format_figures(figures))
+    return figures["exit_code"]
 
 
 CONTRASTS_ARG = ("--contrasts",)
@@ -230,6 +247,17 @@ def main(argv=None) -> int:
     )
     qc_cost.add_argument("--output", required=True, help="a finished run's output_dir")
     qc_cost.add_argument("--repeats", type=int, default=5)
+    bench = sub.add_parser(
+        "bench", help="speed benchmark: the whole workflow timed per rule, beside stock SimpleITK"
+    )
+    bench.add_argument("--cohort", help="a cohort folder (dicom/, participants.tsv, ...)")
+    bench.add_argument("--dir", default="bench", help="where the run and bench.json go")
+    bench.add_argument("--participants", type=int, default=28, help="without --cohort")
+    bench.add_argument("--seed", type=int, default=2026, help="without --cohort")
+    bench.add_argument("--cores", type=int, default=2)
+    bench.add_argument(
+        "snakemake_args", nargs=argparse.REMAINDER, help="anything after -- goes to snakemake"
+    )
     imports = sub.add_parser("imports", help="the package's import graph: cycles, backward imports")
     imports.add_argument("--dot", action="store_true", help="print the stages' graph as DOT")
     args = parser.parse_args(argv)
@@ -239,6 +267,8 @@ def main(argv=None) -> int:
         return 0
     if args.command == "scale":
         return _scale(args)
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "qc-cost":
         print(report_cost.summary(args.output, args.repeats))
         return 0

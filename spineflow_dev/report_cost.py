@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from spineflow.core.runner import job_cpu_s
+
 # the rules that exist only to be looked at (benchmark suffixes, rules/report.smk)
 FIGURE_STEPS = ("figure", "registrationfigure", "cohortreport")
 OPEN_PROBE = """<script>
@@ -25,17 +27,31 @@ addEventListener("load", () => {
 </script>"""
 
 
-def rule_costs(benchmarks_dir: str | Path) -> pd.DataFrame:
-    """CPU s and wall s summed per step over every job's benchmark file."""
+def job_costs(benchmarks_dir: str | Path) -> pd.DataFrame:
+    """Every job's step, participant, session, wall s, CPU s and peak memory, from its benchmark
+    file's name (``Paths.benchmark``: [sub-X_][ses-Y_]step.tsv) and last line. The CPU is the
+    one the job's log states (``runner.job_cpu_s``; its log beside the benchmarks, in logs/),
+    the benchmark's sample where the log has none."""
     rows = []
+    logs_dir = Path(benchmarks_dir).parent / "logs"
     for path in sorted(Path(benchmarks_dir).glob("*.tsv")):
-        bench = pd.read_csv(path, sep="\t", na_values=["NA", "-"])
-        rows.append({"step": path.stem.rsplit("_", 1)[-1], "wall_s": bench["s"].iloc[-1],
-                     "cpu_s": bench["cpu_time"].iloc[-1]})  # fmt: skip
+        entities = dict(part.split("-", 1) for part in path.stem.split("_") if "-" in part)
+        bench = pd.read_csv(path, sep="\t", na_values=["NA", "-"]).iloc[-1]
+        logged_cpu_s = job_cpu_s(logs_dir / f"{path.stem}.log")
+        rows.append({"step": path.stem.rsplit("_", 1)[-1], "participant": entities.get("sub"),
+                     "session": entities.get("ses"), "wall_s": float(bench["s"]),
+                     "cpu_s": float(bench["cpu_time"]) if logged_cpu_s is None else logged_cpu_s,
+                     "benchmark_cpu_s": float(bench["cpu_time"]),
+                     "max_rss_mb": float(bench["max_rss"])})  # fmt: skip
     if not rows:
         raise FileNotFoundError(f"no benchmark files in {benchmarks_dir}")
+    return pd.DataFrame(rows)
+
+
+def rule_costs(benchmarks_dir: str | Path) -> pd.DataFrame:
+    """CPU s and wall s summed per step over every job's benchmark file."""
     table = (
-        pd.DataFrame(rows)
+        job_costs(benchmarks_dir)
         .groupby("step")
         .agg(jobs=("step", "size"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"))
     )

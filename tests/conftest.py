@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from dicom_factory import corrupt_compressed
 
-from spineflow_dev.cli import demo_config, snakemake_command
+from spineflow_dev.cli import cohort_config, snakemake_command
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def tiny_run(tiny_cohort, tmp_path_factory):
     """The whole workflow on the tiny cohort; returns (cohort dir, output dir, process)."""
     work = tmp_path_factory.mktemp("run")
     output = work / "output"
-    config = demo_config(tiny_cohort, output)  # with the cohort's reads and visit weights
+    config = cohort_config(tiny_cohort, output)  # with the cohort's reads and visit weights
     process = run_snakemake(config, work)
     yield tiny_cohort, output, process, work
     shutil.rmtree(work / ".snakemake", ignore_errors=True)

@@ -15,7 +15,7 @@ from conftest import break_geometry_series, copy_participants, run_snakemake
 from third_party import copy_into, nibabel_file, pydicom_file
 
 from spineflow.core.runner import is_placeholder
-from spineflow_dev.cli import demo_config
+from spineflow_dev.cli import cohort_config
 
 pytestmark = pytest.mark.e2e
 VICTIM, OTHER = "sub-02", "sub-01"
@@ -37,7 +37,7 @@ def test_broken_participant_fails_alone_and_is_reported_in_one_run(tiny_run, tmp
     nibabel_file("philips_mprage.dcm.gz", foreign)
     (foreign / "DICOMDIR.txt").write_text("not DICOM")
     output = tmp_path / "output"
-    config = {**demo_config(tiny_cohort, output), "dicom_dir": str(dicom)}
+    config = {**cohort_config(tiny_cohort, output), "dicom_dir": str(dicom)}
     first = run_snakemake(config, tmp_path / "work")
     assert first.returncode != 0  # visibly
     assert "1 step(s) failed on their data in this run (sub-02 ses-2 convert)" in first.stderr

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import pytest
 from debian_packages import install
 
-from spineflow_dev.report_cost import FIGURE_STEPS, open_time_ms, rule_costs
+from spineflow_dev.report_cost import FIGURE_STEPS, job_costs, open_time_ms, rule_costs
 
 BENCHMARK_COLUMNS = ("s", "h:m:s", "max_rss", "max_vms", "max_uss", "max_pss", "io_in",
                      "io_out", "mean_load", "cpu_time")  # fmt: skip
@@ -32,6 +32,24 @@ def test_rule_costs_sum_each_step_over_its_jobs(tmp_path):
     assert costs.loc["figure", "cpu_s"] == 1.5 and costs.loc["cohortreport", "jobs"] == 1
     assert list(costs.index) == ["n4", "cohortreport", "figure"]  # by CPU, largest first
     assert {"figure", "cohortreport"} <= set(FIGURE_STEPS)
+    jobs = job_costs(tmp_path).set_index("step")
+    assert jobs.loc["figure", ["participant", "session", "cpu_s"]].tolist() == ["01", "1", 1.5]
+    assert jobs.loc["cohortreport", ["participant", "session"]].isna().all()
+
+
+def test_a_jobs_cpu_is_the_one_its_log_states_where_it_does(tmp_path):
+    benchmarks, logs = tmp_path / "benchmarks", tmp_path / "logs"
+    benchmarks.mkdir()
+    logs.mkdir()
+    _bench(benchmarks / "sub-01_register.tsv", 60.0, 31.0)  # sampled 30 s before its end
+    _bench(benchmarks / "sub-02_register.tsv", 50.0, 30.0)
+    (logs / "sub-01_register.log").write_text(
+        "... INFO spineflow: rule register done\n... INFO spineflow: rule register used "
+        "58.250 CPU s\n"
+    )
+    jobs = job_costs(benchmarks).set_index("participant")
+    assert jobs.loc["01", ["cpu_s", "benchmark_cpu_s"]].tolist() == [58.25, 31.0]
+    assert jobs.loc["02", "cpu_s"] == 30.0  # no log: the benchmark's
     with pytest.raises(FileNotFoundError, match="no benchmark files"):
         rule_costs(tmp_path / "none")
 

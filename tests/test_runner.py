@@ -4,6 +4,7 @@ a retry that succeeds clears the record (else the next run would leave the sessi
 
 import json
 import os
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from spineflow.core.runner import (
     PLACEHOLDER,
     is_placeholder,
+    job_cpu_s,
     read_failures,
     remove_placeholders,
     run,
@@ -91,3 +93,21 @@ def test_failures_read_in_name_order_and_since_a_time(tmp_path):
     assert [r["participant_id"] for r in read_failures(tmp_path)] == ["sub-01", "sub-02"]
     assert [r["participant_id"] for r in read_failures(tmp_path, since=1500.0)] == ["sub-01"]
     assert read_failures(tmp_path / "none") == []
+
+
+def _spin(seconds: float) -> None:
+    started = time.process_time()
+    while time.process_time() - started < seconds:
+        pass
+
+
+def test_the_log_states_the_jobs_whole_cpu_whether_it_succeeds_or_fails(tmp_path):
+    before = time.process_time()
+    run(_smk(tmp_path, rule="register"), _spin, seconds=0.3)
+    stated = job_cpu_s(tmp_path / "register.log")
+    # the whole process's CPU so far (this test session's too), the step's 0.3 s included
+    assert stated >= before + 0.3
+    record = tmp_path / "failure.json"
+    run(_smk(tmp_path, rule="segment"), _fails, failure_record=str(record))
+    assert job_cpu_s(tmp_path / "segment.log") >= stated
+    assert job_cpu_s(tmp_path / "none.log") is None

@@ -15,7 +15,7 @@ import pytest
 import slurm_cluster
 from conftest import REPO, break_geometry_series, copy_participants, run_snakemake
 
-from spineflow_dev.cli import demo_config
+from spineflow_dev.cli import cohort_config
 
 pytestmark = pytest.mark.e2e
 MEASURES = ("height_mm", "width_mm", "intervertebral_distance_mm")
@@ -70,7 +70,7 @@ def slurm_run(slurm, tiny_cohort, tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm_run")
     copy_participants(tiny_cohort, root / "dicom", {VICTIM, OTHER})
     break_geometry_series(root / "dicom", tiny_cohort, VICTIM)
-    config = {**demo_config(tiny_cohort, root / "output"), "dicom_dir": str(root / "dicom")}
+    config = {**cohort_config(tiny_cohort, root / "output"), "dicom_dir": str(root / "dicom")}
     first = _run_on_slurm(config, root / "work")
     tables = root / "output" / "derivatives" / "spineflow" / "group"
     written = {name: (tables / name).read_bytes() for name in ("discs.tsv", "vertebrae.tsv")}

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import resource
 import traceback
 from pathlib import Path
 
@@ -42,11 +44,41 @@ def run(smk, function, failure_record: str | None = None, pooled_inputs=(), **kw
     data (a ``subject`` wildcard) with a placeholder among its inputs is skipped, unless the
     input is one of ``pooled_inputs`` (the function leaves those out). With a
     ``failure_record``, a failure is recorded and leaves placeholders, and a success clears
-    an earlier record."""
+    an earlier record. The log's last line is the job's CPU (``job_cpu_s`` reads it)."""
     _configure_logging(smk.log[0] if len(smk.log) else None)
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(smk.threads)
     log = logging.getLogger("spineflow")
     log.info("rule %s: %s", smk.rule, function.__name__)
+    try:
+        return _run_step(smk, function, failure_record, pooled_inputs, log, **kwargs)
+    finally:
+        log.info(CPU_LINE, smk.rule, process_cpu_s())
+
+
+# Snakemake's benchmark files sample a job's CPU every 30 s after its first 15 s: a longer job
+# loses what it used after the last sample, so the job states its own
+CPU_LINE = "rule %s used %.3f CPU s"
+_CPU_PATTERN = re.compile(r"rule \S+ used ([0-9.]+) CPU s$", re.MULTILINE)
+
+
+def process_cpu_s() -> float:
+    """CPU s of this process since it started (its imports too) and of the children it
+    waited for."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                         resource.RUSAGE_CHILDREN))  # fmt: skip
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def job_cpu_s(log_path) -> float | None:
+    """The CPU s a job's log (``run``) reports; None without it."""
+    try:
+        found = _CPU_PATTERN.findall(Path(log_path).read_text())
+    except OSError:
+        return None
+    return float(found[-1]) if found else None
+
+
+def _run_step(smk, function, failure_record, pooled_inputs, log, **kwargs):
     if "subject" in smk.wildcards.keys():
         pooled = set(map(str, pooled_inputs))
         failed_before = [Path(p).name for p in _files(smk.input)
