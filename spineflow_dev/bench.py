@@ -146,7 +146,11 @@ def bench(cohort_dir: Path, root: Path, cores: int, workflow: Path, extra: list[
     command = snakemake_command(config, root, cores, *extra, workflow=workflow)
     print("running:", " ".join(command), flush=True)
     run = run_measured(command, root / "snakemake.log")
-    jobs = job_costs(derivatives_root(output_dir) / "benchmarks")
+    benchmarks = derivatives_root(output_dir) / "benchmarks"
+    if not benchmarks.is_dir():
+        raise SystemExit(f"the workflow ran no job (exit code {run['exit_code']}): see "
+                         f"{root / 'snakemake.log'}")  # fmt: skip
+    jobs = job_costs(benchmarks)
     figures = summarise(run, jobs)
     figures["anchors"] = anchors(output_dir, jobs, _geometry_rule(workflow), anchor_pairs)
     if (cohort_dir / "truth" / "discs.tsv").exists():

@@ -72,17 +72,24 @@ def run_workflow(config: dict, workdir: Path, cores: int, extra: list[str], work
     return subprocess.call(command)
 
 
+def synthetic_cohort(cohort_dir: Path, options: CohortOptions) -> Path:
+    """The synthetic cohort in cohort_dir, generated unless it is there."""
+    if not (cohort_dir / "truth" / "discs.tsv").exists():
+        print(f"generating a synthetic cohort of {options.participants} in {cohort_dir} ...",
+              flush=True)  # fmt: skip
+        generate_cohort(cohort_dir, options)
+    return cohort_dir
+
+
 def _generate_and_run(root: Path, participants: int, seed: int, cores: int, extra, workflow: Path,
                       contrasts=("pd_fs",)) -> int:  # fmt: skip
     """Synthetic cohort in root/cohort (kept if there), the workflow on it into root/output
     (``run_workflow``); prints the accuracy; exit code."""
     cohort_dir, output_dir = root / "cohort", root / "output"
     started = time.monotonic()
-    if not (cohort_dir / "truth" / "discs.tsv").exists():
-        print(f"generating a synthetic cohort of {participants} in {cohort_dir} ...", flush=True)
-        options = CohortOptions(participants=participants, seed=seed, workers=cores,
-                                contrasts=tuple(contrasts))  # fmt: skip
-        generate_cohort(cohort_dir, options)
+    options = CohortOptions(participants=participants, seed=seed, workers=cores,
+                            contrasts=tuple(contrasts))  # fmt: skip
+    synthetic_cohort(cohort_dir, options)
     synth_s = time.monotonic() - started
     config = cohort_config(cohort_dir, output_dir)
     code = run_workflow(config, root, cores, extra, workflow)
@@ -164,15 +171,11 @@ def _bench(args) -> int:
     from spineflow_dev.bench import bench, format_figures  # it imports this module
 
     root = Path(args.dir).resolve()
-    cohort_dir = Path(args.cohort).resolve() if args.cohort else root / "cohort"
-    if not (cohort_dir / "dicom").is_dir():
-        print(f"generating a synthetic cohort of {args.participants} in {cohort_dir} ...",
-              flush=True)  # fmt: skip
-        generate_cohort(cohort_dir, CohortOptions(participants=args.participants, seed=args.seed,
-                                                  workers=args.cores))  # fmt: skip
+    cohort_dir = (Path(args.cohort).resolve() if args.cohort else synthetic_cohort(
+        root / "cohort", CohortOptions(participants=args.participants, seed=args.seed,
+                                       workers=args.cores)))  # fmt: skip
     figures = bench(cohort_dir, root, args.cores, workflow_dir(args.workflow),
-                    args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"]
-                    else args.snakemake_args)  # fmt: skip
+                    args.snakemake_args)  # fmt: skip
     print(format_figures(figures))
     return figures["exit_code"]
 
@@ -261,6 +264,8 @@ def main(argv=None) -> int:
     imports = sub.add_parser("imports", help="the package's import graph: cycles, backward imports")
     imports.add_argument("--dot", action="store_true", help="print the stages' graph as DOT")
     args = parser.parse_args(argv)
+    if getattr(args, "snakemake_args", None) and args.snakemake_args[0] == "--":
+        args.snakemake_args = args.snakemake_args[1:]
     if args.command == "imports":
         graph = module_imports()
         print(dot(stage_graph(graph)) if args.dot else summary(graph))
@@ -275,8 +280,6 @@ def main(argv=None) -> int:
     if args.command == "synth":
         _synth(args)
         return 0
-    if args.snakemake_args and args.snakemake_args[0] == "--":
-        args.snakemake_args = args.snakemake_args[1:]
     return _accuracy(args) if args.command == "accuracy" else _demo(args)
 
 
