@@ -17,12 +17,12 @@ rule register:
         PATHS.log("register", ses=None),
     benchmark:
         PATHS.benchmark("register", ses=None)
+    # the longest job: started as soon as a pair is ready, not left to the run's end
+    priority: 1
     group:
         "participant"
     conda:
         "../envs/imaging.yaml"
-    # the longest job: started as soon as a pair is ready, not left to the run's end
-    priority: 1
     # one thread: ITK's threads split the metric's sums in an order of their own (transforms
     # differ in the 6th digit between reruns), and two pairs at once use two cores better
     threads: 1
