@@ -173,18 +173,19 @@ def summarise(run: dict, jobs: pd.DataFrame) -> dict:
                                         cpu_max_s=("cpu_s", "max"), cpu_sum_s=("cpu_s", "sum"),
                                         rss_max_mb=("max_rss_mb", "max"))  # fmt: skip
     per_rule = per_rule.sort_values("cpu_sum_s", ascending=False)
+    jobs_cpu_s = float(jobs["cpu_s"].sum())
     return {
         **run,
         "participants": int(participants),
         "sessions": int(len(sessions)),
         "jobs": int(len(jobs)),
         "jobs_per_participant": len(jobs) / max(participants, 1),
-        "rules_cpu_s": float(jobs["cpu_s"].sum()),
+        "rules_cpu_s": jobs_cpu_s,
         "cpu_per_session_s": run["total_cpu_s"] / max(len(sessions), 1),
         "snakemake_share": run["snakemake_cpu_s"] / max(run["total_cpu_s"], 1e-9),
         # Snakemake's own and its helpers' (the ILP solver, the shell that starts a job): all
         # the CPU no job states
-        "outside_jobs_cpu_s": run["total_cpu_s"] - float(jobs["cpu_s"].sum()),
+        "outside_jobs_cpu_s": run["total_cpu_s"] - jobs_cpu_s,
         "per_rule": per_rule.round(2).reset_index().to_dict("records"),
     }
 

@@ -49,7 +49,7 @@ def job_costs(benchmarks_dir: str | Path) -> pd.DataFrame:
 
 
 def rule_costs(benchmarks_dir: str | Path) -> pd.DataFrame:
-    """CPU s and wall s summed per step over every job's benchmark file."""
+    """CPU s and wall s summed per step over every job (``job_costs``)."""
     table = (
         job_costs(benchmarks_dir)
         .groupby("step")
