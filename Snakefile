@@ -91,5 +91,3 @@ rule all:
         PATHS.group("vertebrae.tsv"),
         STATS_OUTPUTS,
         PATHS.group("report.html"),
-        [PATHS.figure(GEOMETRY, "measure", sub=s, ses=ses) for s, ses in SESSIONS],
-        [PATHS.registration_figure(GEOMETRY, sub=s) for s in SUBJECTS_WITH_PAIR],

@@ -77,12 +77,7 @@ rule cohort_report:
         discs=PATHS.group("discs.tsv"),
         vertebrae=PATHS.group("vertebrae.tsv"),
         statistics=PATHS.group("statistics.html"),
-        sessions=[
-            PATHS.figure(GEOMETRY, "measure", sub=s, ses=ses) for s, ses in SESSIONS
-        ],
-        registrations=[
-            PATHS.registration_figure(GEOMETRY, sub=s) for s in SUBJECTS_WITH_PAIR
-        ],
+        manifest=PATHS.outputs_manifest,
     output:
         report(
             PATHS.group("report.html"),
@@ -100,8 +95,6 @@ rule cohort_report:
         mem_mb=800,
         runtime=10,
     params:
-        sessions=[(f"sub-{s}", f"ses-{ses}") for s, ses in SESSIONS],
-        participants=[f"sub-{s}" for s in SUBJECTS_WITH_PAIR],
         settings=config,
     script:
         "../scripts/cohort_report.py"

@@ -158,8 +158,8 @@ def benchmark(
     sizes, root: Path, workflow: Path, profile: str = "slurm", batches: int = 1
 ) -> list[dict]:
     """Dry runs for each cohort size; with batches > 1, of the first of that many batches
-    (``--batch group_tables=1/B``: Snakemake plans only that share of the cohort)."""
-    extra = ("--batch", f"group_tables=1/{batches}") if batches > 1 else ()
+    (``--batch participant_outputs=1/B``: Snakemake plans only that share of the cohort)."""
+    extra = ("--batch", f"participant_outputs=1/{batches}") if batches > 1 else ()
     results = []
     for n in sizes:
         folder = root / f"cohort-{n}"

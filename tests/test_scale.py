@@ -55,5 +55,20 @@ def test_cluster_jobs_counts_groups_and_ungrouped_rules():
 def test_dry_run_gives_one_cluster_job_per_participant(tmp_path):
     config = scale.write_cohort(tmp_path, 30)
     result = scale.dry_run(tmp_path, config, REPO, "slurm")
-    assert result["cluster_jobs"] == 30 + 4  # + BIDS metadata, group tables, statistics, report
+    # + BIDS metadata, the participants' outputs, group tables, statistics, report
+    assert result["cluster_jobs"] == 30 + 5
     assert result["jobs"] > 30 * 8  # the rules themselves are all there
+
+
+@pytest.mark.e2e
+def test_a_batch_plans_its_share_of_the_participants_and_no_cohort_step(tmp_path):
+    """``--batch participant_outputs=1/3``: every per-participant job reaches the cohort steps
+    through that rule, so a batch plans a third of the participants and stops before it."""
+    config = scale.write_cohort(tmp_path, 30)
+    whole = scale.dry_run(tmp_path, config, REPO, "slurm")
+    batch = scale.dry_run(tmp_path, config, REPO, "slurm", ("--batch", "participant_outputs=1/3"))
+    log = Path(batch["log"]).read_text()
+    assert batch["cluster_jobs"] in (10, 11)  # a third of 30, and the BIDS metadata
+    assert batch["jobs"] < 0.4 * whole["jobs"]
+    for step in ("participant_outputs", "group_tables", "statistics", "cohort_report"):
+        assert f"rule {step}:" not in log

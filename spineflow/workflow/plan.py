@@ -62,6 +62,11 @@ class Paths:
     def failures_dir(self) -> Path:
         return self.deriv / "logs" / "failures"
 
+    @property
+    def outputs_manifest(self) -> Path:
+        """The participants' outputs the cohort steps read (``cohort.manifest``)."""
+        return self.deriv / "logs" / "participant_outputs.tsv"
+
     def raw_image(self, rule: dict, ext=".nii.gz", sub=SUBJECT, ses=SESSION) -> str:
         return self._series_file(self.raw, rule, ext, sub, ses)
 
