@@ -152,7 +152,7 @@ def bench(cohort_dir: Path, root: Path, cores: int, workflow: Path, extra: list[
                          f"{root / 'snakemake.log'}")  # fmt: skip
     jobs = job_costs(benchmarks)
     figures = summarise(run, jobs)
-    figures["anchors"] = anchors(output_dir, jobs, _geometry_rule(workflow), anchor_pairs)
+    figures["anchors"] = anchors(output_dir, jobs, default_geometry_rule(workflow), anchor_pairs)
     if (cohort_dir / "truth" / "discs.tsv").exists():
         tre = evaluate(output_dir, cohort_dir / "truth")["registration"]
         figures["tre_mm"] = {"mean": float(tre["tre_mm"].mean()), "max": float(tre["tre_mm"].max()),
@@ -161,7 +161,7 @@ def bench(cohort_dir: Path, root: Path, cores: int, workflow: Path, extra: list[
     return figures
 
 
-def _geometry_rule(workflow: Path) -> dict:
+def default_geometry_rule(workflow: Path) -> dict:
     """The series the default config measures (the run's config takes it from there)."""
     return geometry_rule(yaml.safe_load((workflow / "config" / "config.yaml").read_text()))
 

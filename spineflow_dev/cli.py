@@ -180,6 +180,16 @@ def _bench(args) -> int:
     return figures["exit_code"]
 
 
+def _reregister(args) -> int:
+    """Registration method work: a finished run's pairs registered again by this checkout."""
+    from spineflow_dev.bench import default_geometry_rule  # it imports this module
+    from spineflow_dev.reregister import format_result, reregister
+
+    geometry = default_geometry_rule(workflow_dir(args.workflow))
+    print(format_result(reregister(args.output, args.truth, args.dir, geometry, args.workers)))
+    return 0
+
+
 CONTRASTS_ARG = ("--contrasts",)
 CONTRASTS_OPTIONS = {
     "nargs": "+",
@@ -261,6 +271,14 @@ def main(argv=None) -> int:
     bench.add_argument(
         "snakemake_args", nargs=argparse.REMAINDER, help="anything after -- goes to snakemake"
     )
+    rereg = sub.add_parser(
+        "reregister",
+        help="a finished run's pairs registered again by this checkout: CPU, TRE beside the run's",
+    )
+    rereg.add_argument("--output", required=True, help="a finished run's output_dir")
+    rereg.add_argument("--truth", required=True, help="its cohort's truth/ folder")
+    rereg.add_argument("--dir", required=True, help="where the new transforms go")
+    rereg.add_argument("--workers", type=int, default=2)
     imports = sub.add_parser("imports", help="the package's import graph: cycles, backward imports")
     imports.add_argument("--dot", action="store_true", help="print the stages' graph as DOT")
     args = parser.parse_args(argv)
@@ -274,6 +292,8 @@ def main(argv=None) -> int:
         return _scale(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "reregister":
+        return _reregister(args)
     if args.command == "qc-cost":
         print(report_cost.summary(args.output, args.repeats))
         return 0

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 import SimpleITK as sitk
 
-from spineflow.core.gridsearch import refined_minimum, refined_minimum_value
+from spineflow.core.gridsearch import refined_minimum, walked_minimum_value
 from spineflow.register.masks import around_landing, on_mask, recentred_transform
 from spineflow.register.metric import mapped_inside, masked_correlation, masked_mutual_information
 from spineflow.register.settings import DEFAULTS, RegisterSettings
@@ -60,13 +60,21 @@ def _moved(transform, centre_mm, motion: dict, **more) -> sitk.Euler3DTransform:
 def _grid_search(cue: _Cue, build, angles, shifts) -> float | None:
     """Where the cue's metric of ``build(angle, shift)`` is least on the grid angles x shifts:
     the angle (``refined_minimum`` of each angle's least over the shifts, itself refined
-    between them). The same samples throughout: where the moving image ends, samples falling
-    off it would make the metric jump by more than the motion changes it."""
+    between them). Every angle is searched; over the shifts, each angle's least is walked to
+    from the previous angle's best shift (the first from the middle one): the best shift moves
+    little from one angle to the next, and the walk reads a third of the shifts a whole row
+    would. The same samples throughout: where the moving image ends, samples falling off it
+    would make the metric jump by more than the motion changes it."""
     corners = [build(a, s) for a in (angles[0], 0.0, angles[-1]) for s in (shifts[0], shifts[-1])]
     cue = cue._replace(mask=cue.mask & mapped_inside(cue.moving, cue.mask, corners))
     if not sitk.GetArrayViewFromImage(cue.mask).any():
         return None  # none of it lands in the moving image at every corner
-    least = [refined_minimum_value([cue.value(build(a, s)) for s in shifts]) for a in angles]
+    least, best_shift = [], len(shifts) // 2
+    for angle in angles:
+        value, best_shift = walked_minimum_value(
+            lambda k, angle=angle: cue.value(build(angle, shifts[k])), len(shifts), best_shift
+        )
+        least.append(value)
     return refined_minimum(angles, least)
 
 
