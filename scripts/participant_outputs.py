@@ -6,7 +6,9 @@ sessions, participants = smk.params.sessions, smk.params.participants
 run(
     smk,
     write_manifest,
-    per_session={out: list(zip(*zip(*sessions), smk.input[out])) for out in SESSION_OUTPUTS},
+    per_session={
+        out: [(*s, path) for s, path in zip(sessions, smk.input[out])] for out in SESSION_OUTPUTS
+    },
     per_pair={out: list(zip(participants, smk.input[out])) for out in PAIR_OUTPUTS},
     out_tsv=smk.output[0],
 )

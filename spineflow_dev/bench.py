@@ -33,7 +33,7 @@ from spineflow_dev.report_cost import job_costs
 BENCH_JSON = "bench.json"
 POLL_S = 0.2
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# the issue's targets (docs/speed.md)
+# issue 28's targets (docs/performance.md)
 TARGET_CPU_PER_SESSION_S = 10.0
 TARGET_SNAKEMAKE_SHARE = 0.05
 
